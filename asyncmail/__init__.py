@@ -1,0 +1,51 @@
+"""asyncmail: send email from async Python, from one password reset to ten million newsletters."""
+
+from ._exceptions import AuthenticationError as AuthenticationError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import ConnectError as ConnectError
+from ._exceptions import DeliveryError as DeliveryError
+from ._exceptions import MailerClosedError as MailerClosedError
+from ._exceptions import MailError as MailError
+from ._exceptions import MessageError as MessageError
+from ._exceptions import NotSupportedError as NotSupportedError
+from ._exceptions import PermanentError as PermanentError
+from ._exceptions import Phase as Phase
+from ._exceptions import PoolTimeout as PoolTimeout
+from ._exceptions import Rejected as Rejected
+from ._exceptions import ServerDisconnected as ServerDisconnected
+from ._exceptions import SMTPTimeoutError as SMTPTimeoutError
+from ._exceptions import TemporaryFailure as TemporaryFailure
+from ._exceptions import TLSError as TLSError
+from ._exceptions import TransientError as TransientError
+from ._exceptions import UnknownOutcomeError as UnknownOutcomeError
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectError",
+    "DeliveryError",
+    "MailError",
+    "MailerClosedError",
+    "MessageError",
+    "NotSupportedError",
+    "PermanentError",
+    "Phase",
+    "PoolTimeout",
+    "Rejected",
+    "SMTPTimeoutError",
+    "ServerDisconnected",
+    "TLSError",
+    "TemporaryFailure",
+    "TransientError",
+    "UnknownOutcomeError",
+    "__version__",
+)
+
+# Public objects report the package as their home, so reprs and docs read "asyncmail.X".
+for _name in __all__:
+    _obj = globals()[_name]
+    if hasattr(_obj, "__module__"):
+        _obj.__module__ = __name__
+del _name, _obj

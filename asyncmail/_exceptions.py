@@ -1,0 +1,225 @@
+"""The exception tree: one root, transient and permanent failures as distinct classes.
+
+::
+
+    MailError
+    ├── MessageError (ValueError)        bad input, raised before any network I/O
+    ├── ConfigError (ValueError)         bad Mailer/Server options or URL
+    ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
+    └── DeliveryError                    a send did not deliver; carries the SendResult
+        ├── TransientError               a retry may help
+        │   ├── TemporaryFailure         4xx reply
+        │   ├── ConnectError (ConnectionError)
+        │   ├── ServerDisconnected (ConnectionError)   before the final dot
+        │   ├── SMTPTimeoutError (TimeoutError)        before the final dot
+        │   └── PoolTimeout (TimeoutError)             no connection free in time
+        ├── PermanentError               a retry will not help
+        │   ├── Rejected                 5xx reply
+        │   ├── AuthenticationError      AUTH refused, or no usable mechanism
+        │   ├── TLSError                 handshake/certificate failure, STARTTLS missing
+        │   └── NotSupportedError        the server lacks a needed extension (SMTPUTF8)
+        └── UnknownOutcomeError          the connection broke after the final dot: the
+                                         message may have been delivered
+
+Every ``DeliveryError`` carries what a user needs to act: ``code``, ``enhanced_code``,
+``text`` (the server's words), ``phase``, ``recipient`` and ``retryable``.
+aiosmtplib's errors are translated at one boundary only (``asyncmail._connection``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from ._result import SendResult
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectError",
+    "DeliveryError",
+    "MailError",
+    "MailerClosedError",
+    "MessageError",
+    "NotSupportedError",
+    "PermanentError",
+    "Phase",
+    "PoolTimeout",
+    "Rejected",
+    "SMTPTimeoutError",
+    "ServerDisconnected",
+    "TLSError",
+    "TemporaryFailure",
+    "TransientError",
+    "UnknownOutcomeError",
+    "error_for_reply",
+    "parse_enhanced_code",
+]
+
+
+class Phase(enum.StrEnum):
+    """The step of the SMTP exchange in which something happened."""
+
+    CONNECT = "connect"
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command and its 354
+    DATA_TRANSFER = "data-transfer"  # sending the content, up to the final dot
+    FINAL_REPLY = "final-reply"  # waiting for the reply to the final dot
+    RSET = "rset"
+    QUIT = "quit"
+    POOL = "pool"  # waiting for a free connection
+
+
+class MailError(Exception):
+    """Root of every exception asyncmail raises."""
+
+
+class MessageError(MailError, ValueError):
+    """A message, address or header is invalid; raised before any network I/O."""
+
+
+class ConfigError(MailError, ValueError):
+    """An option, URL or server configuration is invalid."""
+
+
+class MailerClosedError(MailError, RuntimeError):
+    """The Mailer (or pool) was used after it was closed."""
+
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+
+def parse_enhanced_code(text: str) -> str | None:
+    """Return the RFC 3463 enhanced status code at the start of a reply text, if any."""
+    m = _ENHANCED.match(text)
+    return m.group(0) if m else None
+
+
+class DeliveryError(MailError):
+    """A send did not deliver.
+
+    Attributes:
+        code: The SMTP reply code, or None when there was no reply (timeouts, disconnects).
+        enhanced_code: The RFC 3463 code such as ``"5.1.1"``, if the server gave one.
+        text: The server's reply text, or a description of what went wrong.
+        phase: The SMTP step that failed.
+        recipient: The recipient the failure concerns, if it concerns one.
+        retryable: Whether sending again may succeed.
+        result: The SendResult of the message, when the failure ended a send.
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        code: int | None = None,
+        phase: Phase | None = None,
+        recipient: str | None = None,
+        enhanced_code: str | None = None,
+        result: SendResult | None = None,
+    ) -> None:
+        self.text = text
+        self.code = code
+        self.phase = phase
+        self.recipient = recipient
+        self.enhanced_code = (
+            enhanced_code if enhanced_code is not None else parse_enhanced_code(text)
+        )
+        self.result = result
+        super().__init__(text)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.code is not None:
+            parts.append(str(self.code))
+        parts.append(self.text)
+        context = []
+        if self.phase is not None:
+            context.append(f"phase={self.phase.value}")
+        if self.recipient is not None:
+            context.append(f"recipient={self.recipient}")
+        context.append(f"retryable={self.retryable}")
+        return f"{' '.join(parts)} ({', '.join(context)})"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(code={self.code!r}, text={self.text!r}, "
+            f"phase={self.phase!r}, recipient={self.recipient!r})"
+        )
+
+
+class TransientError(DeliveryError):
+    """A failure that a later attempt may not repeat."""
+
+    retryable = True
+
+
+class PermanentError(DeliveryError):
+    """A failure that sending again will repeat."""
+
+
+class TemporaryFailure(TransientError):
+    """The server answered 4xx."""
+
+
+class ConnectError(TransientError, ConnectionError):
+    """The TCP connection could not be made."""
+
+
+class ServerDisconnected(TransientError, ConnectionError):
+    """The connection broke before the final dot was sent, so nothing was delivered."""
+
+
+class SMTPTimeoutError(TransientError, TimeoutError):
+    """The server did not answer in time, before the final dot was sent."""
+
+
+class PoolTimeout(TransientError, TimeoutError):
+    """No connection became free within the pool-acquire timeout."""
+
+
+class Rejected(PermanentError):
+    """The server answered 5xx."""
+
+
+class AuthenticationError(PermanentError):
+    """Authentication failed or could not be attempted safely."""
+
+
+class TLSError(PermanentError):
+    """TLS could not be established as required (handshake, certificate, STARTTLS missing)."""
+
+
+class NotSupportedError(PermanentError):
+    """The server lacks an extension the message needs, such as SMTPUTF8."""
+
+
+class UnknownOutcomeError(DeliveryError):
+    """The connection broke after the final dot and before the reply: maybe delivered."""
+
+
+def error_for_reply(
+    code: int,
+    text: str,
+    *,
+    phase: Phase,
+    recipient: str | None = None,
+) -> DeliveryError:
+    """Classify an SMTP error reply by its code, not by who noticed it."""
+    cls: type[DeliveryError]
+    if 400 <= code < 500:
+        cls = TemporaryFailure
+    elif phase is Phase.AUTH:
+        cls = AuthenticationError
+    else:
+        cls = Rejected
+    return cls(text, code=code, phase=phase, recipient=recipient)
