@@ -1,5 +1,6 @@
 """asyncmail: send email from async Python, from one password reset to ten million newsletters."""
 
+from ._address import Address as Address
 from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import ConnectError as ConnectError
@@ -18,16 +19,21 @@ from ._exceptions import TemporaryFailure as TemporaryFailure
 from ._exceptions import TLSError as TLSError
 from ._exceptions import TransientError as TransientError
 from ._exceptions import UnknownOutcomeError as UnknownOutcomeError
+from ._message import Attachment as Attachment
+from ._message import Message as Message
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "Address",
+    "Attachment",
     "AuthenticationError",
     "ConfigError",
     "ConnectError",
     "DeliveryError",
     "MailError",
     "MailerClosedError",
+    "Message",
     "MessageError",
     "NotSupportedError",
     "PermanentError",

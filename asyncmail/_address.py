@@ -1,0 +1,235 @@
+"""Email addresses: parsing "Name <addr>", validating addr-specs, and their wire forms.
+
+One validator (:func:`validate_addr_spec`) serves both :class:`~asyncmail.Message` and
+stdlib ``EmailMessage`` envelopes, so the two cannot disagree about what is deliverable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeAlias
+
+from ._exceptions import MessageError
+from ._headers import check_text, encode_words, needs_encoding
+
+__all__ = [
+    "Address",
+    "AddressInput",
+    "ascii_domain",
+    "format_address",
+    "parse_address",
+    "parse_addresses",
+    "split_address_list",
+    "validate_addr_spec",
+    "wire_addr_spec",
+]
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LDH = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# The common case in one match: an ASCII dot-atom local part at an ASCII hostname.
+_FAST = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LDH}(?:\.{_LDH})*")
+_DOT_ATOM_U = re.compile(rf"(?:{_ATEXT}|[^\x00-\x7f])+(?:\.(?:{_ATEXT}|[^\x00-\x7f])+)*")
+# A quoted local part without spaces or angle brackets (they confuse envelopes).
+_QUOTED_U = re.compile(r'"(?:[!#-;=?-\[\]-~]|[^\x00-\x7f]|\\[!-~])+"')
+_LABEL = re.compile(_LDH)
+_ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
+_MAX_LOCAL = 64
+_MAX_DOMAIN = 253
+_MAX_RAW_NAME = 70  # longer display names become folded encoded-words
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: an optional display name and an addr-spec (Unicode allowed).
+
+    Attributes:
+        name: The display name, ``""`` when there is none.
+        addr: The addr-spec, such as ``"zhang@example.net"`` or ``"user@例え.jp"``.
+    """
+
+    name: str
+    addr: str
+
+    def __str__(self) -> str:
+        if not self.name:
+            return self.addr
+        return f"{_quote_phrase(self.name)} <{self.addr}>"
+
+
+AddressInput: TypeAlias = "str | tuple[str, str] | Address"
+
+
+def validate_addr_spec(addr: object, field: str) -> str:
+    """Return ``addr`` if it is a deliverable addr-spec, else raise.
+
+    Accepts a dot-atom or quoted local part (Unicode allowed, RFC 6532) and a domain of valid
+    labels that the IDNA codec can encode, or an address literal such as ``[192.0.2.1]``.
+    Spaces, angle brackets, parameters and control characters are rejected.
+
+    Raises:
+        MessageError: naming ``field`` and the address.
+    """
+    if not isinstance(addr, str):
+        raise MessageError(f"{field}: expected an address string, got {type(addr).__name__}")
+    if _FAST.fullmatch(addr) and len(addr) <= _MAX_LOCAL + 1 + _MAX_DOMAIN:
+        local, _, domain = addr.rpartition("@")
+        if len(local) <= _MAX_LOCAL and len(domain) <= _MAX_DOMAIN:
+            return addr
+    local, at, domain = addr.rpartition("@")
+    if (
+        not at
+        or not addr.isprintable()
+        or not (_DOT_ATOM_U.fullmatch(local) or _QUOTED_U.fullmatch(local))
+        or len(local.encode("utf-8", "surrogatepass")) > _MAX_LOCAL
+    ):
+        raise MessageError(f"{field}: invalid address {addr!r}")
+    try:
+        ascii_domain(domain)
+        if not local.isascii():
+            local.encode("utf-8")
+    except (MessageError, UnicodeError):
+        raise MessageError(f"{field}: invalid address {addr!r}") from None
+    return addr
+
+
+@lru_cache(maxsize=4096)
+def ascii_domain(domain: str) -> str:
+    """Return the ASCII (IDNA) form of ``domain``; address literals are returned unchanged.
+
+    Raises:
+        MessageError: when the domain is not a valid host name or address literal.
+    """
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        try:
+            if literal[:5].lower() == "ipv6:":
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            raise MessageError(f"invalid address literal {domain!r}") from None
+        return domain
+    if domain.isascii():
+        encoded = domain
+    else:
+        try:
+            encoded = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise MessageError(f"invalid domain {domain!r}") from None
+    labels = encoded.split(".")
+    if len(encoded) > _MAX_DOMAIN or not all(_LABEL.fullmatch(label) for label in labels):
+        raise MessageError(f"invalid domain {domain!r}")
+    return encoded
+
+
+def wire_addr_spec(addr: str, *, smtputf8: bool) -> str:
+    """Return ``addr`` as it may appear on the wire: IDNA domain unless ``smtputf8``.
+
+    Raises:
+        MessageError: for a non-ASCII local part when ``smtputf8`` is false.
+    """
+    if smtputf8 or addr.isascii():
+        return addr
+    local, _, domain = addr.rpartition("@")
+    if not local.isascii():
+        raise MessageError(
+            f"address {addr!r} has a non-ASCII local part: it needs a server with SMTPUTF8"
+        )
+    return f"{local}@{ascii_domain(domain)}"
+
+
+def parse_address(value: object, field: str) -> Address:
+    """Parse ``"Name <addr>"``, ``"addr"``, ``("Name", "addr")`` or an :class:`Address`.
+
+    Raises:
+        MessageError: naming ``field``, for a malformed value or an invalid address.
+    """
+    if isinstance(value, Address):
+        name, addr = value.name, value.addr
+    elif isinstance(value, tuple):
+        if len(value) != 2:
+            raise MessageError(f"{field}: expected a (name, address) pair, got {value!r}")
+        name, addr = value
+        name = check_text(name, field).strip()
+    elif isinstance(value, str):
+        check_text(value, field)
+        text = value.strip()
+        if text.endswith(">"):
+            cut = text.rfind("<")
+            if cut < 0:
+                raise MessageError(f"{field}: invalid address {value!r}")
+            addr = text[cut + 1 : -1]
+            name = _unquote(text[:cut].strip())
+        else:
+            name, addr = "", text
+    else:
+        raise MessageError(f"{field}: expected an address, got {type(value).__name__}")
+    check_text(name, field)
+    return Address(name=name, addr=validate_addr_spec(addr, field))
+
+
+def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
+    """Parse one address or a list of them (a tuple is one ``(name, addr)`` pair).
+
+    Raises:
+        MessageError: naming ``field[i]`` for the first invalid entry.
+    """
+    if value is None or value == ():
+        return ()
+    if isinstance(value, str | tuple | Address):
+        return (parse_address(value, field),)
+    if not isinstance(value, Iterable):
+        raise MessageError(f"{field}: expected an address or a list, got {type(value).__name__}")
+    return tuple(parse_address(item, f"{field}[{i}]") for i, item in enumerate(value))
+
+
+def split_address_list(text: str) -> list[str]:
+    """Split a header value on the commas between addresses (not in quotes or brackets)."""
+    items: list[str] = []
+    start, quoted, escaped, angle = 0, False, False, False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "<>":
+            angle = ch == "<"
+        elif ch == "," and not quoted and not angle:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item.strip()]
+
+
+def format_address(address: Address, *, smtputf8: bool) -> str:
+    """Render ``address`` for an address header: ASCII unless ``smtputf8`` allows UTF-8.
+
+    Raises:
+        MessageError: for a non-ASCII local part when ``smtputf8`` is false.
+    """
+    addr = wire_addr_spec(address.addr, smtputf8=smtputf8)
+    name = address.name
+    if not name:
+        return addr
+    if len(name) > _MAX_RAW_NAME or needs_encoding(name):
+        return "\r\n ".join(encode_words(name)) + f" <{addr}>"
+    return f"{_quote_phrase(name)} <{addr}>"
+
+
+def _quote_phrase(name: str) -> str:
+    if _ATOM_PHRASE.fullmatch(name):
+        return name
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _unquote(name: str) -> str:
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name

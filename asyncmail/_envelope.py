@@ -1,0 +1,192 @@
+"""The SMTP envelope and the DATA bytes of a message, for asyncmail and stdlib messages alike.
+
+The transport calls only these three functions, so a ``Message`` and an
+``email.message.EmailMessage`` are validated by the same address rules, and both are
+checked before any I/O. The stdlib's serialiser is not trusted with header injection (the
+running Python may predate the fixes for CVE-2024-6923): values are checked before, and the
+produced header block is checked after.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.message
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy as email_policy
+from email.headerregistry import AddressHeader
+
+from ._address import validate_addr_spec, wire_addr_spec
+from ._exceptions import MessageError
+from ._message import Message
+
+__all__ = ["Envelope", "envelope_of", "message_bytes", "smtp_address"]
+
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+_FOLDED_BREAK = re.compile(r"\r?\n[ \t]")
+_BAD_CHARS = re.compile(r"[\r\n\x00]")
+_BCC = ("bcc", "resent-bcc")
+_MAX_LINE = 998
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Who the message is from and to, as MAIL FROM and RCPT TO will say it.
+
+    Attributes:
+        sender: The reverse-path addr-spec (Unicode allowed); ``""`` is the null path ``<>``.
+        recipients: The forward-paths: de-duplicated, in order, never empty.
+        message_id: The Message-ID header value, if the message has one.
+        needs_smtputf8: Whether an envelope address has a non-ASCII local part. IDN domains
+            alone do not need SMTPUTF8: they have an ASCII (IDNA) form.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str | None
+    needs_smtputf8: bool
+
+
+def envelope_of(message: Message | email.message.Message) -> Envelope:
+    """Return the envelope of ``message``, validating it before any I/O.
+
+    For a stdlib message the sender comes from Sender or From and the recipients from
+    To, Cc and Bcc, or from the Resent-* headers when present, as ``smtplib`` does.
+
+    Raises:
+        MessageError: for a missing sender, no recipients, an invalid address or a header
+            that could inject another header.
+    """
+    message_id: str | None
+    if isinstance(message, Message):
+        sender, recipients, message_id = (
+            message.envelope_sender,
+            message.recipients,
+            message.message_id,
+        )
+    elif isinstance(message, email.message.Message):
+        _check_headers(message)
+        sender, recipients = _stdlib_addresses(message)
+        raw_id = message.get("Message-ID")
+        message_id = str(raw_id).strip() if raw_id is not None else None
+    else:
+        raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
+    needs = any(not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients))
+    return Envelope(sender, recipients, message_id, needs)
+
+
+def message_bytes(message: Message | email.message.Message, *, smtputf8: bool) -> bytes:
+    """Return the DATA content of ``message``: CRLF lines, no Bcc, not dot-stuffed.
+
+    Args:
+        message: An asyncmail Message or a stdlib (Email)Message.
+        smtputf8: Whether the server accepted SMTPUTF8 for this transaction.
+
+    Raises:
+        MessageError: for header injection, lines over 998 octets, or an address that needs
+            SMTPUTF8 when ``smtputf8`` is false.
+    """
+    if isinstance(message, Message):
+        return message.to_bytes(smtputf8=smtputf8)
+    if not isinstance(message, email.message.Message):
+        raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
+    _check_headers(message)
+    clone = copy.copy(message)
+    for name in _BCC:
+        del clone[name]
+    chosen: email_policy.Policy
+    if isinstance(message.policy, email_policy.EmailPolicy):
+        chosen = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+    else:
+        chosen = message.policy.clone(linesep="\r\n")
+    try:
+        data = clone.as_bytes(policy=chosen)
+    except (UnicodeError, ValueError, TypeError) as exc:
+        raise MessageError(f"message: cannot be serialised: {exc}") from exc
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    _check_output(clone, data)
+    return data
+
+
+def smtp_address(address: str, *, smtputf8: bool) -> str:
+    """Return ``address`` as MAIL FROM / RCPT TO carry it (``""`` stays the null path).
+
+    The domain is IDNA-encoded unless ``smtputf8``.
+
+    Raises:
+        MessageError: for an invalid address, or a non-ASCII local part without ``smtputf8``.
+    """
+    if address == "":
+        return ""
+    validate_addr_spec(address, "address")
+    return wire_addr_spec(address, smtputf8=smtputf8)
+
+
+def _stdlib_addresses(message: email.message.Message) -> tuple[str, tuple[str, ...]]:
+    resent = message.get_all("Resent-Date")
+    if resent is not None and len(resent) > 1:
+        raise MessageError("Resent-Date: more than one Resent block; cannot choose")
+    prefix = "Resent-" if resent else ""
+    sender_field = f"{prefix}Sender" if f"{prefix}Sender" in message else f"{prefix}From"
+    senders = list(_header_addresses(message, sender_field))
+    if not senders:
+        raise MessageError(f"{sender_field}: the message has no sender address")
+    sender = senders[0]
+    seen: set[str] = set()
+    recipients: list[str] = []
+    for field in (f"{prefix}To", f"{prefix}Cc", f"{prefix}Bcc"):
+        for addr in _header_addresses(message, field):
+            local, _, domain = addr.rpartition("@")
+            key = f"{local}@{domain.lower()}"
+            if key not in seen:
+                seen.add(key)
+                recipients.append(addr)
+    if not recipients:
+        raise MessageError(f"{prefix}To: the message has no recipients in To, Cc or Bcc")
+    return sender, tuple(recipients)
+
+
+def _header_addresses(message: email.message.Message, field: str) -> Iterator[str]:
+    for i, value in enumerate(message.get_all(field) or ()):
+        addresses = getattr(value, "addresses", None)
+        if addresses is None:  # compat32 strings: parse with the modern header parser
+            header = email_policy.default.header_factory(field, str(value))
+            addresses = header.addresses if isinstance(header, AddressHeader) else ()
+        for j, address in enumerate(addresses):
+            spec = address.addr_spec
+            if spec.startswith("<") or not spec or "@" not in spec:
+                raise MessageError(f"{field}[{i}]: invalid address {str(value)!r}")
+            yield validate_addr_spec(spec, f"{field}[{j}]")
+
+
+def _check_headers(message: email.message.Message) -> None:
+    """Reject CR, LF and NUL in any header name or (unfolded, decoded) value of any part."""
+    for part in message.walk():
+        for name, value in part.items():
+            if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+                raise MessageError(f"headers: invalid header name {name!r}")
+            if _BAD_CHARS.search(_FOLDED_BREAK.sub(" ", str(value))):
+                raise MessageError(f"headers[{name!r}]: CR, LF and NUL are not allowed")
+        for name, raw in part.raw_items():
+            if _BAD_CHARS.search(_FOLDED_BREAK.sub(" ", str(raw))):
+                raise MessageError(f"headers[{name!r}]: CR, LF and NUL are not allowed")
+
+
+def _check_output(message: email.message.Message, data: bytes) -> None:
+    """Check the serialised bytes: the same header fields, no Bcc, no over-long line."""
+    head_end = data.find(b"\r\n\r\n")
+    head = data if head_end < 0 else data[: head_end + 2]
+    names: list[str] = []
+    for line in head.split(b"\r\n"):
+        if not line or line[:1] in b" \t":
+            continue
+        name, colon, _ = line.partition(b":")
+        if not colon or not _FIELD_NAME.fullmatch(name.decode("latin-1")):
+            raise MessageError(f"message: serialised header line is malformed: {line[:80]!r}")
+        names.append(name.decode("ascii").lower())
+    expected = [name.lower() for name in message]
+    if names != expected or any(name in _BCC for name in names):
+        raise MessageError("message: serialised headers differ from the message (injection?)")
+    if any(len(line) > _MAX_LINE for line in data.split(b"\r\n")):
+        raise MessageError(f"message: a line is longer than {_MAX_LINE} octets")

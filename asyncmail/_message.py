@@ -1,0 +1,271 @@
+"""The Message and its Attachments: immutable values, validated once at construction."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from ._address import (
+    Address,
+    AddressInput,
+    ascii_domain,
+    parse_address,
+    parse_addresses,
+    split_address_list,
+    validate_addr_spec,
+)
+from ._exceptions import MessageError
+from ._headers import MANAGED_HEADERS, check_header_name, check_text
+from ._render import render
+
+__all__ = ["Attachment", "Message"]
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
+_CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")  # printable ASCII without space or <>
+_MSG_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A file attached to a message, or embedded in its HTML when ``inline`` (``cid:``).
+
+    Attributes:
+        filename: The name the recipient sees; any Unicode without control characters.
+        content: The file's bytes.
+        content_type: The MIME type; guessed from ``filename`` when None.
+        inline: Show it inside the message (with ``content_id``) instead of as a download.
+        content_id: The id the HTML refers to as ``cid:<content_id>``, without brackets.
+    """
+
+    filename: str
+    content: bytes
+    content_type: str | None = None
+    inline: bool = False
+    content_id: str | None = None
+
+    def __post_init__(self) -> None:
+        name = check_text(self.filename, "attachment filename")
+        if not name.strip() or not name.isprintable():
+            raise MessageError(f"attachment filename: invalid filename {name!r}")
+        if not isinstance(self.content, bytes | bytearray | memoryview):
+            raise MessageError(f"attachment {name!r}: content must be bytes")
+        object.__setattr__(self, "content", bytes(self.content))
+        ctype = self.content_type
+        if ctype is None:
+            ctype = mimetypes.guess_type(name, strict=False)[0] or DEFAULT_CONTENT_TYPE
+        if not isinstance(ctype, str) or not _CONTENT_TYPE.fullmatch(ctype):
+            raise MessageError(f"attachment {name!r}: invalid content_type {ctype!r}")
+        object.__setattr__(self, "content_type", ctype.lower())
+        cid = self.content_id
+        if cid is not None:
+            if isinstance(cid, str) and cid.startswith("<") and cid.endswith(">"):
+                cid = cid[1:-1]
+            if not isinstance(cid, str) or not _CONTENT_ID.fullmatch(cid):
+                raise MessageError(f"attachment {name!r}: invalid content_id {cid!r}")
+            object.__setattr__(self, "content_id", cid)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        inline: bool = False,
+        content_id: str | None = None,
+    ) -> Attachment:
+        """Read the file at ``path``; its name becomes the filename and suggests the type."""
+        file = Path(path)
+        return cls(
+            filename=file.name,
+            content=file.read_bytes(),
+            content_type=content_type,
+            inline=inline,
+            content_id=content_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Attachment(filename={self.filename!r}, content_type={self.content_type!r}, "
+            f"size={len(self.content)}, inline={self.inline!r}, content_id={self.content_id!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
+class Message:
+    """An email to send: immutable, validated at construction, rendered by ``to_bytes()``.
+
+    Addresses are given as ``"Name <addr>"``, ``"addr"``, a ``("Name", "addr")`` pair or an
+    :class:`Address`; ``to``, ``cc``, ``bcc`` and ``reply_to`` take one of those or a list
+    (a tuple counts as one pair). Every invalid input raises :class:`MessageError` naming the
+    field, so nothing bad reaches the network.
+
+    The Message-ID is generated once, here, so every rendering and every retry carries the
+    same one. Copies made with ``dataclasses.replace`` keep it too: pass ``message_id=None``
+    to get a fresh one for a different message.
+
+    Attributes:
+        sender: The From mailbox.
+        to: The To recipients.
+        cc: The Cc recipients.
+        bcc: The Bcc recipients: in the envelope, never in the bytes.
+        reply_to: The Reply-To mailboxes.
+        subject: The subject, any Unicode without CR, LF or NUL.
+        text: The plain-text body, if any.
+        html: The HTML body, if any.
+        attachments: Files attached or embedded (``inline``).
+        headers: Extra headers as ``(name, value)`` pairs, in the order given.
+        return_path: The envelope sender when it differs from ``sender`` (``""`` for ``<>``).
+        message_id: The Message-ID, with angle brackets.
+        date: The Date; now (UTC) by default.
+    """
+
+    sender: Address
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    subject: str
+    text: str | None
+    html: str | None
+    attachments: tuple[Attachment, ...]
+    headers: tuple[tuple[str, str], ...]
+    return_path: str | None
+    message_id: str
+    date: datetime
+
+    def __init__(
+        self,
+        *,
+        sender: AddressInput,
+        to: AddressInput | Iterable[AddressInput] = (),
+        cc: AddressInput | Iterable[AddressInput] = (),
+        bcc: AddressInput | Iterable[AddressInput] = (),
+        reply_to: AddressInput | Iterable[AddressInput] = (),
+        subject: str = "",
+        text: str | None = None,
+        html: str | None = None,
+        attachments: Iterable[Attachment] = (),
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        return_path: str | None = None,
+        message_id: str | None = None,
+        date: datetime | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        from_ = parse_address(sender, "sender")
+        setattr_(self, "sender", from_)
+        to_ = parse_addresses(to, "to")
+        cc_ = parse_addresses(cc, "cc")
+        bcc_ = parse_addresses(bcc, "bcc")
+        if not (to_ or cc_ or bcc_):
+            raise MessageError("to: a message needs at least one recipient in to, cc or bcc")
+        setattr_(self, "to", to_)
+        setattr_(self, "cc", cc_)
+        setattr_(self, "bcc", bcc_)
+        reply = parse_addresses(reply_to, "reply_to")
+        setattr_(self, "subject", check_text(subject, "subject"))
+        for field, body in (("text", text), ("html", html)):
+            if body is not None and not isinstance(body, str):
+                raise MessageError(f"{field}: expected str, got {type(body).__name__}")
+            if body is not None and not body.isascii():
+                try:
+                    body.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise MessageError(f"{field}: not encodable as UTF-8") from None
+        setattr_(self, "text", text)
+        setattr_(self, "html", html)
+        files = tuple(attachments)
+        for i, file in enumerate(files):
+            if not isinstance(file, Attachment):
+                raise MessageError(f"attachments[{i}]: expected an Attachment")
+        setattr_(self, "attachments", files)
+        extra: list[tuple[str, str]] = []
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in pairs:
+            check_header_name(name, "headers")
+            check_text(value, f"headers[{name!r}]")
+            key = name.lower()
+            if key in MANAGED_HEADERS or key.startswith("content-"):
+                raise MessageError(
+                    f"headers[{name!r}]: asyncmail sets {name} itself; use the Message fields"
+                )
+            if key == "message-id":
+                if message_id is not None:
+                    raise MessageError("headers['Message-ID']: also given as message_id=")
+                message_id = value
+            elif key == "date":
+                if date is not None:
+                    raise MessageError("headers['Date']: also given as date=")
+                try:
+                    date = parsedate_to_datetime(value)
+                except (TypeError, ValueError):
+                    raise MessageError(f"headers[{name!r}]: invalid date {value!r}") from None
+            elif key == "reply-to":
+                if reply:
+                    raise MessageError("headers['Reply-To']: also given as reply_to=")
+                reply = parse_addresses(split_address_list(value), "reply_to")
+            else:
+                extra.append((name, value))
+        setattr_(self, "reply_to", reply)
+        setattr_(self, "headers", tuple(extra))
+        if return_path is not None and return_path != "":
+            validate_addr_spec(return_path, "return_path")
+        setattr_(self, "return_path", return_path)
+        setattr_(self, "message_id", _message_id(message_id, from_.addr))
+        if date is None:
+            date = datetime.now(UTC)
+        elif not isinstance(date, datetime):
+            raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
+        setattr_(self, "date", date)
+
+    @property
+    def envelope_sender(self) -> str:
+        """The MAIL FROM address: ``return_path`` if given, else the sender's address."""
+        return self.sender.addr if self.return_path is None else self.return_path
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Every envelope recipient (to, cc, bcc), de-duplicated, first spelling kept."""
+        seen: set[str] = set()
+        out: list[str] = []
+        for address in (*self.to, *self.cc, *self.bcc):
+            local, _, domain = address.addr.rpartition("@")
+            key = f"{local}@{domain.lower()}"
+            if key not in seen:
+                seen.add(key)
+                out.append(address.addr)
+        return tuple(out)
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """Render the RFC 5322 message with CRLF line ends, ready for DATA (not dot-stuffed).
+
+        Args:
+            smtputf8: Allow raw UTF-8 addresses (RFC 6532); otherwise the output is ASCII.
+
+        Raises:
+            MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
+        """
+        return render(self, smtputf8=smtputf8)
+
+
+def _message_id(given: str | None, sender: str) -> str:
+    if given is None:
+        domain = sender.rpartition("@")[2]
+        try:
+            domain = ascii_domain(domain)
+        except MessageError:  # pragma: no cover - validated with the sender already
+            domain = "localhost"
+        return f"<{os.urandom(16).hex()}@{domain}>"
+    check_text(given, "message_id")
+    given = given.strip()
+    if not given.startswith("<"):
+        given = f"<{given}>"
+    if not _MSG_ID.fullmatch(given):
+        raise MessageError(f"message_id: invalid Message-ID {given!r}")
+    return given

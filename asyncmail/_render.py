@@ -1,0 +1,227 @@
+"""Render a Message to RFC 5322 bytes without the email package: CRLF, <= 998 octets a line.
+
+The MIME tree follows the content::
+
+    mixed                        when there are regular attachments
+    └── related                  when there are inline attachments and HTML
+        └── alternative          when there are both text and HTML
+            ├── text/plain
+            └── text/html
+
+Every text body is normalised to CRLF line ends and always ends with one, so what a reader
+gets back is the text with ``\\n`` line ends and a final newline.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from binascii import b2a_base64, b2a_qp
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from ._address import Address, format_address
+from ._headers import fold_unstructured
+
+if TYPE_CHECKING:
+    from ._message import Attachment, Message
+
+__all__ = ["format_date", "render"]
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+_MAX_LINE = 998
+_LINE = 78
+_B64_LINE = 76
+_PARAM_CHUNK = 60
+_date_cache: dict[tuple[datetime, object], str] = {}
+
+
+def render(message: Message, *, smtputf8: bool) -> bytes:
+    """Return ``message`` as bytes for DATA: CRLF lines, no Bcc, not dot-stuffed.
+
+    Raises:
+        MessageError: when an address needs SMTPUTF8 and ``smtputf8`` is false.
+    """
+    head = [_address_header("From", (message.sender,), smtputf8)]
+    if message.to:
+        head.append(_address_header("To", message.to, smtputf8))
+    if message.cc:
+        head.append(_address_header("Cc", message.cc, smtputf8))
+    if message.reply_to:
+        head.append(_address_header("Reply-To", message.reply_to, smtputf8))
+    head.append(fold_unstructured("Subject", message.subject) if message.subject else "Subject:")
+    head.append("Date: " + format_date(message.date))
+    head.append("Message-ID: " + message.message_id)
+    for name, value in message.headers:
+        head.append(fold_unstructured(name, value))
+    head.append("MIME-Version: 1.0")
+    content_head, body = _content(message, os.urandom(12).hex())
+    head.append(content_head)
+    head.append("\r\n")
+    return "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii") + body
+
+
+def format_date(value: datetime) -> str:
+    """Format ``value`` as an RFC 5322 date; a naive datetime is taken as UTC (``-0000``)."""
+    offset = value.utcoffset()
+    key = (value.replace(microsecond=0, tzinfo=None), offset)
+    cached = _date_cache.get(key)
+    if cached is not None:
+        return cached
+    if offset is None:
+        zone = "-0000"
+    else:
+        minutes = int(offset.total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    text = (
+        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month]} {value.year:04d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
+    )
+    if len(_date_cache) > 64:  # dates repeat within a second; keep only recent ones
+        _date_cache.clear()
+    _date_cache[key] = text
+    return text
+
+
+def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -> str:
+    items = [format_address(address, smtputf8=smtputf8) for address in addresses]
+    line = f"{name}: " + ", ".join(items)
+    if len(line) <= _LINE and "\r" not in line:
+        return line
+    return f"{name}: " + ",\r\n ".join(items)
+
+
+def _content(message: Message, token: str) -> tuple[str, bytes]:
+    """Return the top entity's Content-* header lines and its body."""
+    text, html = message.text, message.html
+    parts: list[tuple[str, bytes]] = []
+    if text is not None:
+        parts.append(_text_part(text, "plain"))
+    if html is not None:
+        parts.append(_text_part(html, "html"))
+    if not parts and not message.attachments:
+        parts.append(_text_part("", "plain"))
+    entity = _multipart("alternative", parts, f"=_a{token}") if len(parts) > 1 else None
+    if entity is None and parts:
+        entity = parts[0]
+    related = html is not None and any(a.inline for a in message.attachments)
+    if related and entity is not None:
+        embedded = [_attachment_part(a) for a in message.attachments if a.inline]
+        entity = _multipart("related", [entity, *embedded], f"=_r{token}")
+    files = [a for a in message.attachments if not (related and a.inline)]
+    if files:
+        mixed = [] if entity is None else [entity]
+        mixed.extend(_attachment_part(a) for a in files)
+        entity = _multipart("mixed", mixed, f"=_m{token}")
+    assert entity is not None
+    return entity
+
+
+def _multipart(subtype: str, parts: list[tuple[str, bytes]], boundary: str) -> tuple[str, bytes]:
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    chunks: list[bytes] = []
+    for head, body in parts:
+        chunks += (delimiter, head.encode("ascii"), b"\r\n\r\n", body, b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+    return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', b"".join(chunks)
+
+
+def _text_part(text: str, subtype: str) -> tuple[str, bytes]:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    text = text.replace("\n", "\r\n")
+    if text.isascii() and "\x00" not in text and _lines_fit(text):
+        cte, body = "7bit", text.encode("ascii")
+    else:
+        data = text.encode("utf-8")
+        size = len(data)
+        escapes = size - len(data.translate(None, _HIGH_BYTES)) + data.count(b"=")
+        qp_size = size + 2 * escapes + size // 25  # soft breaks: about 3 octets per 75
+        b64_size = (size + 2) // 3 * 4 * (_B64_LINE + 2) // _B64_LINE
+        if qp_size <= b64_size:
+            cte, body = "quoted-printable", b2a_qp(data, istext=True)
+        else:
+            cte, body = "base64", _base64_lines(data)
+    head = f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {cte}"
+    return head, body
+
+
+def _lines_fit(text: str) -> bool:
+    if len(text) <= _MAX_LINE:
+        return True
+    return max(map(len, text.split("\r\n"))) <= _MAX_LINE
+
+
+def _base64_lines(data: bytes) -> bytes:
+    encoded = b2a_base64(data, newline=False)
+    lines = [encoded[i : i + _B64_LINE] for i in range(0, len(encoded), _B64_LINE)]
+    lines.append(b"")
+    return b"\r\n".join(lines)
+
+
+def _attachment_part(attachment: Attachment) -> tuple[str, bytes]:
+    disposition = "inline" if attachment.inline else "attachment"
+    lines = [
+        _with_params(f"Content-Type: {attachment.content_type}", "name", attachment.filename),
+        _with_params(f"Content-Disposition: {disposition}", "filename", attachment.filename),
+        "Content-Transfer-Encoding: base64",
+    ]
+    if attachment.content_id is not None:
+        lines.append(f"Content-ID: <{attachment.content_id}>")
+    return "\r\n".join(lines), _base64_lines(attachment.content)
+
+
+def _with_params(head: str, key: str, filename: str) -> str:
+    """Append ``key`` for ``filename``: RFC 2231 for non-ASCII, plus a plain fallback."""
+    params: list[str]
+    if filename.isascii() and len(filename) <= _PARAM_CHUNK:
+        params = [f"{key}={_quoted(filename)}"]
+    else:
+        pieces = _rfc2231_pieces(filename)
+        if len(pieces) == 1:
+            params = [f"{key}*=utf-8''{pieces[0]}"]
+        else:
+            params = [f"{key}*0*=utf-8''{pieces[0]}"]
+            params.extend(f"{key}*{i}*={piece}" for i, piece in enumerate(pieces[1:], 1))
+        # Readers pick the first of duplicate names; old ones only know the plain form.
+        params.append(f"{key}={_quoted(_ascii_fallback(filename))}")
+    line = f"{head}; " + "; ".join(params)
+    if len(line) <= _LINE:
+        return line
+    return f"{head};\r\n " + ";\r\n ".join(params)
+
+
+def _rfc2231_pieces(filename: str) -> list[str]:
+    """Percent-encode ``filename`` in pieces that never split a character."""
+    pieces: list[str] = []
+    current = ""
+    for ch in filename:
+        encoded = quote(ch, safe="!#$&+^`|~")
+        if len(current) + len(encoded) > _PARAM_CHUNK:
+            pieces.append(current)
+            current = ""
+        current += encoded
+    pieces.append(current)
+    return pieces
+
+
+def _ascii_fallback(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    if not dot or not ext.isascii() or len(ext) > 10:
+        stem, dot, ext = filename, "", ""
+    plain = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    plain = "".join(ch if ch.isprintable() else "_" for ch in plain).strip()
+    if len(plain) < len(stem) // 2:
+        plain = "_" * min(len(stem), 8)
+    return plain[: _PARAM_CHUNK - len(ext) - 1] + dot + ext
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
