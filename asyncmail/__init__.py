@@ -1,6 +1,11 @@
 """asyncmail: send email from async Python, from one password reset to ten million newsletters."""
 
 from ._address import Address as Address
+from ._config import PoolLimits as PoolLimits
+from ._config import RetryPolicy as RetryPolicy
+from ._config import Server as Server
+from ._config import Timeouts as Timeouts
+from ._config import TLSMode as TLSMode
 from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import ConnectError as ConnectError
@@ -19,8 +24,19 @@ from ._exceptions import TemporaryFailure as TemporaryFailure
 from ._exceptions import TLSError as TLSError
 from ._exceptions import TransientError as TransientError
 from ._exceptions import UnknownOutcomeError as UnknownOutcomeError
+from ._mailer import Mailer as Mailer
+from ._mailer import MailerStatistics as MailerStatistics
 from ._message import Attachment as Attachment
 from ._message import Message as Message
+from ._pool import PoolStatistics as PoolStatistics
+from ._ratelimit import RateLimit as RateLimit
+from ._recipients import BadRow as BadRow
+from ._recipients import Recipient as Recipient
+from ._recipients import read_recipients as read_recipients
+from ._result import Reply as Reply
+from ._result import SendResult as SendResult
+from ._result import Status as Status
+from ._template import Template as Template
 
 __version__ = "0.1.0"
 
@@ -28,25 +44,41 @@ __all__ = (
     "Address",
     "Attachment",
     "AuthenticationError",
+    "BadRow",
     "ConfigError",
     "ConnectError",
     "DeliveryError",
     "MailError",
+    "Mailer",
     "MailerClosedError",
+    "MailerStatistics",
     "Message",
     "MessageError",
     "NotSupportedError",
     "PermanentError",
     "Phase",
+    "PoolLimits",
+    "PoolStatistics",
     "PoolTimeout",
+    "RateLimit",
+    "Recipient",
     "Rejected",
+    "Reply",
+    "RetryPolicy",
     "SMTPTimeoutError",
+    "SendResult",
+    "Server",
     "ServerDisconnected",
+    "Status",
     "TLSError",
+    "TLSMode",
+    "Template",
     "TemporaryFailure",
+    "Timeouts",
     "TransientError",
     "UnknownOutcomeError",
     "__version__",
+    "read_recipients",
 )
 
 # Public objects report the package as their home, so reprs and docs read "asyncmail.X".

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import DeliveryError, parse_enhanced_code
+from ._exceptions import DeliveryError, MailError, parse_enhanced_code
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -56,7 +56,8 @@ class SendResult:
         refused: Each refused recipient mapped to the error that refused it.
         reply: The server's reply to the final dot, when there was one.
         attempts: How many transactions were attempted for this message.
-        error: Why the message was not delivered (FAILED, UNKNOWN), or None.
+        error: Why nothing was delivered (FAILED, UNKNOWN); None when DELIVERED.
+            A DeliveryError, or a MessageError for invalid input in send_many().
     """
 
     message: Message | EmailMessage | Any
@@ -66,7 +67,7 @@ class SendResult:
     refused: Mapping[str, DeliveryError] = field(default_factory=dict)
     reply: Reply | None = None
     attempts: int = 0
-    error: DeliveryError | None = None
+    error: MailError | None = None
 
     @property
     def ok(self) -> bool:

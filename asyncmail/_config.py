@@ -1,0 +1,300 @@
+"""Configuration values: the server, pool limits, timeouts and the retry policy.
+
+All are frozen, keyword-only dataclasses that validate themselves; change one with
+``dataclasses.replace``. A server is also reachable by one URL, parsed once by
+``Server.from_url``::
+
+    smtps://user:pass@smtp.example.com          implicit TLS, port 465
+    smtp://user:pass@smtp.example.com           STARTTLS required, port 587
+    smtp://127.0.0.1:1025                       loopback: plaintext if STARTTLS is not offered
+    smtp://relay.internal:25?tls=opportunistic  STARTTLS when offered
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ._exceptions import ConfigError
+
+__all__ = ["PoolLimits", "RetryPolicy", "Server", "TLSMode", "Timeouts"]
+
+DEFAULT_MAX_CONNECTIONS = 10
+DEFAULT_MAX_MESSAGES_PER_CONNECTION = 100  # servers cap sessions; nodemailer uses 100 too
+DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTION_AGE = 300.0
+DEFAULT_POOL_TIMEOUT = 30.0
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+class TLSMode(enum.StrEnum):
+    """How a connection is protected."""
+
+    NONE = "none"
+    """Plaintext; never STARTTLS."""
+    OPPORTUNISTIC = "opportunistic"
+    """STARTTLS when the server offers it, plaintext otherwise."""
+    STARTTLS = "starttls"
+    """STARTTLS required: a server that does not offer it fails the send before MAIL FROM."""
+    IMPLICIT = "implicit"
+    """TLS from the first byte (SMTPS, port 465)."""
+
+
+_DEFAULT_PORTS = {
+    TLSMode.NONE: 25,
+    TLSMode.OPPORTUNISTIC: 587,
+    TLSMode.STARTTLS: 587,
+    TLSMode.IMPLICIT: 465,
+}
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_text(name: str, value: str | None) -> None:
+    if value is not None and any(ch in value for ch in "\r\n\0"):
+        raise ConfigError(f"{name} must not contain CR, LF or NUL")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    """Where and how to connect.
+
+    Args:
+        host: The server's host name or IP address.
+        port: The port; by default 465 for implicit TLS, 587 for STARTTLS, 25 for none.
+        tls: The TLS mode. ``None`` picks STARTTLS required, relaxed to opportunistic
+            on loopback hosts (a local Postfix or capture server often has no TLS).
+        username: The user for AUTH, if any.
+        password: The password for AUTH. Never shown in repr, logs or errors.
+        oauth_token: A coroutine function returning an OAuth2 access token for XOAUTH2;
+            it is called again once to refresh the token when AUTH fails.
+        ssl_context: Your own SSL context; otherwise one that verifies certificates
+            and host names, TLS 1.2 at least.
+        ca_file: A PEM file of CA certificates to trust instead of the system's.
+        local_hostname: The name sent with EHLO; by default the local FQDN.
+        allow_plaintext_auth: Allow AUTH over an unencrypted connection. Off by default:
+            a server advertising AUTH without TLS never receives the password.
+    """
+
+    host: str
+    port: int | None = None
+    tls: TLSMode | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    oauth_token: TokenProvider | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    local_hostname: str | None = None
+    allow_plaintext_auth: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.host or any(ch.isspace() or ch in "/@?#" for ch in self.host):
+            raise ConfigError(f"invalid host {self.host!r}")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1..65535, not {self.port}")
+        if self.tls is not None and not isinstance(self.tls, TLSMode):
+            try:
+                object.__setattr__(self, "tls", TLSMode(self.tls))
+            except ValueError:
+                modes = ", ".join(m.value for m in TLSMode)
+                raise ConfigError(f"tls must be one of {modes}, not {self.tls!r}") from None
+        _check_text("username", self.username)
+        _check_text("password", self.password)
+        _check_text("local_hostname", self.local_hostname)
+        if self.password is not None and self.username is None:
+            raise ConfigError("a password needs a username")
+        if self.oauth_token is not None and self.username is None:
+            raise ConfigError("XOAUTH2 (oauth_token) needs a username")
+        if self.oauth_token is not None and self.password is not None:
+            raise ConfigError("give either a password or an oauth_token, not both")
+        if self.ssl_context is not None and self.ca_file is not None:
+            raise ConfigError("give either ssl_context or ca_file, not both")
+
+    @property
+    def tls_mode(self) -> TLSMode:
+        """The effective TLS mode (``tls`` with its default resolved)."""
+        if self.tls is not None:
+            return self.tls
+        return TLSMode.OPPORTUNISTIC if self.is_loopback else TLSMode.STARTTLS
+
+    @property
+    def effective_port(self) -> int:
+        """The port to connect to."""
+        return self.port if self.port is not None else _DEFAULT_PORTS[self.tls_mode]
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for localhost and loopback addresses."""
+        return _is_loopback(self.host)
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when AUTH will be attempted."""
+        return self.username is not None
+
+    def make_ssl_context(self) -> ssl.SSLContext:
+        """The SSL context to use: the user's own, or a verifying one (TLS 1.2+)."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    @property
+    def display(self) -> str:
+        """A URL-like description without secrets, for logs and errors."""
+        user = f"{self.username}@" if self.username else ""
+        return f"{self.tls_mode.value}://{user}{self.host}:{self.effective_port}"
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: object) -> Server:
+        """Parse ``smtp://`` or ``smtps://`` URLs; user and password are percent-decoded.
+
+        Raises:
+            ConfigError: The URL is not a valid SMTP URL.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"invalid SMTP URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("smtp", "smtps"):
+            raise ConfigError(f"SMTP URL must start with smtp:// or smtps://, not {scheme!r}://")
+        if not parts.hostname:
+            raise ConfigError("SMTP URL has no host")
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        tls: TLSMode | None = TLSMode.IMPLICIT if scheme == "smtps" else None
+        if "tls" in query:
+            try:
+                tls = TLSMode(query.pop("tls").lower())
+            except ValueError:
+                modes = ", ".join(m.value for m in TLSMode)
+                raise ConfigError(f"URL option tls must be one of {modes}") from None
+        if scheme == "smtps" and tls is not TLSMode.IMPLICIT:
+            raise ConfigError("smtps:// means implicit TLS; use smtp:// with ?tls=...")
+        if tls is TLSMode.IMPLICIT and scheme == "smtp" and port is None:
+            port = _DEFAULT_PORTS[TLSMode.IMPLICIT]
+        kwargs: dict[str, object] = {
+            "host": parts.hostname,
+            "port": port,
+            "tls": tls,
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password is not None else None,
+        }
+        for key in ("local_hostname", "ca_file"):
+            if key in query:
+                kwargs[key] = query.pop(key)
+        if "allow_plaintext_auth" in query:
+            flag = query.pop("allow_plaintext_auth").lower()
+            kwargs["allow_plaintext_auth"] = flag in ("1", "true", "yes")
+        if query:
+            raise ConfigError(f"unknown SMTP URL option(s): {', '.join(sorted(query))}")
+        kwargs.update(overrides)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls) -> Server:
+        """Read the server from ``ASYNCMAIL_URL``.
+
+        Raises:
+            ConfigError: The variable is unset or invalid.
+        """
+        url = os.environ.get("ASYNCMAIL_URL")
+        if not url:
+            raise ConfigError("no server given and ASYNCMAIL_URL is not set")
+        return cls.from_url(url)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """One timeout per SMTP phase, in seconds. Every timeout closes the connection.
+
+    A timeout on ``final_reply`` (after the final dot) gives an UNKNOWN outcome.
+    """
+
+    connect: float = 10.0
+    greeting: float = 30.0
+    command: float = 30.0
+    data_start: float = 30.0
+    data_transfer: float = 120.0
+    final_reply: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"timeout {name} must be a positive number, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolLimits:
+    """Limits of the connection pool.
+
+    Args:
+        max_connections: Open connections at most, busy or idle.
+        max_messages_per_connection: Transactions before a connection is retired.
+        idle_timeout: Seconds an idle connection is kept.
+        max_connection_age: Seconds after which a connection is retired when released.
+        pool_timeout: Seconds a send waits for a free connection.
+    """
+
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_messages_per_connection: int = DEFAULT_MAX_MESSAGES_PER_CONNECTION
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_messages_per_connection"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
+        for name in ("idle_timeout", "max_connection_age", "pool_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """When and how often a transient failure is retried.
+
+    Args:
+        attempts: Transactions per message at most, the first included.
+        max_time: Seconds from the first attempt after which no retry starts.
+        base_delay: The first backoff delay; it doubles with each retry.
+        max_delay: The cap on one backoff delay.
+        jitter: Randomise each delay ("full jitter") so retries do not march in step.
+        retry_unknown: Also retry UNKNOWN outcomes (at-least-once sending). The
+            Message-ID stays the same, so duplicates can be recognised.
+    """
+
+    attempts: int = 3
+    max_time: float = 120.0
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    jitter: bool = True
+    retry_unknown: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(f"attempts must be an integer >= 1, not {self.attempts!r}")
+        for name in ("max_time", "max_delay"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.base_delay < 0:
+            raise ConfigError("base_delay must not be negative")

@@ -1,0 +1,442 @@
+"""The Mailer: ``send()`` for one message, ``send_many()`` for a stream of them.
+
+Each message ends with exactly one SendResult. Transient failures are retried with
+backoff, only for the recipients that still need it; permanent failures never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._config import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTION_AGE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGES_PER_CONNECTION,
+    DEFAULT_POOL_TIMEOUT,
+    PoolLimits,
+    RetryPolicy,
+    Server,
+    Timeouts,
+)
+from ._envelope import Envelope, envelope_of, message_bytes, smtp_address
+from ._exceptions import (
+    ConfigError,
+    DeliveryError,
+    MailerClosedError,
+    MailError,
+    MessageError,
+    NotSupportedError,
+    PermanentError,
+    Phase,
+)
+from ._message import Message
+from ._pool import Pool, PoolStatistics
+from ._ratelimit import RateLimit, RateLimiter
+from ._result import Reply, SendResult, Status
+from ._retry import backoff_delay, may_retry
+from ._transaction import Attempt, dot_stuff, reset, transact
+
+__all__ = ["Mailer", "MailerStatistics"]
+
+logger = logging.getLogger("asyncmail")
+
+AnyMessage = Message | EmailMessage
+BeforeSend = Callable[[Any], object]
+
+DEFAULT_CLOSE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class MailerStatistics:
+    """A snapshot of a Mailer: outcomes so far, sends in flight, and the pool."""
+
+    delivered: int
+    failed: int
+    unknown: int
+    in_flight: int
+    pool: PoolStatistics
+
+
+class _Job:
+    """One message on its way: the envelope, the rendered bytes per mode, the tally."""
+
+    __slots__ = ("accepted", "attempts", "content", "envelope", "message", "refused")
+
+    def __init__(self, message: Any, envelope: Envelope) -> None:
+        self.message = message
+        self.envelope = envelope
+        self.content: dict[bool, bytes] = {}
+        self.accepted: list[str] = []
+        self.refused: dict[str, DeliveryError] = {}
+        self.attempts = 0
+
+    def content_for(self, smtputf8: bool) -> bytes:
+        data = self.content.get(smtputf8)
+        if data is None:
+            data = self.content[smtputf8] = dot_stuff(
+                message_bytes(self.message, smtputf8=smtputf8)
+            )
+        return data
+
+
+class Mailer:
+    """Sends mail through a pool of SMTP connections to one server.
+
+    Args:
+        server: An ``smtp://``/``smtps://`` URL or a ``Server``; by default ``ASYNCMAIL_URL``.
+        max_connections: Open connections at most.
+        max_messages_per_connection: Transactions before a connection is retired.
+        idle_timeout: Seconds an idle connection is kept.
+        max_connection_age: Seconds after which a connection is retired.
+        pool_timeout: Seconds a send waits for a free connection.
+        timeouts: Per-phase timeouts.
+        retry: The retry policy for transient failures; ``RetryPolicy(attempts=1)`` for none.
+        rate_limit: Transactions at most, such as ``"14/s"``, shared by all connections
+            and enforced before each transaction starts.
+        pipelining: Use PIPELINING (RFC 2920) when the server offers it.
+        close_timeout: Seconds ``aclose()`` lets in-flight sends finish.
+
+    Use it as an async context manager, typically once per application::
+
+        async with Mailer("smtp://user:pass@smtp.example.com") as mailer:
+            result = await mailer.send(message)
+    """
+
+    def __init__(
+        self,
+        server: str | Server | None = None,
+        /,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_messages_per_connection: int = DEFAULT_MAX_MESSAGES_PER_CONNECTION,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connection_age: float = DEFAULT_MAX_CONNECTION_AGE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+        pipelining: bool = True,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        if server is None:
+            server = Server.from_env()
+        elif isinstance(server, str):
+            server = Server.from_url(server)
+        elif not isinstance(server, Server):
+            raise ConfigError(f"expected a URL or a Server, not {type(server).__name__}")
+        self.server = server
+        self.limits = PoolLimits(
+            max_connections=max_connections,
+            max_messages_per_connection=max_messages_per_connection,
+            idle_timeout=idle_timeout,
+            max_connection_age=max_connection_age,
+            pool_timeout=pool_timeout,
+        )
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.rate_limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
+        self.pipelining = pipelining
+        self.close_timeout = close_timeout
+        self._limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
+        self._pool = Pool(server, self.limits, self.timeouts)
+        self._task_group: TaskGroup | None = None
+        self._in_flight = 0
+        self._idle_event: asyncio.Event | None = None
+        self._counts = {Status.DELIVERED: 0, Status.FAILED: 0, Status.UNKNOWN: 0}
+        self._state = "new"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise MailerClosedError("a Mailer can be entered once; create a new one")
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        task_group, self._task_group = self._task_group, None
+        if task_group is not None:
+            return await task_group.__aexit__(exc_type, exc, tb)
+        return None
+
+    async def aclose(self) -> None:
+        """Let in-flight sends finish (up to ``close_timeout``), QUIT idle connections."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        with anyio.CancelScope(shield=True):
+            if self._in_flight:
+                self._idle_event = asyncio.Event()
+                with anyio.move_on_after(self.close_timeout):
+                    await self._idle_event.wait()
+                if self._in_flight:
+                    logger.warning(
+                        "closing with %d send(s) still in flight after %s s",
+                        self._in_flight,
+                        self.close_timeout,
+                    )
+                    self._pool.abort_busy()
+            await self._pool.aclose()
+
+    def _check_open(self) -> None:
+        if self._state == "closed":
+            raise MailerClosedError("the Mailer is closed")
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: AnyMessage) -> SendResult:
+        """Send one message.
+
+        Returns:
+            The result, when at least one recipient accepted it; refused recipients are
+            listed in ``result.refused``.
+
+        Raises:
+            MessageError: The message is invalid (raised before any network I/O).
+            DeliveryError: Nothing was delivered, or the outcome is unknown; the
+                exception's ``result`` holds the SendResult.
+            MailerClosedError: The Mailer was closed.
+        """
+        self._check_open()
+        job = _Job(message, envelope_of(message))
+        result = await self._deliver(job, None)
+        if result.status is Status.DELIVERED:
+            return result
+        error = result.error
+        assert isinstance(error, DeliveryError)
+        error.result = result
+        raise error
+
+    async def send_many(
+        self,
+        messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
+        *,
+        concurrency: int | None = None,
+        before_send: BeforeSend | None = None,
+    ) -> AsyncIterator[SendResult]:
+        """Send a stream of messages; yield one SendResult per input, in completion order.
+
+        The input is consumed lazily through a bounded queue, so memory stays flat for
+        any number of messages. One message's failure never raises: it is a result.
+
+        Args:
+            messages: An iterable or async iterable of messages.
+            concurrency: Messages in flight at once; by default ``max_connections``.
+            before_send: Called with each message right before its first transaction
+                starts (for a write-ahead journal).
+        """
+        self._check_open()
+        if self._task_group is None:
+            raise MailerClosedError("send_many() needs the Mailer open: use 'async with Mailer()'")
+        workers = concurrency if concurrency is not None else self.limits.max_connections
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+        work_send, work_receive = anyio.create_memory_object_stream[Any](workers)
+        result_send, result_receive = anyio.create_memory_object_stream[SendResult](workers)
+        failure: list[BaseException] = []
+        scope = anyio.CancelScope()
+
+        async def feed() -> None:
+            async with work_send:
+                try:
+                    if isinstance(messages, AsyncIterable):
+                        async for message in messages:
+                            await work_send.send(message)
+                    else:
+                        for message in messages:
+                            await work_send.send(message)
+                except Exception as exc:  # the caller's iterable failed
+                    failure.append(exc)
+
+        async def work(receive: Any, send: Any) -> None:
+            async with receive, send:
+                async for message in receive:
+                    await send.send(await self._send_one(message, before_send))
+
+        async def run() -> None:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(feed)
+                    for _ in range(workers):
+                        tg.start_soon(work, work_receive.clone(), result_send.clone())
+                    work_receive.close()
+                    result_send.close()
+
+        self._task_group.start_soon(run)
+        try:
+            async with result_receive:
+                async for result in result_receive:
+                    yield result
+        finally:
+            scope.cancel()
+        if failure:
+            raise failure[0]
+
+    async def _send_one(self, message: Any, before_send: BeforeSend | None) -> SendResult:
+        try:
+            job = _Job(message, envelope_of(message))
+        except MessageError as exc:
+            return self._count(SendResult(message=message, status=Status.FAILED, error=exc))
+        try:
+            return await self._deliver(job, before_send)
+        except MailError as exc:
+            return self._count(SendResult(message=message, status=Status.FAILED, error=exc))
+        except Exception as exc:  # a bug must not lose the message's outcome
+            logger.exception("unexpected error while sending")
+            error = PermanentError(f"internal error: {exc!r}")
+            return self._count(SendResult(message=message, status=Status.FAILED, error=error))
+
+    def _count(self, result: SendResult) -> SendResult:
+        self._counts[result.status] += 1
+        return result
+
+    async def _deliver(self, job: _Job, before_send: BeforeSend | None) -> SendResult:
+        self._in_flight += 1
+        try:
+            return self._count(await self._attempts(job, before_send))
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle_event is not None:
+                self._idle_event.set()
+
+    async def _attempts(self, job: _Job, before_send: BeforeSend | None) -> SendResult:
+        policy = self.retry
+        pending = list(job.envelope.recipients)
+        started = time.monotonic()
+        reply: Reply | None = None
+        while True:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            if before_send is not None and job.attempts == 0:
+                before_send(job.message)
+            job.attempts += 1
+            attempt = await self._attempt(job, pending)
+            reply = attempt.reply or reply
+            job.accepted += attempt.accepted
+            # which recipients may be tried again, and which have a final answer
+            retry: list[str] = []
+            if attempt.status is Status.UNKNOWN:
+                retry = pending if policy.retry_unknown else []
+            elif attempt.refused:
+                retry = [r for r, e in attempt.refused.items() if e.retryable]
+                job.refused.update({r: e for r, e in attempt.refused.items() if not e.retryable})
+            elif attempt.status is Status.FAILED:
+                assert attempt.error is not None
+                if attempt.error.retryable:
+                    retry = pending
+                else:
+                    job.refused.update(dict.fromkeys(pending, attempt.error))
+            if retry:
+                delay = backoff_delay(policy, job.attempts)
+                if may_retry(policy, job.attempts, time.monotonic() - started, delay):
+                    logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
+                    pending = retry
+                    await anyio.sleep(delay)
+                    continue
+            # the last attempt: what is still open ends with its error
+            unsettled = retry or (pending if attempt.status is Status.UNKNOWN else [])
+            for rcpt in unsettled:
+                error = attempt.refused.get(rcpt) or attempt.error
+                if error is not None:
+                    job.refused[rcpt] = error
+            return self._result(job, attempt, reply)
+
+    def _result(self, job: _Job, last: Attempt, reply: Reply | None) -> SendResult:
+        error: MailError | None = None
+        if job.accepted:
+            status = Status.DELIVERED
+        else:
+            status = Status.UNKNOWN if last.status is Status.UNKNOWN else Status.FAILED
+            error = last.error or next(iter(job.refused.values()), None)
+        return SendResult(
+            message=job.message,
+            status=status,
+            message_id=job.envelope.message_id,
+            accepted=tuple(job.accepted),
+            refused={r: e for r, e in job.refused.items() if r not in job.accepted},
+            reply=reply,
+            attempts=job.attempts,
+            error=error,
+        )
+
+    async def _attempt(self, job: _Job, pending: list[str]) -> Attempt:
+        """One transaction; a stale pooled connection is retried once on a fresh one."""
+        fresh = False
+        while True:
+            try:
+                conn = await self._pool.acquire(fresh=fresh)
+            except DeliveryError as exc:
+                return Attempt(Status.FAILED, error=exc, reusable=False)
+            reusable = False
+            try:
+                attempt = await self._transact(conn, job, pending)
+                if attempt.needs_rset and attempt.reusable:
+                    attempt.reusable = await reset(conn)
+                reusable = attempt.reusable
+            finally:
+                await self._pool.release(conn, reusable=reusable)
+            if attempt.stale and not fresh:
+                logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
+                fresh = True
+                continue
+            return attempt
+
+    async def _transact(self, conn: Any, job: _Job, pending: list[str]) -> Attempt:
+        envelope = job.envelope
+        smtputf8 = envelope.needs_smtputf8
+        if smtputf8 and not conn.supports("smtputf8"):
+            error = NotSupportedError(
+                "the message has a non-ASCII address but the server does not offer SMTPUTF8",
+                phase=Phase.MAIL,
+            )
+            return Attempt(Status.FAILED, error=error)
+        try:
+            sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
+            rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in pending]
+            content = job.content_for(smtputf8)
+        except MessageError as exc:
+            error = NotSupportedError(str(exc), phase=Phase.MAIL)
+            return Attempt(Status.FAILED, error=error)
+        pipelining = self.pipelining and conn.supports("pipelining")
+        return await transact(
+            conn, sender, rcpts, content, smtputf8=smtputf8, pipelining=pipelining
+        )
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def statistics(self) -> MailerStatistics:
+        """A frozen snapshot of outcomes, sends in flight and the pool."""
+        return MailerStatistics(
+            delivered=self._counts[Status.DELIVERED],
+            failed=self._counts[Status.FAILED],
+            unknown=self._counts[Status.UNKNOWN],
+            in_flight=self._in_flight,
+            pool=self._pool.statistics(),
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<Mailer {self.server.display} {self._state} in_flight={s.in_flight} "
+            f"delivered={s.delivered} failed={s.failed} unknown={s.unknown} "
+            f"pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} busy/idle/max>"
+        )

@@ -1,0 +1,261 @@
+"""One mail transaction on an open session: MAIL, RCPT, DATA, the content, the final dot.
+
+With PIPELINING (RFC 2920) MAIL FROM, every RCPT TO and DATA go out in one write and
+their replies are read back in order; without it, each command waits for its reply.
+Both paths give the same outcomes. The result is an ``Attempt``; it never raises for an
+SMTP failure, only for cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from ._connection import Connection
+from ._exceptions import (
+    DeliveryError,
+    Phase,
+    Rejected,
+    ServerDisconnected,
+    SMTPTimeoutError,
+    UnknownOutcomeError,
+    error_for_reply,
+)
+from ._result import Reply, Status
+from ._wire import Wire, WireClosed
+
+__all__ = ["Attempt", "dot_stuff", "reset", "transact"]
+
+logger = logging.getLogger("asyncmail")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one transaction achieved."""
+
+    status: Status
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, DeliveryError] = field(default_factory=dict)
+    reply: Reply | None = None
+    error: DeliveryError | None = None
+    reusable: bool = True
+    """The session is in a known state and may carry another transaction (after RSET
+    when ``needs_rset``)."""
+    needs_rset: bool = False
+    stale: bool = False
+    """A reused session failed on its first command with nothing done: the server had
+    dropped it while idle. Retry once on a fresh connection, transparently."""
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Return DATA content ready for the wire: CRLF lines, dots doubled, final dot added.
+
+    Any bare CR or LF is first turned into CRLF, so no line ending the server might
+    read differently (SMTP smuggling) reaches the wire.
+    """
+    crlf = data.count(b"\r\n")
+    if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+async def _read(wire: Wire, limit: float) -> Reply:
+    reply = wire.pop_reply()
+    if reply is not None:
+        return reply
+    async with asyncio.timeout(limit):
+        return await wire.read_reply()
+
+
+def _ok(reply: Reply) -> bool:
+    return 200 <= reply.code < 300
+
+
+def _first_error(refused: dict[str, DeliveryError]) -> DeliveryError:
+    """The error that speaks for a message whose every recipient was refused."""
+    errors = list(refused.values())
+    return next((e for e in errors if e.retryable), errors[0])
+
+
+async def _end_unwanted_data(wire: Wire, limit: float) -> None:
+    """A pipelined DATA got 354 although the transaction failed: end it with no content."""
+    wire.write(b".\r\n")
+    await _read(wire, limit)
+
+
+async def transact(
+    conn: Connection,
+    sender: str,
+    recipients: list[tuple[str, str]],
+    content: bytes,
+    *,
+    smtputf8: bool,
+    pipelining: bool,
+) -> Attempt:
+    """Run one transaction.
+
+    Args:
+        conn: An open, idle connection; it is marked active for the duration.
+        sender: The reverse-path, already in its SMTP form.
+        recipients: ``(address as given, SMTP form)`` pairs, at least one.
+        content: Dot-stuffed content ending with the final dot (see ``dot_stuff``).
+        smtputf8: Ask for SMTPUTF8 (the server offers it and the message needs it).
+        pipelining: Group the commands (the server offers PIPELINING).
+    """
+    wire = conn.wire
+    assert wire is not None
+    t = conn.timeouts
+    conn.transactions += 1
+    params = ""
+    if smtputf8:
+        params = " SMTPUTF8 BODY=8BITMIME" if conn.supports("8bitmime") else " SMTPUTF8"
+    max_size = conn.max_size
+    if max_size is not None:
+        if len(content) > max_size:
+            error: DeliveryError = Rejected(
+                f"message of {len(content)} bytes exceeds the server's SIZE limit {max_size}",
+                phase=Phase.MAIL,
+            )
+            return Attempt(Status.FAILED, error=error)
+        params += f" SIZE={len(content)}"
+    encoding = "utf-8" if smtputf8 else "ascii"
+    mail_cmd = f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)
+    rcpt_cmds = [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
+    debug = logger.isEnabledFor(logging.DEBUG)
+    if debug:
+        logger.debug(
+            "connection %d >> MAIL FROM:<%s> + %d RCPT + DATA%s",
+            conn.id,
+            sender,
+            len(recipients),
+            " (pipelined)" if pipelining else "",
+        )
+
+    phase = Phase.MAIL
+    data_reply: Reply | None = None
+    try:
+        if pipelining:
+            wire.write(b"".join([mail_cmd, *rcpt_cmds, b"DATA\r\n"]))
+            mail_reply = await _read(wire, t.command)
+            phase = Phase.RCPT
+            rcpt_replies = [await _read(wire, t.command) for _ in rcpt_cmds]
+            phase = Phase.DATA
+            data_reply = await _read(wire, t.data_start)
+        else:
+            wire.write(mail_cmd)
+            mail_reply = await _read(wire, t.command)
+            rcpt_replies = []
+            if _ok(mail_reply):
+                phase = Phase.RCPT
+                for cmd in rcpt_cmds:
+                    wire.write(cmd)
+                    rcpt_replies.append(await _read(wire, t.command))
+                if any(_ok(r) for r in rcpt_replies):
+                    phase = Phase.DATA
+                    wire.write(b"DATA\r\n")
+                    data_reply = await _read(wire, t.data_start)
+
+        closing = any(r.code == 421 for r in (mail_reply, *rcpt_replies, data_reply) if r)
+        if not _ok(mail_reply):
+            if data_reply is not None and data_reply.code == 354:
+                await _end_unwanted_data(wire, t.final_reply)
+            error = error_for_reply(mail_reply.code, mail_reply.text, phase=Phase.MAIL)
+            stale = conn.reused and mail_reply.code == 421
+            return _failed(conn, error, closing=closing, stale=stale)
+
+        accepted: list[str] = []
+        refused: dict[str, DeliveryError] = {}
+        for (given, _), reply in zip(recipients, rcpt_replies, strict=True):
+            if _ok(reply):
+                accepted.append(given)
+            else:
+                refused[given] = error_for_reply(
+                    reply.code, reply.text, phase=Phase.RCPT, recipient=given
+                )
+        if not accepted:
+            if data_reply is not None and data_reply.code == 354:
+                await _end_unwanted_data(wire, t.final_reply)
+            return _failed(conn, _first_error(refused), refused=refused, closing=closing)
+        assert data_reply is not None
+        if data_reply.code != 354:
+            error = error_for_reply(data_reply.code, data_reply.text, phase=Phase.DATA)
+            return _failed(conn, error, refused=refused, closing=closing)
+
+        phase = Phase.DATA_TRANSFER
+        wire.write(content)
+        async with asyncio.timeout(t.data_transfer):
+            await wire.flush()
+        phase = Phase.FINAL_REPLY
+        final = await _read(wire, t.final_reply)
+    except (WireClosed, TimeoutError) as exc:
+        conn.abort()
+        return _broken(conn, phase, exc, wire)
+
+    if debug:
+        logger.debug("connection %d << %s", conn.id, final)
+    if _ok(final):
+        return Attempt(
+            Status.DELIVERED, accepted=accepted, refused=refused, reply=final, reusable=True
+        )
+    error = error_for_reply(final.code, final.text, phase=Phase.FINAL_REPLY)
+    attempt = Attempt(Status.FAILED, refused=refused, reply=final, error=error)
+    attempt.reusable = final.code != 421
+    # the rejected content applies to every accepted recipient: retry them together
+    attempt.refused = {**refused, **dict.fromkeys(accepted, error)}
+    return attempt
+
+
+def _failed(
+    conn: Connection,
+    error: DeliveryError,
+    *,
+    refused: dict[str, DeliveryError] | None = None,
+    closing: bool,
+    stale: bool = False,
+) -> Attempt:
+    return Attempt(
+        Status.FAILED,
+        refused=refused or {},
+        error=error,
+        reusable=not closing,
+        needs_rset=not closing,
+        stale=stale,
+    )
+
+
+def _broken(conn: Connection, phase: Phase, exc: Exception, wire: Wire) -> Attempt:
+    """The session broke or stalled in ``phase``; decide what the server may have."""
+    timed_out = isinstance(exc, TimeoutError)
+    how = f"timed out waiting in {phase.value}" if timed_out else str(exc)
+    if phase is Phase.FINAL_REPLY:
+        # the final dot left this process: the server may have queued the message
+        error: DeliveryError = UnknownOutcomeError(
+            f"{how} after the final dot: the message may have been delivered", phase=phase
+        )
+        return Attempt(Status.UNKNOWN, error=error, reusable=False)
+    if timed_out:
+        error = SMTPTimeoutError(how, phase=phase)
+    else:
+        error = ServerDisconnected(how, phase=phase)
+    stale = conn.reused and phase is Phase.MAIL and not timed_out
+    return Attempt(Status.FAILED, error=error, reusable=False, stale=stale)
+
+
+async def reset(conn: Connection) -> bool:
+    """Send RSET to return the session to a clean state; False when that failed."""
+    wire = conn.wire
+    if wire is None or wire.is_closed:
+        return False
+    try:
+        wire.write(b"RSET\r\n")
+        reply = await _read(wire, conn.timeouts.command)
+    except (WireClosed, TimeoutError):
+        conn.abort()
+        return False
+    return _ok(reply)

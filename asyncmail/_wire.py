@@ -1,0 +1,190 @@
+"""The byte level of an established SMTP session: writes, reply parsing, flow control.
+
+aiosmtplib opens the session (connect, TLS, EHLO, AUTH); then ``Wire`` takes over the
+transport so transactions can be pipelined (RFC 2920): many commands in one write, their
+replies read back in order. ``Wire`` knows whether everything written has left the
+process, which is how a broken connection after the final dot (UNKNOWN) is told apart
+from one that broke while the data was still queued here (not delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ._result import Reply
+
+__all__ = ["Wire", "WireClosed"]
+
+MAX_REPLY_LINE = 8192
+MAX_REPLY_LINES = 256
+
+
+class WireClosed(Exception):
+    """The connection is gone, or the server sent something that is not a reply."""
+
+
+class Wire(asyncio.Protocol):
+    """Reads SMTP replies into a queue and writes commands, over a taken-over transport."""
+
+    def __init__(self, transport: asyncio.Transport, pending: bytes = b"") -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._buffer = bytearray(pending)
+        self._lines: list[str] = []
+        self._replies: deque[Reply] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: str | None = None
+        self._paused = False
+        self._flushed: asyncio.Future[None] | None = None
+        # high-water 0: pause_writing fires whenever bytes are queued in this process and
+        # resume_writing when all of them reached the kernel, so flush() is exact.
+        transport.set_write_buffer_limits(high=0, low=0)
+        transport.set_protocol(self)
+        if self._buffer:
+            self._parse()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._parse()
+
+    def eof_received(self) -> bool:
+        self._lose("the server closed the connection")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(f"connection lost: {exc}" if exc else "connection lost")
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is lost or being closed."""
+        return self._closed is not None or self._transport.is_closing()
+
+    @property
+    def all_sent(self) -> bool:
+        """True when nothing written is still queued inside this process."""
+        return not self._paused
+
+    @property
+    def has_unread(self) -> bool:
+        """True when the server sent something nobody asked for (or a reply is unread)."""
+        return bool(self._replies or self._buffer or self._lines)
+
+    def _lose(self, why: str) -> None:
+        if self._closed is None:
+            self._closed = why
+        self._wake()
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_exception(WireClosed(why))
+            self._flushed.exception()  # mark retrieved; flush() re-raises
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _parse(self) -> None:
+        buf = self._buffer
+        start = 0
+        found = False
+        while True:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(buf[start:end]).rstrip(b"\r")
+            start = end + 1
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
+                self._protocol_error(f"malformed reply line {line[:80]!r}")
+                return
+            self._lines.append(line[4:].decode("utf-8", "replace"))
+            if len(self._lines) > MAX_REPLY_LINES:
+                self._protocol_error("reply has too many lines")
+                return
+            if line[3:4] != b"-":
+                self._replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
+                self._lines = []
+                found = True
+        if start:
+            del buf[:start]
+        if len(buf) > MAX_REPLY_LINE:
+            self._protocol_error("reply line too long")
+            return
+        if found:
+            self._wake()
+
+    def _protocol_error(self, why: str) -> None:
+        self._buffer.clear()
+        self._transport.abort()
+        self._lose(why)
+
+    # -- I/O ------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for sending.
+
+        Raises:
+            WireClosed: The connection is already gone.
+        """
+        if self.is_closed:
+            raise WireClosed(self._closed or "connection closing")
+        self._transport.write(data)
+
+    async def flush(self) -> None:
+        """Wait until everything written has been handed to the kernel.
+
+        Raises:
+            WireClosed: The connection broke first.
+        """
+        if not self._paused:
+            return
+        if self._closed is not None:
+            raise WireClosed(self._closed)
+        self._flushed = self._loop.create_future()
+        try:
+            await self._flushed
+        finally:
+            self._flushed = None
+
+    def pop_reply(self) -> Reply | None:
+        """Return the next reply if it has already arrived, without waiting."""
+        return self._replies.popleft() if self._replies else None
+
+    async def read_reply(self) -> Reply:
+        """Return the next reply, waiting for it. Cancel it to give up (a timeout).
+
+        Raises:
+            WireClosed: The connection broke before a complete reply arrived.
+        """
+        while not self._replies:
+            if self._closed is not None:
+                raise WireClosed(self._closed)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._replies.popleft()
+
+    def close(self) -> None:
+        """Close the transport now, without QUIT."""
+        if self._closed is None:
+            self._closed = "closed by asyncmail"
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, discarding unsent data."""
+        if self._closed is None:
+            self._closed = "aborted by asyncmail"
+        self._transport.abort()
