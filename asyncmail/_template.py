@@ -1,0 +1,265 @@
+"""Mail templates: Jinja2 sources compiled once, rendered per recipient into a ``Message``.
+
+Jinja2 is an optional extra (``pip install 'asyncmail[templates]'``). This module imports it
+only when a ``Template`` is built, so ``import asyncmail`` works without it; building a template
+without it raises ``ConfigError`` with the install command (never a bare ``ImportError``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ConfigError, MessageError
+
+if TYPE_CHECKING:
+    from ._address import AddressInput
+    from ._message import Message
+
+__all__ = ["Rendered", "Template", "html_to_text"]
+
+INSTALL_HINT = "pip install 'asyncmail[templates]'"
+SUBJECT_FILE = "subject.txt"
+TEXT_FILE = "body.txt"
+HTML_FILE = "body.html"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The three rendered parts of one mail; ``text`` is never None when ``html`` is set."""
+
+    subject: str
+    text: str | None
+    html: str | None
+
+
+def _jinja() -> Any:
+    try:
+        import jinja2
+    except ImportError:
+        raise ConfigError(
+            f"Templates need Jinja2, which is not installed: {INSTALL_HINT}"
+        ) from None
+    return jinja2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Template:
+    """A mail template: a subject, and a plain-text body, an HTML body or both.
+
+    The sources are Jinja2. They are compiled once, when the template is built; every
+    ``render()`` reuses them. The HTML body is autoescaped, the subject and text body are
+    not. An undefined variable is an error (``StrictUndefined``), never an empty string. An
+    HTML-only template gets a plain-text alternative made from the rendered HTML.
+
+    Args:
+        subject: The subject line. It must render to a single line; surrounding whitespace
+            is stripped.
+        text: The plain-text body.
+        html: The HTML body.
+        name: A label for error messages, such as the folder the template came from.
+
+    Raises:
+        ConfigError: Jinja2 is missing, no body was given, or a source has a syntax error.
+    """
+
+    subject: str
+    text: str | None = None
+    html: str | None = None
+    name: str = "<template>"
+    _compiled: tuple[Any, Any, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.text is None and self.html is None:
+            raise ConfigError(f"{self.name}: a template needs a text body, an HTML body or both")
+        jinja2 = _jinja()
+        plain = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+        )
+        marked = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, autoescape=True, keep_trailing_newline=True
+        )
+        try:
+            compiled = (
+                plain.from_string(self.subject),
+                None if self.text is None else plain.from_string(self.text),
+                None if self.html is None else marked.from_string(self.html),
+            )
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"{self.name}: template syntax error: {exc}") from None
+        object.__setattr__(self, "_compiled", compiled)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Template:
+        """Load ``subject.txt`` and ``body.txt`` and/or ``body.html`` from a folder.
+
+        Raises:
+            ConfigError: The folder or its subject file is missing, or it holds no body.
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ConfigError(f"template folder not found: {folder}")
+
+        def read(name: str) -> str | None:
+            file = folder / name
+            return file.read_text(encoding="utf-8") if file.is_file() else None
+
+        subject = read(SUBJECT_FILE)
+        if subject is None:
+            raise ConfigError(f"{folder}: missing {SUBJECT_FILE}")
+        text, body_html = read(TEXT_FILE), read(HTML_FILE)
+        if text is None and body_html is None:
+            raise ConfigError(f"{folder}: needs {TEXT_FILE}, {HTML_FILE} or both")
+        return cls(subject=subject, text=text, html=body_html, name=str(folder))
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The names the sources use that they do not define themselves.
+
+        A variable used only under ``{% if x is defined %}`` is listed too, so this is an upper
+        bound: to check that rows fit the template, render the first one.
+        """
+        _jinja()
+        import jinja2.meta
+
+        env = jinja2.Environment()
+        names: set[str] = set()
+        for source in (self.subject, self.text, self.html):
+            if source is not None:
+                names |= jinja2.meta.find_undeclared_variables(env.parse(source))
+        return frozenset(names)
+
+    def render_parts(self, variables: Mapping[str, Any]) -> Rendered:
+        """Render subject and bodies with ``variables``.
+
+        Raises:
+            MessageError: A variable is undefined, the template raised an error, or the
+                subject is not a single line.
+        """
+        subject_t, text_t, html_t = self._compiled
+        try:
+            subject = subject_t.render(variables).strip()
+            text = None if text_t is None else text_t.render(variables)
+            body_html = None if html_t is None else html_t.render(variables)
+        except Exception as exc:  # any error raised while rendering belongs to this row
+            raise MessageError(f"{self.name}: {_describe(exc)}") from None
+        if "\n" in subject or "\r" in subject:
+            raise MessageError(f"{self.name}: the subject must be a single line: {subject!r}")
+        if text is None and body_html is not None:
+            text = html_to_text(body_html)
+        return Rendered(subject=subject, text=text, html=body_html)
+
+    def render(
+        self,
+        *,
+        sender: AddressInput,
+        to: AddressInput | Iterable[AddressInput],
+        variables: Mapping[str, Any] | None = None,
+        **more_variables: Any,
+    ) -> Message:
+        """Render one ``Message`` for one recipient.
+
+        Args:
+            sender: The From mailbox: ``"addr"``, ``"Name <addr>"`` or ``("Name", "addr")``.
+            to: The recipient, or a list of them, in the same forms.
+            variables: Template variables, for names that are not Python identifiers or that
+                clash with ``sender``/``to``/``variables``.
+            **more_variables: More template variables.
+
+        Raises:
+            MessageError: Rendering failed (undefined variable, multi-line subject) or the
+                addresses are invalid.
+        """
+        from ._message import Message
+
+        values = {**variables, **more_variables} if variables else more_variables
+        parts = self.render_parts(values)
+        return Message(
+            sender=sender, to=to, subject=parts.subject, text=parts.text, html=parts.html
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    if type(exc).__name__ == "UndefinedError":
+        return f"undefined variable: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- HTML to plain text -----------------------------------------------------------------
+
+_BLOCK = frozenset(
+    {
+        *("address", "article", "aside", "blockquote", "div", "dl", "dt", "dd", "fieldset"),
+        *("figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6"),
+        *("header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tr", "ul"),
+    }
+)
+_ITEMS = frozenset({"li", "tr", "dd", "dt"})
+_SKIP = frozenset({"script", "style", "head", "title", "template"})
+_SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+_BLANKS = re.compile(r"\n{3,}")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skip = 0
+        self._pre = 0
+        self._links: list[tuple[str | None, int]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self._skip += 1
+        elif tag == "br":
+            self.out.append("\n")
+        elif tag == "a":
+            self._links.append((dict(attrs).get("href"), len(self.out)))
+        elif tag in _BLOCK:
+            self.out.append("\n" if tag in _ITEMS else "\n\n")
+            if tag == "li":
+                self.out.append("- ")
+            if tag == "pre":
+                self._pre += 1
+        elif tag in {"td", "th"}:
+            self.out.append(" ")
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt:
+                self.out.append(alt)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag == "a" and self._links:
+            href, start = self._links.pop()
+            label = " ".join("".join(self.out[start:]).split())
+            if href and not href.startswith(("#", "javascript:")) and href != label:
+                target = href.removeprefix("mailto:")
+                if target != label:
+                    self.out.append(f" ({href})")
+        elif tag in _BLOCK and tag not in _ITEMS:
+            self.out.append("\n\n")
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        self.out.append(data if self._pre else data.replace("\n", " "))
+
+
+def html_to_text(markup: str) -> str:
+    """A plain-text rendering of HTML: tags stripped, link targets kept, whitespace collapsed.
+
+    Good enough for the text alternative of a newsletter; not a layout engine.
+    """
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    lines = [_SPACES.sub(" ", line).strip() for line in "".join(parser.out).split("\n")]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip("\n") + "\n"

@@ -1,0 +1,138 @@
+"""Recipient lists stream row by row, and a bad row is a row, not a crash."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asyncmail import BadRow, ConfigError, Recipient, read_recipients
+from asyncmail._recipients import count_rows
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+    return path
+
+
+def test_csv_columns_become_variables_and_name_is_optional(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "r.csv", "email,name,code\nann@example.com,Ann,A1\nbo@example.com,,B2\n"
+    )
+    rows = list(read_recipients(file))
+    assert rows == [
+        Recipient(
+            row=1,
+            email="ann@example.com",
+            name="Ann",
+            variables={"email": "ann@example.com", "name": "Ann", "code": "A1"},
+        ),
+        Recipient(
+            row=2,
+            email="bo@example.com",
+            name=None,
+            variables={"email": "bo@example.com", "name": "", "code": "B2"},
+        ),
+    ]
+    assert rows[0].key == "1 ann@example.com"
+
+
+def test_csv_with_byte_order_mark_and_chinese_names(tmp_path: Path) -> None:
+    file = write(tmp_path / "r.csv", "\ufeffemail,name\r\nzw@example.com,张伟\r\n")
+    [row] = read_recipients(file)
+    assert isinstance(row, Recipient)
+    assert row.name == "张伟"
+
+
+def test_bad_csv_rows_become_failures_and_reading_goes_on(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "r.csv",
+        b"email,name,code\n"
+        b"not-an-address,X,1\n"
+        b",Nobody,2\n"
+        b"short@example.com,Short\n"
+        b"long@example.com,Long,3,extra\n"
+        b"\xff@example.com,Latin1,4\n"
+        b'quote@example.com,"Q"x,5\n'
+        b"ok@example.com,Ok,6\n",
+    )
+    rows = list(read_recipients(file))
+    assert [type(r).__name__ for r in rows] == ["BadRow"] * 6 + ["Recipient"]
+    reasons = [r.reason for r in rows if isinstance(r, BadRow)]
+    assert reasons[0] == "invalid email address: 'not-an-address'"
+    assert reasons[1] == "empty email address"
+    assert reasons[2] == "missing column(s): code"
+    assert reasons[3] == "4 fields, but the header has 3"
+    assert reasons[4] == "the row is not valid UTF-8"
+    assert reasons[5].startswith("unreadable CSV row")
+    assert rows[-1].row == 7
+
+
+def test_reading_is_streamed_so_a_broken_last_line_does_not_stop_the_first_row(
+    tmp_path: Path,
+) -> None:
+    body = "".join(f"u{i}@example.com,User {i}\n" for i in range(50_000))
+    file = write(tmp_path / "r.csv", "email,name\n" + body + 'broken@example.com,"never closed\n')
+    rows = read_recipients(file)
+    first = next(rows)
+    assert isinstance(first, Recipient)
+    assert first.email == "u0@example.com"
+    *_, last = rows
+    assert isinstance(last, BadRow)
+    assert last.row == 50_001
+
+
+def test_csv_without_email_column_is_a_config_error(tmp_path: Path) -> None:
+    file = write(tmp_path / "r.csv", "mail,name\na@example.com,A\n")
+    with pytest.raises(ConfigError, match="'email' column"):
+        next(read_recipients(file))
+
+
+def test_unknown_suffix_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown recipient list format"):
+        read_recipients(write(tmp_path / "r.txt", "x"))
+
+
+def test_jsonl_rows_keep_json_values_and_bad_lines_become_failures(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "r.jsonl",
+        '{"email": "a@example.com", "name": "李娜", "items": [1, 2]}\n'
+        "\n"
+        "{not json\n"
+        "[1, 2]\n"
+        '{"name": "no address"}\n'
+        '{"email": "b@example.com"}',
+    )
+    rows = list(read_recipients(file))
+    assert rows[0] == Recipient(
+        row=1,
+        email="a@example.com",
+        name="李娜",
+        variables={"email": "a@example.com", "name": "李娜", "items": [1, 2]},
+    )
+    assert [(r.row, type(r).__name__) for r in rows] == [
+        (1, "Recipient"),
+        (3, "BadRow"),
+        (4, "BadRow"),
+        (5, "BadRow"),
+        (6, "Recipient"),
+    ]
+
+
+def test_count_rows_counts_data_rows_for_progress(tmp_path: Path) -> None:
+    assert count_rows(write(tmp_path / "a.csv", "email\na@example.com\nb@example.com")) == 2
+    assert count_rows(write(tmp_path / "b.jsonl", '{"email": "a@example.com"}\n')) == 1
+
+
+@given(st.lists(st.text(), max_size=5))
+def test_any_jsonl_line_is_a_recipient_or_a_bad_row(
+    tmp_path_factory: pytest.TempPathFactory, emails: list[str]
+) -> None:
+    file = tmp_path_factory.mktemp("h") / "r.jsonl"
+    file.write_text("".join(json.dumps({"email": e}) + "\n" for e in emails), encoding="utf-8")
+    rows = list(read_recipients(file))
+    assert all(isinstance(r, Recipient | BadRow) for r in rows)
+    assert len(rows) == len(emails)
