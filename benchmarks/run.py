@@ -1,0 +1,605 @@
+"""Issue 4's throughput comparison in one command: asyncmail against its peers on one smtp-sink.
+
+    python benchmarks/run.py [--scenarios S1,S2,S3,S4] [--quick]
+
+Starts Postfix's ``smtp-sink`` on 127.0.0.1 (and a LatencyProxy in front of it for the RTT
+scenarios), runs every peer in its own subprocess (benchmarks/_peers.py, or ``smtp-source``),
+and writes a table to stdout, ``benchmarks/out/results.json``, ``benchmarks/out/results.md`` and
+the chart ``benchmarks/results.png``. See benchmarks/README.md. Run by hand, never in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT = HERE / "out"
+PEERS_PY = HERE / "_peers.py"
+SAMPLE_EVERY = 0.5
+GRACE = 60.0  # seconds past a peer's time cap before it is killed
+
+sys.path.insert(0, str(ROOT))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    count: int
+    time_cap: float
+    rtt: float = 0.0
+    mode: str = "throughput"  # or "latency" (sequential requests)
+
+
+SCENARIOS = {
+    "S1": Scenario("S1", "loopback burst, 10 connections", 20_000, 30.0),
+    "S2": Scenario("S2", "relay at 10 ms RTT, 10 connections", 2_000, 30.0, rtt=0.010),
+    "S3": Scenario("S3", "send_many over a generator, memory", 1_000_000, 600.0),
+    "S4": Scenario("S4", "web request at 10 ms RTT, warm pool", 300, 60.0, 0.010, "latency"),
+}
+QUICK = {"S1": (1_000, 10.0), "S2": (200, 10.0), "S3": (20_000, 60.0), "S4": (30, 20.0)}
+
+# (peer, loop) per scenario; loop is "asyncio", "uvloop" or "-" (not Python).
+THROUGHPUT_PEERS = [
+    ("smtplib", "-"),
+    ("aiosmtplib-send", "asyncio"),
+    ("aiosmtplib-send", "uvloop"),
+    ("fastapi-mail", "asyncio"),
+    ("fastapi-mail", "uvloop"),
+    ("aiosmtplib-pool", "asyncio"),
+    ("aiosmtplib-pool", "uvloop"),
+    ("smtp-source", "-"),
+    ("asyncmail", "asyncio"),
+    ("asyncmail", "uvloop"),
+]
+PEERS_BY_SCENARIO = {
+    "S1": THROUGHPUT_PEERS,
+    "S2": THROUGHPUT_PEERS,
+    "S3": [("asyncmail", "asyncio")],
+    "S4": [
+        ("smtplib", "-"),
+        ("aiosmtplib-send", "asyncio"),
+        ("aiosmtplib-pool", "asyncio"),
+        ("asyncmail", "asyncio"),
+        ("asyncmail", "uvloop"),
+    ],
+}
+LABELS = {
+    "smtplib": "smtplib, 1 connection",
+    "aiosmtplib-send": "aiosmtplib.send() per message",
+    "fastapi-mail": "fastapi-mail",
+    "aiosmtplib-pool": "hand-held aiosmtplib.SMTP",
+    "smtp-source": "Postfix smtp-source (C)",
+    "asyncmail": "asyncmail",
+}
+
+_children: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_children() -> None:
+    for p in list(_children):
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        _children.discard(p)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- the sink ------------------------------------------------------------------------------------
+
+
+class Sink:
+    """``smtp-sink`` on 127.0.0.1, counting (``-c``) into a file we read between runs."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = _free_port()
+        # Lives as long as the sink; close() removes it.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="smtp-sink-", suffix=".log", delete=False
+        )
+        cmd = [binary, "-c", "-4"]
+        if os.geteuid() == 0:
+            cmd += ["-u", pwd.getpwuid(0).pw_name]
+        cmd += [f"127.0.0.1:{self.port}", "1000"]
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _children.add(self.proc)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    banner = s.recv(200)
+                    s.sendall(b"EHLO probe\r\n")
+                    ehlo = b""
+                    while b"250 " not in ehlo:
+                        ehlo += s.recv(1000)
+                    s.sendall(b"QUIT\r\n")
+                if b"PIPELINING" not in ehlo:
+                    raise RuntimeError("smtp-sink does not advertise PIPELINING")
+                self.banner = banner.decode(errors="replace").strip()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"smtp-sink did not start: {cmd}") from None
+                time.sleep(0.1)
+
+    def messages(self) -> int:
+        """Messages the sink has received so far (its ``-c`` counter)."""
+        time.sleep(0.3)  # counters are written when sessions end
+        text = Path(self._log.name).read_text(errors="replace")
+        found = re.findall(r"mesg=(\d+)", text)
+        return int(found[-1]) if found else 0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        _children.discard(self.proc)
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
+
+
+@contextlib.contextmanager
+def maybe_proxy(port: int, rtt: float) -> Iterator[int]:
+    """The port peers should use: the sink's, or a LatencyProxy's in front of it."""
+    if rtt <= 0:
+        yield port
+        return
+    from asyncmail.testing._proxy import LatencyProxy
+
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop  # the proxy should not be what limits the peers
+    with LatencyProxy("127.0.0.1", port, rtt=rtt).run_in_thread(loop_factory=factory) as proxy:
+        yield proxy.port
+
+
+# -- running one peer ------------------------------------------------------------------------------
+
+
+def asyncmail_available() -> str | None:
+    """None if ``from asyncmail import Mailer`` works in a fresh interpreter, else why not."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "from asyncmail import Mailer, Message, Status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if probe.returncode == 0:
+        return None
+    return (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def asyncmail_version() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--", "asyncmail"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "asyncmail"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return rev + (" (+ uncommitted changes in asyncmail/)" if dirty else "")
+
+
+def run_child(cmd: list[str], time_cap: float) -> dict[str, Any]:
+    """Run one peer process; sample its RSS; return wall, rusage CPU, peak and sampled RSS."""
+    import psutil
+
+    err = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the child is reaped)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+    )
+    _children.add(proc)
+    ps = psutil.Process(proc.pid)
+    samples: list[tuple[float, float]] = []
+    next_sample = started + SAMPLE_EVERY
+    killed = False
+    hwm = 0.0
+    try:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            now = time.perf_counter()
+            hwm = max(hwm, _vm_hwm_mb(proc.pid))
+            if now >= next_sample:
+                with contextlib.suppress(psutil.Error):
+                    samples.append((now - started, ps.memory_info().rss / 2**20))
+                next_sample = now + SAMPLE_EVERY
+            if now - started > time_cap + GRACE and not killed:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+    finally:
+        _children.discard(proc)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err.seek(0)
+    stderr = err.read().decode(errors="replace")
+    err.close()
+    return {
+        "returncode": proc.returncode,
+        "killed": killed,
+        "wall_total_s": time.perf_counter() - started,
+        "cpu_total_s": usage.ru_utime + usage.ru_stime,
+        # Not ru_maxrss: Linux carries it across exec, so it would report this parent's RSS.
+        "peak_rss_mb": max(hwm, max((m for _, m in samples), default=0.0)),
+        "rss_samples": samples,
+        "stderr_tail": stderr.strip().splitlines()[-3:],
+    }
+
+
+def _vm_hwm_mb(pid: int | str) -> float:
+    """Peak RSS of the process's current image (VmHWM), in MB; 0 if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def run_peer(
+    sc: Scenario, peer: str, loop: str, port: int, sink: Sink, smtp_source: str | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"scenario": sc.name, "peer": peer, "loop": loop, "label": LABELS[peer]}
+    if loop == "uvloop" and not _has_uvloop():
+        return row | {"skipped": "uvloop not installed (pip install 'asyncmail[speed]')"}
+    if peer == "asyncmail" and (why := asyncmail_available()):
+        return row | {"skipped": f"asyncmail.Mailer not available: {why}"}
+    before = sink.messages()
+    if peer == "smtp-source":
+        if smtp_source is None:
+            return row | {"skipped": "smtp-source not found (apt-get install postfix)"}
+        sessions = 1 if sc.mode == "latency" else 10
+        cmd = [smtp_source, "-4", "-d", "-s", str(sessions), "-m", str(sc.count), "-l", "2048"]
+        cmd += ["-M", "bench.example.com", "-f", "news@bench.example.com"]
+        cmd += ["-t", "reader@bench.example.com", f"127.0.0.1:{port}"]
+        res = run_child(cmd, sc.time_cap)
+        delivered = sink.messages() - before
+        res |= {"sent": sc.count, "delivered": delivered, "wall_s": res["wall_total_s"]}
+        res |= {"cpu_s": res["cpu_total_s"], "capped": False, "errors": {}}
+    else:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            out = tmp.name
+        concurrency = 1 if sc.mode == "latency" else 10
+        cmd = [sys.executable, str(PEERS_PY), peer, "--port", str(port)]
+        cmd += ["--count", str(sc.count), "--time-cap", str(sc.time_cap)]
+        cmd += ["--concurrency", str(concurrency), "--mode", sc.mode, "--out", out]
+        if loop == "uvloop":
+            cmd.append("--uvloop")
+        res = run_child(cmd, sc.time_cap)
+        try:
+            res |= json.loads(Path(out).read_text())
+            res["peak_rss_mb"] = max(res["peak_rss_mb"], res.pop("vm_hwm_mb", 0.0))
+        except (OSError, ValueError):
+            tail = " / ".join(x.strip(" |+-") for x in res["stderr_tail"])
+            res |= {"error": f"peer wrote no result: {tail[:150]}", "sent": 0, "delivered": 0}
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(out)
+        res["sink_delivered"] = sink.messages() - before
+    row |= res
+    if row.get("delivered") and row.get("wall_s"):
+        row["msg_per_s"] = row["delivered"] / row["wall_s"]
+        row["cpu_s_per_1k"] = 1000 * row["cpu_s"] / row["delivered"]
+    lat = sorted(row.pop("latencies", None) or [])
+    if lat:
+        row["p50_ms"] = 1000 * statistics.median(lat)
+        row["p99_ms"] = 1000 * lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+    samples = row.get("rss_samples") or []
+    if samples:
+        row["rss_start_mb"] = samples[0][1]
+        row["rss_end_mb"] = samples[-1][1]
+    return row
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Ratio to the best *peer* (not asyncmail) in the same scenario of the same run."""
+    for sc in {r["scenario"] for r in rows}:
+        mine = [r for r in rows if r["scenario"] == sc]
+        peers = [r for r in mine if r["peer"] != "asyncmail"]
+        if any("p50_ms" in r for r in peers):
+            best = min((r["p50_ms"] for r in peers if "p50_ms" in r), default=None)
+            for r in mine:
+                if best and "p50_ms" in r:
+                    r["ratio"] = best / r["p50_ms"]  # > 1: faster than the best peer
+        else:
+            best = max((r.get("msg_per_s", 0) for r in peers), default=0)
+            for r in mine:
+                if best and "msg_per_s" in r:
+                    r["ratio"] = r["msg_per_s"] / best
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    def find(sc: str, loop: str) -> dict[str, Any] | None:
+        for r in rows:
+            if r["scenario"] == sc and r["peer"] == "asyncmail" and r["loop"] == loop:
+                return r
+        return None
+
+    out = []
+
+    def verdict(name: str, got: float | None, want: float, unit: str, higher: bool = True) -> None:
+        if got is None:
+            out.append(f"{name}: not measured (see the row's note)")
+            return
+        met = got >= want if higher else got <= want
+        miss = "" if met else f" — missed by {abs(want - got):,.1f} {unit}"
+        out.append(
+            f"{name}: {got:,.1f} {unit} vs goal {want:,.1f} → {'MET' if met else 'NOT MET'}{miss}"
+        )
+
+    for loop, want in (("asyncio", 5000), ("uvloop", 10000)):
+        r = find("S1", loop)
+        if r is not None:
+            verdict(f"S1 ({loop})", r.get("msg_per_s"), want, "msg/s")
+    r = find("S2", "asyncio")
+    if r is not None:
+        verdict("S2 (asyncio)", r.get("msg_per_s"), 800, "msg/s")
+    r = find("S3", "asyncio")
+    if r is not None:
+        verdict("S3 peak RSS", r.get("peak_rss_mb"), 150, "MB", higher=False)
+        if r.get("rss_samples"):
+            tail = [m for t, m in r["rss_samples"]][len(r["rss_samples"]) // 4 :]
+            if tail:
+                out.append(
+                    f"S3 flatness: RSS over the last 3/4 of the run {min(tail):.1f}–"
+                    f"{max(tail):.1f} MB (spread {max(tail) - min(tail):.1f} MB)"
+                )
+    sc4 = SCENARIOS["S4"]
+    for loop in ("asyncio", "uvloop"):
+        r = find("S4", loop)
+        if r is not None:
+            verdict(f"S4 p50 ({loop})", r.get("p50_ms"), 2000 * sc4.rtt + 2, "ms", higher=False)
+    return out
+
+
+def fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    head = "| scen | peer | loop | delivered | msg/s | CPU s/1k msg | peak RSS MB | p50 ms "
+    head += "| p99 ms | vs best peer | note |"
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        note = r.get("skipped") or r.get("error") or ""
+        if r.get("capped"):
+            note = f"time cap {r.get('time_cap', '')}s hit: rate over what completed"
+        if r.get("errors"):
+            note += f" errors: {sum(r['errors'].values())} ({next(iter(r['errors']))[:60]})"
+        if r.get("sink_delivered") is not None and r.get("sink_delivered") != r.get("delivered"):
+            note += f" sink counted {r['sink_delivered']}"
+        if r["scenario"] == "S3" and "rss_start_mb" in r:
+            note += f" RSS start/peak/end {r['rss_start_mb']:.0f}/{r['peak_rss_mb']:.0f}/"
+            note += f"{r['rss_end_mb']:.0f} MB"
+        ratio = r.get("ratio")
+        lines.append(
+            f"| {r['scenario']} | {r['label']} | {r['loop']} | {fmt(r.get('delivered'), ',')} "
+            f"| {fmt(r.get('msg_per_s'), ',.0f')} | {fmt(r.get('cpu_s_per_1k'), '.2f')} "
+            f"| {fmt(r.get('peak_rss_mb') or None, '.0f')} | {fmt(r.get('p50_ms'), '.1f')} "
+            f"| {fmt(r.get('p99_ms'), '.1f')} | {fmt(ratio, '.2f') + '×' if ratio else '–'} "
+            f"| {note.strip()} |"
+        )
+    return lines
+
+
+def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    for ax, sc in zip(axes.flat[:2], ("S1", "S2"), strict=True):
+        mine = [r for r in rows if r["scenario"] == sc and "msg_per_s" in r]
+        ax.set_title(f"{sc}: {SCENARIOS[sc].title} (msg/s, higher is better)", fontsize=9)
+        if not mine:
+            ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+            continue
+        names = [f"{r['label']}{' (uvloop)' if r['loop'] == 'uvloop' else ''}" for r in mine]
+        colors = ["tab:green" if r["peer"] == "asyncmail" else "tab:gray" for r in mine]
+        ax.barh(names, [r["msg_per_s"] for r in mine], color=colors)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=8)
+        for i, r in enumerate(mine):
+            ax.text(r["msg_per_s"], i, f" {r['msg_per_s']:,.0f}", va="center", fontsize=7)
+    ax = axes.flat[2]
+    ax.set_title("S3: asyncmail send_many RSS over time (MB)", fontsize=9)
+    s3 = [r for r in rows if r["scenario"] == "S3" and r.get("rss_samples")]
+    for r in s3:
+        t, m = zip(*r["rss_samples"], strict=True)
+        ax.plot(t, m, label=f"{r['label']} ({r['loop']}), {r.get('delivered', 0):,} msgs")
+        ax.set_ylim(0, max(160, max(m) * 1.1))
+        ax.axhline(150, color="tab:red", linestyle="--", linewidth=1, label="goal 150 MB")
+        ax.set_xlabel("seconds")
+        ax.legend(fontsize=7)
+    if not s3:
+        ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+    ax = axes.flat[3]
+    ax.set_title("S4: one send per web request at 10 ms RTT (ms, lower is better)", fontsize=9)
+    s4 = [r for r in rows if r["scenario"] == "S4" and "p50_ms" in r]
+    if s4:
+        names = [f"{r['label']}{' (uvloop)' if r['loop'] == 'uvloop' else ''}" for r in s4]
+        y = range(len(s4))
+        ax.barh([i - 0.2 for i in y], [r["p50_ms"] for r in s4], height=0.4, label="p50")
+        ax.barh([i + 0.2 for i in y], [r["p99_ms"] for r in s4], height=0.4, label="p99")
+        ax.set_yticks(list(y), names)
+        ax.invert_yaxis()
+        ax.axvline(2000 * SCENARIOS["S4"].rtt + 2, color="tab:red", linestyle="--", linewidth=1)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def machine() -> dict[str, str]:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(
+                cmd, shell=True, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    return {
+        "nproc": sh("nproc"),
+        "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--scenarios", default="S1,S2,S3,S4", help="comma-separated subset of S1..S4")
+    p.add_argument("--quick", action="store_true", help="small counts and caps: a smoke run")
+    p.add_argument("--peers", default="", help="comma-separated peer filter (default: all)")
+    for sc in SCENARIOS:
+        p.add_argument(f"--{sc.lower()}-count", type=int, help=f"messages for {sc}")
+        p.add_argument(f"--{sc.lower()}-cap", type=float, help=f"time cap (s) per peer in {sc}")
+    p.add_argument("--chart", default=str(HERE / "results.png"), help="where to write the PNG")
+    args = p.parse_args(argv)
+
+    wanted = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    if unknown := [s for s in wanted if s not in SCENARIOS]:
+        p.error(f"unknown scenarios: {unknown}")
+    peer_filter = {x.strip() for x in args.peers.split(",") if x.strip()}
+    sink_bin = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin")
+    if sink_bin is None:
+        p.error("smtp-sink not found: apt-get install -y postfix (see benchmarks/README.md)")
+    source_bin = shutil.which("smtp-source") or shutil.which("smtp-source", path="/usr/sbin")
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    OUT.mkdir(exist_ok=True)
+    info = machine()
+    info["asyncmail"] = asyncmail_version()
+    info["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    info["command"] = "python benchmarks/run.py " + " ".join(argv if argv else sys.argv[1:])
+    rows: list[dict[str, Any]] = []
+    sink = Sink(sink_bin)
+    try:
+        for name in wanted:
+            sc = SCENARIOS[name]
+            count, cap = QUICK[name] if args.quick else (sc.count, sc.time_cap)
+            count = getattr(args, f"{name.lower()}_count") or count
+            cap = getattr(args, f"{name.lower()}_cap") or cap
+            sc = dataclasses.replace(sc, count=count, time_cap=cap)
+            print(f"== {name}: {sc.title}: {count:,} messages, cap {cap:.0f}s per peer", flush=True)
+            with maybe_proxy(sink.port, sc.rtt) as port:
+                for peer, loop in PEERS_BY_SCENARIO[name]:
+                    if peer_filter and peer not in peer_filter:
+                        continue
+                    row = run_peer(sc, peer, loop, port, sink, source_bin)
+                    row |= {"count": count, "time_cap": cap, "rtt": sc.rtt}
+                    rows.append(row)
+                    print(
+                        f"   {LABELS[peer]:32} {loop:8} "
+                        + (
+                            row["skipped"]
+                            if "skipped" in row
+                            else f"delivered {row.get('delivered', 0):>8,} "
+                            f"{row.get('msg_per_s', 0):>9,.0f} msg/s"
+                            + (f"  p50 {row['p50_ms']:.1f} ms" if "p50_ms" in row else "")
+                        ),
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print("interrupted: stopping peers, proxy and sink", file=sys.stderr)
+        return 130
+    finally:
+        _kill_children()
+        sink.close()
+
+    add_ratios(rows)
+    lines = table(rows)
+    verdicts = goals(rows)
+    print()
+    print("\n".join(lines))
+    print()
+    print("\n".join(verdicts))
+    (OUT / "results.json").write_text(
+        json.dumps({"machine": info, "rows": rows, "goals": verdicts}, indent=1)
+    )
+    md = [f"- `{k}`: {v}" for k, v in info.items()] + [
+        "",
+        *lines,
+        "",
+        *[f"- {v}" for v in verdicts],
+    ]
+    (OUT / "results.md").write_text("\n".join(md) + "\n")
+    chart(
+        rows,
+        Path(args.chart),
+        f"asyncmail {info['asyncmail']} — {info['date']}, "
+        f"{info['nproc']} cores, Python {info['python']}",
+    )
+    print(f"\nwrote {OUT / 'results.json'}, {OUT / 'results.md'}, {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
