@@ -1,3 +1,27 @@
-"""Test tools for code that sends mail: a real capture server, faults, pytest fixtures."""
+"""Test tools for code that sends mail: a real capture server, faults, pytest fixtures.
 
-__all__: tuple[str, ...] = ()
+``CaptureServer`` speaks real SMTP on 127.0.0.1 (port 0) with optional TLS, AUTH and injected
+``Fault``s, and records every ``CapturedMessage`` and ``Session``. Importing this package needs
+nothing beyond asyncmail; starting a server needs the extra: ``pip install 'asyncmail[testing]'``.
+The pytest plugin (fixtures ``mail_server``, ``mail_outbox``; marker ``mail_server``) is
+registered automatically.
+"""
+
+from ._faults import Fault as Fault
+from ._records import CapturedMessage as CapturedMessage
+from ._records import Session as Session
+from ._server import CaptureServer as CaptureServer
+from ._thread import ServerThread as ServerThread
+
+__all__ = (
+    "CaptureServer",
+    "CapturedMessage",
+    "Fault",
+    "ServerThread",
+    "Session",
+)
+
+# Public objects report this package as their home, so reprs and docs read "asyncmail.testing.X".
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

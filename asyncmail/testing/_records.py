@@ -1,0 +1,130 @@
+"""What a CaptureServer saw: accepted messages and per-connection sessions."""
+
+from __future__ import annotations
+
+import email
+import threading
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+
+__all__ = ["CapturedMessage", "Session"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapturedMessage:
+    """One message the server accepted (or stored before a ``"dot"`` fault).
+
+    Attributes:
+        envelope_sender: The MAIL FROM address (``""`` for the null sender).
+        recipients: The accepted RCPT TO addresses, in order.
+        data: The content exactly as received, dot-unstuffed, CRLF line endings.
+        mail_options: MAIL FROM parameters (upper-cased by aiosmtpd), e.g. ``("SIZE=123",)``.
+        rcpt_options: RCPT TO parameters of all recipients.
+        tls: Whether the connection was encrypted when the message arrived.
+        authenticated_as: The user name that authenticated the connection, if any.
+        session_id: The ``Session.id`` of the connection it came on.
+    """
+
+    envelope_sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    mail_options: tuple[str, ...] = ()
+    rcpt_options: tuple[str, ...] = ()
+    tls: bool = False
+    authenticated_as: str | None = None
+    session_id: int = 0
+
+    @property
+    def parsed(self) -> EmailMessage:
+        """The content parsed with the modern ``email.policy.default``."""
+        return email.message_from_bytes(self.data, policy=policy.default)
+
+
+class Session:
+    """One client connection as the server saw it; live, updated by the server as it goes.
+
+    Attributes are read-only for tests; collections are returned as snapshots.
+    """
+
+    __slots__ = (
+        "_authenticated_as",
+        "_chunks",
+        "_closed",
+        "_commands",
+        "_id",
+        "_lock",
+        "_peer",
+        "_tls",
+    )
+
+    def __init__(self, *, id: int, peer: tuple[str, int], tls: bool) -> None:
+        self._lock = threading.Lock()
+        self._id = id
+        self._peer = peer
+        self._tls = tls
+        self._chunks: list[bytes] = []
+        self._commands: list[str] = []
+        self._closed = False
+        self._authenticated_as: str | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<Session id={self._id} peer={self._peer!r} tls={self._tls} {state} "
+            f"commands={len(self._commands)}>"
+        )
+
+    @property
+    def id(self) -> int:
+        """Connection number on this server, from 0 in order of arrival."""
+        return self._id
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The client's address and port."""
+        return self._peer
+
+    @property
+    def tls(self) -> bool:
+        """Whether the connection is encrypted (implicit TLS or after STARTTLS)."""
+        return self._tls
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._closed
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The user name of the last successful AUTH on this connection."""
+        return self._authenticated_as
+
+    @property
+    def chunks(self) -> tuple[bytes, ...]:
+        """Every read from the client, as received (after TLS); only with ``record_chunks``."""
+        with self._lock:
+            return tuple(self._chunks)
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The commands the server processed, e.g. ``"MAIL FROM:<a@b>"``; AUTH secrets omitted."""
+        with self._lock:
+            return tuple(self._commands)
+
+    def _add_chunk(self, chunk: bytes) -> None:
+        with self._lock:
+            self._chunks.append(chunk)
+
+    def _add_command(self, command: str) -> None:
+        with self._lock:
+            self._commands.append(command)
+
+    def _set_tls(self) -> None:
+        self._tls = True
+
+    def _set_authenticated(self, user: str) -> None:
+        self._authenticated_as = user
+
+    def _set_closed(self) -> None:
+        self._closed = True
