@@ -175,7 +175,10 @@ class Mailer:
         await self.aclose()
         task_group, self._task_group = self._task_group, None
         if task_group is not None:
-            return await task_group.__aexit__(exc_type, exc, tb)
+            # stop any send_many() still running, and keep the body's own exception as it
+            # is: it must not come out wrapped in an ExceptionGroup
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
         return None
 
     async def aclose(self) -> None:
