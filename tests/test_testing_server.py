@@ -396,11 +396,18 @@ async def test_disconnect_at_dot_stores_the_message_but_never_replies() -> None:
     assert captured.data == b"Subject: x\r\n\r\nx\r\n"
 
 
-async def test_disconnect_at_mail_simulates_a_dropped_connection() -> None:
-    async with CaptureServer(faults=[Fault.disconnect("mail")]) as server:
-        smtp = await client(server)
-        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+@pytest.mark.parametrize("phase", ["greeting", "ehlo", "mail", "rcpt", "data"])
+async def test_disconnect_closes_instead_of_replying(phase: str) -> None:
+    async with CaptureServer(faults=[Fault.disconnect(phase)]) as server:  # type: ignore[arg-type]
+        smtp = aiosmtplib.SMTP(hostname=server.host, port=server.port, timeout=5)
+
+        async def connect_and_send() -> None:
+            await smtp.connect()
             await smtp.sendmail(SENDER, [RCPT], b"Subject: x\r\n\r\nx\r\n")
+
+        with pytest.raises((aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError)):
+            await connect_and_send()
+        smtp.close()
     assert server.messages == []
 
 
@@ -456,6 +463,19 @@ async def test_close_idle_closes_a_connection_that_sends_nothing() -> None:
             async with asyncio.timeout(5):
                 assert await reader.read() == b""
         assert server.sessions[0].closed
+
+
+async def test_close_idle_spares_a_connection_waiting_for_a_stalled_reply() -> None:
+    """Idle means the server waits for a command; a stalled command is not idle."""
+    faults = [Fault.close_idle(0.05), Fault.stall("mail", times=1)]
+    async with CaptureServer(faults=faults) as server:
+        idle = await client(server)  # an idle connection, to observe the idle clock firing
+        busy = await client(server)
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):  # not SMTPServerDisconnected
+            await busy.mail(SENDER, timeout=0.3)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await idle.noop()
+        busy.close()
 
 
 async def test_injected_close_idle_applies_to_open_connections() -> None:
@@ -551,6 +571,16 @@ async def test_thread_mode_serves_async_code_on_another_loop() -> None:
         [captured] = await server.wait_for_messages(1)
         await server.drop_connections()
     assert captured.recipients == (RCPT,)
+
+
+def test_drop_connections_sync_closes_clients_of_a_threaded_server() -> None:
+    with CaptureServer().run_in_thread() as server:
+        with smtplib.SMTP(server.host, server.port, timeout=5) as smtp:
+            smtp.noop()
+            server.drop_connections_sync()
+            assert server.sessions[0].closed
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                smtp.noop()
 
 
 def test_wait_for_messages_sync_times_out() -> None:

@@ -101,6 +101,7 @@ class CaptureSMTP(SMTP):
         self._task: asyncio.Task[Any] | None = None
         self._lost: asyncio.Future[None] = self.loop.create_future()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._busy = False
         self._mid_data: Fault | None = None
         self._content_bytes = 0
         self._swallowing = False
@@ -173,10 +174,12 @@ class CaptureSMTP(SMTP):
             await asyncio.gather(self._task, return_exceptions=True)
 
     def rearm_idle_timer(self) -> None:
-        """(Re)start the idle clock from now, if a ``close_idle`` fault is armed."""
+        """Restart the idle clock if a ``close_idle`` fault is armed and no command is running."""
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self._busy:
+            return
         after = self._owner._faults.idle_after()
         if after is not None and self.transport is not None:
             self._idle_timer = self.loop.call_later(after, self._on_idle)
@@ -220,7 +223,18 @@ class CaptureSMTP(SMTP):
         assert self._record is not None
         shown = arg.split()[0] if name == "AUTH" and arg else arg  # never record AUTH secrets
         self._record._add_command(f"{name} {shown}" if shown else name)
+        self._busy = True  # not idle: the idle clock stops until the command is answered
         self.rearm_idle_timer()
+        try:
+            await self._run_command(name, arg, run)
+        finally:
+            self._busy = False
+        self.rearm_idle_timer()
+
+    async def _run_command(
+        self, name: str, arg: str | None, run: Callable[[str | None], Awaitable[None]]
+    ) -> None:
+        assert self._record is not None
         if name == "AUTH" and (refusal := self._auth_refusal()) is not None:
             await self.push(refusal)
             return
@@ -239,7 +253,6 @@ class CaptureSMTP(SMTP):
         session = self.session
         if name == "AUTH" and session is not None and session.authenticated and session.auth_data:
             self._record._set_authenticated(str(session.auth_data))
-        self.rearm_idle_timer()
 
     async def _apply(self, fault: Fault) -> None:
         """Do what a reply/disconnect/stall fault says, in place of the normal answer."""

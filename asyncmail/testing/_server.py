@@ -293,6 +293,14 @@ class CaptureServer:
         else:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drop(), self._loop))
 
+    def drop_connections_sync(self, *, timeout: float = WAIT_TIMEOUT) -> None:
+        """``drop_connections`` for sync code talking to a server in thread mode."""
+        if self._loop is None:
+            return
+        if self._loop.is_running() and _in_loop_thread(self._loop):
+            raise RuntimeError("drop_connections_sync would block the server's own loop")
+        asyncio.run_coroutine_threadsafe(self._drop(), self._loop).result(timeout)
+
     async def _drop(self) -> None:
         live = list(self._live)
         for protocol in live:
@@ -329,6 +337,13 @@ class CaptureServer:
         for loop, future in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile
                 loop.call_soon_threadsafe(_wake, future)
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _wake(future: asyncio.Future[None]) -> None:
