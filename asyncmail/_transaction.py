@@ -140,34 +140,42 @@ async def transact(
     phase = Phase.MAIL
     data_reply: Reply | None = None
     try:
+        rcpt_replies: list[Reply] = []
         if pipelining:
             wire.write(b"".join([mail_cmd, *rcpt_cmds, b"DATA\r\n"]))
-            mail_reply = await _read(wire, t.command)
-            phase = Phase.RCPT
-            rcpt_replies = [await _read(wire, t.command) for _ in rcpt_cmds]
-            phase = Phase.DATA
-            data_reply = await _read(wire, t.data_start)
         else:
             wire.write(mail_cmd)
-            mail_reply = await _read(wire, t.command)
-            rcpt_replies = []
-            if _ok(mail_reply):
-                phase = Phase.RCPT
-                for cmd in rcpt_cmds:
+        mail_reply = await _read(wire, t.command)
+        # a 421 means the server is closing: no further reply will come
+        if mail_reply.code != 421 and (pipelining or _ok(mail_reply)):
+            phase = Phase.RCPT
+            for cmd in rcpt_cmds:
+                if not pipelining:
                     wire.write(cmd)
-                    rcpt_replies.append(await _read(wire, t.command))
-                if any(_ok(r) for r in rcpt_replies):
-                    phase = Phase.DATA
+                reply = await _read(wire, t.command)
+                rcpt_replies.append(reply)
+                if reply.code == 421:
+                    break
+            if rcpt_replies[-1].code != 421 and (pipelining or any(map(_ok, rcpt_replies))):
+                phase = Phase.DATA
+                if not pipelining:
                     wire.write(b"DATA\r\n")
-                    data_reply = await _read(wire, t.data_start)
+                data_reply = await _read(wire, t.data_start)
 
-        closing = any(r.code == 421 for r in (mail_reply, *rcpt_replies, data_reply) if r)
+        for reply, where in (
+            (mail_reply, Phase.MAIL),
+            *((r, Phase.RCPT) for r in rcpt_replies),
+            (data_reply, Phase.DATA),
+        ):
+            if reply is not None and reply.code == 421:
+                error = error_for_reply(421, reply.text, phase=where)
+                stale = conn.reused and where is Phase.MAIL
+                return _failed(conn, error, closing=True, stale=stale)
         if not _ok(mail_reply):
             if data_reply is not None and data_reply.code == 354:
                 await _end_unwanted_data(wire, t.final_reply)
             error = error_for_reply(mail_reply.code, mail_reply.text, phase=Phase.MAIL)
-            stale = conn.reused and mail_reply.code == 421
-            return _failed(conn, error, closing=closing, stale=stale)
+            return _failed(conn, error, closing=False)
 
         accepted: list[str] = []
         refused: dict[str, DeliveryError] = {}
@@ -181,11 +189,11 @@ async def transact(
         if not accepted:
             if data_reply is not None and data_reply.code == 354:
                 await _end_unwanted_data(wire, t.final_reply)
-            return _failed(conn, _first_error(refused), refused=refused, closing=closing)
+            return _failed(conn, _first_error(refused), refused=refused, closing=False)
         assert data_reply is not None
         if data_reply.code != 354:
             error = error_for_reply(data_reply.code, data_reply.text, phase=Phase.DATA)
-            return _failed(conn, error, refused=refused, closing=closing)
+            return _failed(conn, error, refused=refused, closing=False)
 
         phase = Phase.DATA_TRANSFER
         wire.write(content)

@@ -1,0 +1,229 @@
+"""The pool: warm reuse, limits, stale connections, FIFO waiters, graceful close, laziness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from asyncmail import Message, PoolTimeout, RetryPolicy, Status
+from asyncmail.testing import CaptureServer, Fault
+
+from ._support import mailer_for, message
+
+
+async def test_a_warm_pool_reuses_one_connection_for_sequential_sends() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            for i in range(5):
+                await mailer.send(message(i))
+            stats = mailer.statistics()
+    assert server.connections_opened == 1
+    assert stats.delivered == 5
+    assert stats.pool.idle == 1
+
+
+async def test_connections_are_retired_after_max_messages() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_messages_per_connection=2) as mailer:
+            for i in range(5):
+                await mailer.send(message(i))
+    assert server.connections_opened == 3
+    quits = [s for s in server.sessions if "QUIT" in [c.upper() for c in s.commands]]
+    assert len(quits) == 3  # retired ones and the last idle one all said goodbye
+
+
+async def test_many_tasks_share_one_mailer_within_max_connections() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=3) as mailer:
+            results = await asyncio.gather(*(mailer.send(message(i)) for i in range(40)))
+            stats = mailer.statistics()
+    assert all(r.status is Status.DELIVERED for r in results)
+    assert len(server.messages) == 40
+    assert server.max_concurrent_connections <= 3
+    assert stats.pool.open <= 3
+
+
+async def test_send_many_never_exceeds_max_connections() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=4) as mailer:
+            results = [
+                r async for r in mailer.send_many((message(i) for i in range(100)), concurrency=16)
+            ]
+    assert len(results) == 100
+    assert all(r.status is Status.DELIVERED for r in results)
+    assert server.max_concurrent_connections <= 4
+
+
+async def test_idle_connection_closed_by_the_server_is_not_reused() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            await mailer.send(message(0))
+            await server.drop_connections()
+            await asyncio.sleep(0)  # let the client notice the FIN
+            result = await mailer.send(message(1))
+    assert result.status is Status.DELIVERED
+    assert result.attempts == 1
+    assert server.connections_opened == 2
+
+
+async def test_reused_connection_closed_by_server_is_retried_once_transparently() -> None:
+    # the server drops the session exactly when the reused connection sends MAIL FROM
+    async with CaptureServer() as server:
+        async with mailer_for(server, retry=RetryPolicy(attempts=1)) as mailer:
+            await mailer.send(message(0))
+            server.inject(Fault.disconnect("mail", times=1))
+            result = await mailer.send(message(1))
+    assert result.status is Status.DELIVERED
+    assert result.attempts == 1  # the stale connection does not count as an attempt
+    assert server.connections_opened == 2
+    assert len(server.messages) == 2
+
+
+async def test_reused_connection_answering_421_is_retried_once_transparently() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server, retry=RetryPolicy(attempts=1)) as mailer:
+            await mailer.send(message(0))
+            server.inject(Fault.reply("mail", 421, "4.4.2 Idle timeout", times=1))
+            result = await mailer.send(message(1))
+    assert result.status is Status.DELIVERED
+    assert result.attempts == 1
+    assert server.connections_opened == 2
+
+
+async def test_a_fresh_connection_dropped_at_mail_is_an_ordinary_failed_attempt() -> None:
+    async with CaptureServer(faults=[Fault.disconnect("mail", times=1)]) as server:
+        async with mailer_for(server) as mailer:
+            result = await mailer.send(message())
+    assert result.status is Status.DELIVERED
+    assert result.attempts == 2
+
+
+async def test_waiting_for_a_connection_times_out_with_pool_timeout() -> None:
+    async with CaptureServer(faults=[Fault.stall("dot", times=1)]) as server:
+        async with mailer_for(server, max_connections=1, pool_timeout=0.2) as mailer:
+            stuck = asyncio.create_task(mailer.send(message(0)))
+            await server.wait_for_messages(1)
+            with pytest.raises(PoolTimeout) as caught:
+                await mailer.send(message(1))
+            assert caught.value.retryable
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+
+
+async def test_waiters_are_served_first_come_first_served() -> None:
+    order: list[int] = []
+
+    async def send(i: int) -> None:
+        await mailer.send(message(i))
+        order.append(i)
+
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            tasks = []
+            for i in range(6):
+                tasks.append(asyncio.create_task(send(i)))
+                await asyncio.sleep(0)  # each task queues before the next starts
+            await asyncio.gather(*tasks)
+    assert order == list(range(6))
+    assert [m.recipients[0] for m in server.messages] == [f"user{i}@example.net" for i in range(6)]
+
+
+async def test_close_lets_in_flight_sends_finish_and_quits_idle_connections() -> None:
+    async with CaptureServer() as server:
+        mailer = mailer_for(server, max_connections=2)
+        async with mailer:
+            tasks = [asyncio.create_task(mailer.send(message(i))) for i in range(4)]
+            await asyncio.sleep(0)
+        results = [t.result() for t in tasks]
+        assert mailer.statistics().pool.open == 0
+    assert all(r.status is Status.DELIVERED for r in results)
+    assert all("QUIT" in [c.upper() for c in s.commands] for s in server.sessions)
+    assert all(s.closed for s in server.sessions)
+
+
+async def test_send_many_consumes_its_input_lazily() -> None:
+    produced = 0
+
+    def endless() -> Iterator[Message]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield message(produced)
+
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=2) as mailer:
+            results = []
+            async for result in mailer.send_many(endless(), concurrency=2):
+                results.append(result)
+                if len(results) == 10:
+                    break
+            await asyncio.sleep(0.05)
+            produced_after_stop = produced
+            await asyncio.sleep(0.05)
+    assert len(results) == 10
+    # bounded read-ahead: the workers, the queue and the item in hand, nothing more
+    assert produced <= 10 + 2 + 2 + 2
+    assert produced == produced_after_stop  # breaking out stopped the feeding
+    assert len(server.messages) <= produced
+
+
+async def test_send_many_takes_an_async_iterable_and_keeps_each_message() -> None:
+    async def source() -> AsyncIterator[Message]:
+        for i in range(12):
+            yield message(i)
+
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            results = [r async for r in mailer.send_many(source(), concurrency=3)]
+    assert sorted(r.message.recipients[0] for r in results) == sorted(
+        f"user{i}@example.net" for i in range(12)
+    )
+    assert len(server.messages) == 12
+
+
+async def test_invalid_messages_in_send_many_become_failed_results() -> None:
+    import email.message
+
+    broken = email.message.EmailMessage()  # no From, no To
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            results = [r async for r in mailer.send_many([message(0), broken, message(1)])]
+    assert len(results) == 3
+    statuses = sorted(r.status.value for r in results)
+    assert statuses == ["delivered", "delivered", "failed"]
+    [failed] = [r for r in results if r.status is Status.FAILED]
+    assert failed.message is broken
+    assert failed.attempts == 0
+
+
+async def test_before_send_is_called_once_per_message_before_its_transaction() -> None:
+    seen: list[str] = []
+    async with CaptureServer(faults=[Fault.reply("mail", 451, "busy", times=1)]) as server:
+        async with mailer_for(server) as mailer:
+
+            def journal(msg: Message) -> None:
+                # written ahead: the server has not stored this message yet
+                assert all(msg.message_id != m.parsed["Message-ID"] for m in server.messages)
+                seen.append(msg.recipients[0])
+
+            results = [
+                r async for r in mailer.send_many([message(0), message(1)], before_send=journal)
+            ]
+    assert sorted(seen) == ["user0@example.net", "user1@example.net"]
+    assert sum(r.attempts for r in results) == 3
+
+
+async def test_repr_and_statistics_show_live_counts() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            await mailer.send(message())
+            stats = mailer.statistics()
+            text = repr(mailer)
+    assert stats.delivered == 1
+    assert stats.pool.idle == 1
+    assert "delivered=1" in text
+    with pytest.raises(AttributeError):
+        stats.delivered = 2  # type: ignore[misc]
