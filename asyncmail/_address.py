@@ -37,6 +37,7 @@ _DOT_ATOM_U = re.compile(rf"(?:{_ATEXT}|[^\x00-\x7f])+(?:\.(?:{_ATEXT}|[^\x00-\x
 _QUOTED_U = re.compile(r'"(?:[!#-;=?-\[\]-~]|[^\x00-\x7f]|\\[!-~])+"')
 _LABEL = re.compile(_LDH)
 _ATOM_PHRASE = re.compile(rf"{_ATEXT}+(?: {_ATEXT}+)*")
+_PLAIN_NAME = re.compile(r"[^\s](?: ?[^\s])*")
 _MAX_LOCAL = 64
 _MAX_DOMAIN = 253
 _MAX_RAW_NAME = 70  # longer display names become folded encoded-words
@@ -45,6 +46,9 @@ _MAX_RAW_NAME = 70  # longer display names become folded encoded-words
 @dataclass(frozen=True, slots=True)
 class Address:
     """A mailbox: an optional display name and an addr-spec (Unicode allowed).
+
+    Parsing strips a display name and collapses its whitespace runs to one space, as readers
+    of a phrase do.
 
     Attributes:
         name: The display name, ``""`` when there is none.
@@ -154,7 +158,7 @@ def parse_address(value: object, field: str) -> Address:
         if len(value) != 2:
             raise MessageError(f"{field}: expected a (name, address) pair, got {value!r}")
         name, addr = value
-        name = check_text(name, field).strip()
+        check_text(name, field)
     elif isinstance(value, str):
         check_text(value, field)
         text = value.strip()
@@ -169,18 +173,22 @@ def parse_address(value: object, field: str) -> Address:
     else:
         raise MessageError(f"{field}: expected an address, got {type(value).__name__}")
     check_text(name, field)
+    if name and not _PLAIN_NAME.fullmatch(name):
+        name = " ".join(name.split())  # a phrase's whitespace runs mean one space
     return Address(name=name, addr=validate_addr_spec(addr, field))
 
 
 def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
-    """Parse one address or a list of them (a tuple is one ``(name, addr)`` pair).
+    """Parse one address or a list of them; a 2-tuple of strings is one ``(name, addr)`` pair.
 
     Raises:
         MessageError: naming ``field[i]`` for the first invalid entry.
     """
     if value is None or value == ():
         return ()
-    if isinstance(value, str | tuple | Address):
+    if isinstance(value, str | Address) or (
+        isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value)
+    ):
         return (parse_address(value, field),)
     if not isinstance(value, Iterable):
         raise MessageError(f"{field}: expected an address or a list, got {type(value).__name__}")

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import policy as email_policy
+from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import AddressHeader
 
 from ._address import validate_addr_spec, wire_addr_spec
@@ -28,6 +29,8 @@ _FOLDED_BREAK = re.compile(r"\r?\n[ \t]")
 _BAD_CHARS = re.compile(r"[\r\n\x00]")
 _BCC = ("bcc", "resent-bcc")
 _MAX_LINE = 998
+# Obsolete syntax is still unambiguous; a UTF-8 local part is legal (RFC 6532).
+_TOLERATED_DEFECTS = (ObsoleteHeaderDefect, NonASCIILocalPartDefect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,29 +151,45 @@ def _stdlib_addresses(message: email.message.Message) -> tuple[str, tuple[str, .
 
 
 def _header_addresses(message: email.message.Message, field: str) -> Iterator[str]:
-    for i, value in enumerate(message.get_all(field) or ()):
-        addresses = getattr(value, "addresses", None)
-        if addresses is None:  # compat32 strings: parse with the modern header parser
-            header = email_policy.default.header_factory(field, str(value))
-            addresses = header.addresses if isinstance(header, AddressHeader) else ()
-        for j, address in enumerate(addresses):
+    try:
+        values = message.get_all(field) or ()
+    except Exception as exc:  # the stdlib parser fails in many ways on malformed input
+        raise MessageError(f"{field}: cannot parse the header: {exc}") from exc
+    for value in values:
+        header = value
+        if not isinstance(header, AddressHeader):  # compat32 strings: use the modern parser
+            try:
+                header = email_policy.default.header_factory(field, str(value))
+            except Exception as exc:
+                raise MessageError(f"{field}: cannot parse {str(value)!r}: {exc}") from exc
+            if not isinstance(header, AddressHeader):
+                return
+        # The stdlib salvages *something* from a malformed list ("a@b.com <x@y.com>" gives
+        # a@b.com): a guess is not good enough for an envelope, so refuse instead.
+        defects = getattr(header, "defects", ())
+        invalid = [d for d in defects if not isinstance(d, _TOLERATED_DEFECTS)]
+        if invalid:
+            raise MessageError(f"{field}: malformed address list {str(value)!r}: {invalid[0]}")
+        for j, address in enumerate(header.addresses):
             spec = address.addr_spec
             if spec.startswith("<") or not spec or "@" not in spec:
-                raise MessageError(f"{field}[{i}]: invalid address {str(value)!r}")
+                raise MessageError(f"{field}[{j}]: invalid address {str(value)!r}")
             yield validate_addr_spec(spec, f"{field}[{j}]")
 
 
 def _check_headers(message: email.message.Message) -> None:
     """Reject CR, LF and NUL in any header name or (unfolded, decoded) value of any part."""
     for part in message.walk():
-        for name, value in part.items():
+        for name, raw in part.raw_items():
             if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
                 raise MessageError(f"headers: invalid header name {name!r}")
-            if _BAD_CHARS.search(_FOLDED_BREAK.sub(" ", str(value))):
-                raise MessageError(f"headers[{name!r}]: CR, LF and NUL are not allowed")
-        for name, raw in part.raw_items():
-            if _BAD_CHARS.search(_FOLDED_BREAK.sub(" ", str(raw))):
-                raise MessageError(f"headers[{name!r}]: CR, LF and NUL are not allowed")
+            try:
+                value = part.policy.header_fetch_parse(name, raw)
+            except Exception as exc:  # the stdlib parser fails in many ways on malformed input
+                raise MessageError(f"headers[{name!r}]: cannot parse: {exc}") from exc
+            for text in (str(raw), str(value)):
+                if _BAD_CHARS.search(_FOLDED_BREAK.sub(" ", text)):
+                    raise MessageError(f"headers[{name!r}]: CR, LF and NUL are not allowed")
 
 
 def _check_output(message: email.message.Message, data: bytes) -> None:

@@ -37,7 +37,7 @@ class Attachment:
     """A file attached to a message, or embedded in its HTML when ``inline`` (``cid:``).
 
     Attributes:
-        filename: The name the recipient sees; any Unicode without control characters.
+        filename: The name the recipient sees; any printable Unicode (stripped).
         content: The file's bytes.
         content_type: The MIME type; guessed from ``filename`` when None.
         inline: Show it inside the message (with ``content_id``) instead of as a download.
@@ -51,9 +51,10 @@ class Attachment:
     content_id: str | None = None
 
     def __post_init__(self) -> None:
-        name = check_text(self.filename, "attachment filename")
-        if not name.strip() or not name.isprintable():
-            raise MessageError(f"attachment filename: invalid filename {name!r}")
+        name = check_text(self.filename, "attachment filename").strip()
+        if not name or not name.isprintable():
+            raise MessageError(f"attachment filename: invalid filename {self.filename!r}")
+        object.__setattr__(self, "filename", name)
         if not isinstance(self.content, bytes | bytearray | memoryview):
             raise MessageError(f"attachment {name!r}: content must be bytes")
         object.__setattr__(self, "content", bytes(self.content))
@@ -103,8 +104,8 @@ class Message:
 
     Addresses are given as ``"Name <addr>"``, ``"addr"``, a ``("Name", "addr")`` pair or an
     :class:`Address`; ``to``, ``cc``, ``bcc`` and ``reply_to`` take one of those or a list
-    (a tuple counts as one pair). Every invalid input raises :class:`MessageError` naming the
-    field, so nothing bad reaches the network.
+    (a 2-tuple of strings counts as one pair). Every invalid input raises
+    :class:`MessageError` naming the field, so nothing bad reaches the network.
 
     The Message-ID is generated once, here, so every rendering and every retry carries the
     same one. Copies made with ``dataclasses.replace`` keep it too: pass ``message_id=None``
