@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._connection import Connection
@@ -25,7 +26,7 @@ from ._exceptions import (
 from ._result import Reply, Status
 from ._wire import Wire, WireClosed
 
-__all__ = ["Attempt", "dot_stuff", "reset", "transact"]
+__all__ = ["Attempt", "Prepared", "dot_stuff", "prepare", "reset", "run", "transact"]
 
 logger = logging.getLogger("asyncmail")
 
@@ -89,7 +90,23 @@ async def _end_unwanted_data(wire: Wire, limit: float) -> None:
     await _read(wire, limit)
 
 
-async def transact(
+@dataclass(slots=True)
+class Prepared:
+    """A transaction ready to go: its commands, and its content already dot-stuffed."""
+
+    commands: list[bytes]
+    """MAIL FROM, then one RCPT TO per recipient."""
+    recipients: list[tuple[str, str]]
+    content: bytes
+    pipelined: bool
+
+    @property
+    def group(self) -> bytes:
+        """Everything up to DATA in one write (RFC 2920)."""
+        return b"".join([*self.commands, b"DATA\r\n"])
+
+
+def prepare(
     conn: Connection,
     sender: str,
     recipients: list[tuple[str, str]],
@@ -97,21 +114,17 @@ async def transact(
     *,
     smtputf8: bool,
     pipelining: bool,
-) -> Attempt:
-    """Run one transaction.
+) -> Prepared | Attempt:
+    """Build a transaction's commands, or the Attempt that ends it before any I/O.
 
     Args:
-        conn: An open, idle connection; it is marked active for the duration.
+        conn: The open connection it will run on (its extensions decide the parameters).
         sender: The reverse-path, already in its SMTP form.
         recipients: ``(address as given, SMTP form)`` pairs, at least one.
         content: Dot-stuffed content ending with the final dot (see ``dot_stuff``).
         smtputf8: Ask for SMTPUTF8 (the server offers it and the message needs it).
         pipelining: Group the commands (the server offers PIPELINING).
     """
-    wire = conn.wire
-    assert wire is not None
-    t = conn.timeouts
-    conn.transactions += 1
     params = ""
     if smtputf8:
         params = " SMTPUTF8 BODY=8BITMIME" if conn.supports("8bitmime") else " SMTPUTF8"
@@ -125,31 +138,70 @@ async def transact(
             return Attempt(Status.FAILED, error=error)
         params += f" SIZE={len(content)}"
     encoding = "utf-8" if smtputf8 else "ascii"
-    mail_cmd = f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)
-    rcpt_cmds = [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
+    commands = [f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)]
+    commands += [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
+    return Prepared(commands, recipients, content, pipelining)
+
+
+async def transact(
+    conn: Connection,
+    sender: str,
+    recipients: list[tuple[str, str]],
+    content: bytes,
+    *,
+    smtputf8: bool,
+    pipelining: bool,
+) -> Attempt:
+    """Run one whole transaction (see ``prepare`` for the arguments)."""
+    prepared = prepare(conn, sender, recipients, content, smtputf8=smtputf8, pipelining=pipelining)
+    if isinstance(prepared, Attempt):
+        return prepared
+    return await run(conn, prepared)
+
+
+async def run(
+    conn: Connection,
+    tx: Prepared,
+    *,
+    group_sent: bool = False,
+    follow: Callable[[], bytes | None] | None = None,
+) -> Attempt:
+    """Run a prepared transaction to its end.
+
+    Args:
+        conn: The connection; it must be open.
+        tx: The transaction.
+        group_sent: The pipelined group was already written (behind the previous
+            transaction's content), so only its replies are left to read.
+        follow: Called once the content has left this process, before the final reply
+            is awaited; it may return the next transaction's pipelined group, which is
+            then written at once, so the next transaction costs no extra round trip.
+    """
+    wire = conn.wire
+    assert wire is not None
+    t = conn.timeouts
+    conn.transactions += 1
+    pipelining = tx.pipelined
     debug = logger.isEnabledFor(logging.DEBUG)
     if debug:
         logger.debug(
-            "connection %d >> MAIL FROM:<%s> + %d RCPT + DATA%s",
+            "connection %d >> %s + %d RCPT + DATA%s",
             conn.id,
-            sender,
-            len(recipients),
+            tx.commands[0].rstrip().decode("utf-8", "replace"),
+            len(tx.recipients),
             " (pipelined)" if pipelining else "",
         )
-
     phase = Phase.MAIL
     data_reply: Reply | None = None
     try:
         rcpt_replies: list[Reply] = []
-        if pipelining:
-            wire.write(b"".join([mail_cmd, *rcpt_cmds, b"DATA\r\n"]))
-        else:
-            wire.write(mail_cmd)
+        if not group_sent:
+            wire.write(tx.group if pipelining else tx.commands[0])
         mail_reply = await _read(wire, t.command)
         # a 421 means the server is closing: no further reply will come
         if mail_reply.code != 421 and (pipelining or _ok(mail_reply)):
             phase = Phase.RCPT
-            for cmd in rcpt_cmds:
+            for cmd in tx.commands[1:]:
                 if not pipelining:
                     wire.write(cmd)
                 reply = await _read(wire, t.command)
@@ -162,24 +214,24 @@ async def transact(
                     wire.write(b"DATA\r\n")
                 data_reply = await _read(wire, t.data_start)
 
-        for reply, where in (
+        for answer, where in (
             (mail_reply, Phase.MAIL),
             *((r, Phase.RCPT) for r in rcpt_replies),
             (data_reply, Phase.DATA),
         ):
-            if reply is not None and reply.code == 421:
-                error = error_for_reply(421, reply.text, phase=where)
+            if answer is not None and answer.code == 421:
+                error = error_for_reply(421, answer.text, phase=where)
                 stale = conn.reused and where is Phase.MAIL
-                return _failed(conn, error, closing=True, stale=stale)
+                return _failed(error, closing=True, stale=stale)
         if not _ok(mail_reply):
             if data_reply is not None and data_reply.code == 354:
                 await _end_unwanted_data(wire, t.final_reply)
             error = error_for_reply(mail_reply.code, mail_reply.text, phase=Phase.MAIL)
-            return _failed(conn, error, closing=False)
+            return _failed(error, closing=False)
 
         accepted: list[str] = []
         refused: dict[str, DeliveryError] = {}
-        for (given, _), reply in zip(recipients, rcpt_replies, strict=True):
+        for (given, _), reply in zip(tx.recipients, rcpt_replies, strict=True):
             if _ok(reply):
                 accepted.append(given)
             else:
@@ -189,38 +241,43 @@ async def transact(
         if not accepted:
             if data_reply is not None and data_reply.code == 354:
                 await _end_unwanted_data(wire, t.final_reply)
-            return _failed(conn, _first_error(refused), refused=refused, closing=False)
+            return _failed(_first_error(refused), refused=refused, closing=False)
         assert data_reply is not None
         if data_reply.code != 354:
             error = error_for_reply(data_reply.code, data_reply.text, phase=Phase.DATA)
-            return _failed(conn, error, refused=refused, closing=False)
+            return _failed(error, refused=refused, closing=False)
 
         phase = Phase.DATA_TRANSFER
-        wire.write(content)
-        async with asyncio.timeout(t.data_transfer):
-            await wire.flush()
+        wire.write(tx.content)
+        if not wire.all_sent:
+            async with asyncio.timeout(t.data_transfer):
+                await wire.flush()
         phase = Phase.FINAL_REPLY
+        if follow is not None:
+            following = follow()
+            if following:
+                wire.write(following)
         final = await _read(wire, t.final_reply)
     except (WireClosed, TimeoutError) as exc:
         conn.abort()
-        return _broken(conn, phase, exc, wire)
+        return _broken(conn, phase, exc)
 
     if debug:
         logger.debug("connection %d << %s", conn.id, final)
     if _ok(final):
-        return Attempt(
-            Status.DELIVERED, accepted=accepted, refused=refused, reply=final, reusable=True
-        )
+        return Attempt(Status.DELIVERED, accepted=accepted, refused=refused, reply=final)
     error = error_for_reply(final.code, final.text, phase=Phase.FINAL_REPLY)
-    attempt = Attempt(Status.FAILED, refused=refused, reply=final, error=error)
-    attempt.reusable = final.code != 421
-    # the rejected content applies to every accepted recipient: retry them together
-    attempt.refused = {**refused, **dict.fromkeys(accepted, error)}
-    return attempt
+    # the rejected content concerns every accepted recipient: they are retried together
+    return Attempt(
+        Status.FAILED,
+        refused={**refused, **dict.fromkeys(accepted, error)},
+        reply=final,
+        error=error,
+        reusable=final.code != 421,
+    )
 
 
 def _failed(
-    conn: Connection,
     error: DeliveryError,
     *,
     refused: dict[str, DeliveryError] | None = None,
@@ -237,7 +294,7 @@ def _failed(
     )
 
 
-def _broken(conn: Connection, phase: Phase, exc: Exception, wire: Wire) -> Attempt:
+def _broken(conn: Connection, phase: Phase, exc: Exception) -> Attempt:
     """The session broke or stalled in ``phase``; decide what the server may have."""
     timed_out = isinstance(exc, TimeoutError)
     how = f"timed out waiting in {phase.value}" if timed_out else str(exc)
