@@ -117,3 +117,20 @@ async def test_closed_proxy_refuses_restart(echo_server: tuple[str, int]) -> Non
 def test_negative_rtt_is_rejected() -> None:
     with pytest.raises(ValueError, match="rtt"):
         LatencyProxy("127.0.0.1", 1, rtt=-1)
+
+
+async def test_close_drops_open_connections_quietly(echo_server: tuple[str, int]) -> None:
+    """Closing with a client still connected ends that connection and logs no loop error."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    proxy = LatencyProxy(*echo_server, rtt=0.01)
+    await proxy.start()
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    writer.write(b"x\n")
+    assert await reader.readline() == b"x\n"
+    await proxy.aclose()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await asyncio.sleep(0)
+    assert errors == []

@@ -198,6 +198,10 @@ class LatencyProxy:
                 await asyncio.gather(*readers, return_exceptions=True)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # aclose() cancels us; asyncio's stream callback would log a cancelled handler.
+            if not self._closed:
+                raise
         finally:
             for p in pipes:
                 p.cancel()
