@@ -323,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                 "capped": budget.capped,
                 "latencies": tally.latencies if args.mode == "latency" else [],
                 "vm_hwm_mb": vm_hwm_mb(),
+                "imported_from": {
+                    m: getattr(sys.modules[m], "__file__", None)
+                    for m in ("asyncmail", "aiosmtplib", "uvloop")
+                    if m in sys.modules
+                },
             },
             f,
         )

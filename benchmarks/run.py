@@ -196,11 +196,34 @@ def asyncmail_available() -> str | None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
+        cwd=HERE,  # not ROOT: "-c" puts the cwd first on sys.path, hiding --asyncmail-rev
     )
     if probe.returncode == 0:
         return None
     return (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def snapshot_asyncmail(rev: str) -> tuple[str, str]:
+    """Export ``asyncmail/`` at git ``rev`` to a temp dir and put it first on children's path.
+
+    The work tree may be mid-edit by others; a committed snapshot is a stable thing to measure.
+    Returns the directory (to remove afterwards) and a description of the version.
+    """
+    tmp = tempfile.mkdtemp(prefix="asyncmail-snapshot-")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "asyncmail"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        x for x in (tmp, os.environ.get("PYTHONPATH", "")) if x
+    )
+    desc = subprocess.run(
+        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return tmp, f"{desc} (snapshot of commit, not the work tree)"
 
 
 def asyncmail_version() -> str:
@@ -330,6 +353,7 @@ def run_peer(
         row["p50_ms"] = 1000 * statistics.median(lat)
         row["p99_ms"] = 1000 * lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     samples = row.get("rss_samples") or []
+    samples = [s for s in samples if s[1] > 0]
     if samples:
         row["rss_start_mb"] = samples[0][1]
         row["rss_end_mb"] = samples[-1][1]
@@ -450,6 +474,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(f"{sc}: {SCENARIOS[sc].title} (msg/s, higher is better)", fontsize=9)
         if not mine:
             ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+            ax.axis("off")
             continue
         names = [f"{r['label']}{' (uvloop)' if r['loop'] == 'uvloop' else ''}" for r in mine]
         colors = ["tab:green" if r["peer"] == "asyncmail" else "tab:gray" for r in mine]
@@ -471,6 +496,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.legend(fontsize=7)
     if not s3:
         ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+        ax.axis("off")
     ax = axes.flat[3]
     ax.set_title("S4: one send per web request at 10 ms RTT (ms, lower is better)", fontsize=9)
     s4 = [r for r in rows if r["scenario"] == "S4" and "p50_ms" in r]
@@ -486,10 +512,20 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
+        ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def chart_title(info: dict[str, str]) -> str:
+    rev = info["asyncmail"].split(" ", 1)[0]
+    dirty = " + uncommitted" if "uncommitted" in info["asyncmail"] else ""
+    return (
+        f"asyncmail {rev}{dirty} — {info['date']}, {info['nproc']} cores ({info['cpu']}), "
+        f"Python {info['python']}; grey: peers, green: asyncmail"
+    )
 
 
 def machine() -> dict[str, str]:
@@ -522,7 +558,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{sc.lower()}-count", type=int, help=f"messages for {sc}")
         p.add_argument(f"--{sc.lower()}-cap", type=float, help=f"time cap (s) per peer in {sc}")
     p.add_argument("--chart", default=str(HERE / "results.png"), help="where to write the PNG")
+    p.add_argument(
+        "--asyncmail-rev",
+        help="measure asyncmail as committed at this git revision (e.g. HEAD), not the work tree",
+    )
+    p.add_argument(
+        "--chart-only", action="store_true", help="redraw the chart from out/results.json"
+    )
     args = p.parse_args(argv)
+    if args.chart_only:
+        saved = json.loads((OUT / "results.json").read_text())
+        chart(saved["rows"], Path(args.chart), chart_title(saved["machine"]))
+        return 0
 
     wanted = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
     if unknown := [s for s in wanted if s not in SCENARIOS]:
@@ -536,7 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     OUT.mkdir(exist_ok=True)
     info = machine()
-    info["asyncmail"] = asyncmail_version()
+    snapshot = None
+    if args.asyncmail_rev:
+        snapshot, info["asyncmail"] = snapshot_asyncmail(args.asyncmail_rev)
+    else:
+        info["asyncmail"] = asyncmail_version()
     info["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     info["command"] = "python benchmarks/run.py " + " ".join(argv if argv else sys.argv[1:])
     rows: list[dict[str, Any]] = []
@@ -573,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _kill_children()
         sink.close()
+        if snapshot:
+            shutil.rmtree(snapshot, ignore_errors=True)
 
     add_ratios(rows)
     lines = table(rows)
@@ -591,12 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"- {v}" for v in verdicts],
     ]
     (OUT / "results.md").write_text("\n".join(md) + "\n")
-    chart(
-        rows,
-        Path(args.chart),
-        f"asyncmail {info['asyncmail']} — {info['date']}, "
-        f"{info['nproc']} cores, Python {info['python']}",
-    )
+    chart(rows, Path(args.chart), chart_title(info))
     print(f"\nwrote {OUT / 'results.json'}, {OUT / 'results.md'}, {args.chart}")
     return 0
 
