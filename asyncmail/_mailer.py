@@ -18,6 +18,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from ._batch import Worker
 from ._config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTION_AGE,
@@ -29,7 +30,8 @@ from ._config import (
     Server,
     Timeouts,
 )
-from ._envelope import Envelope, envelope_of, message_bytes, smtp_address
+from ._connection import Connection
+from ._envelope import envelope_of, smtp_address
 from ._exceptions import (
     ConfigError,
     DeliveryError,
@@ -40,12 +42,13 @@ from ._exceptions import (
     PermanentError,
     Phase,
 )
+from ._job import Job
 from ._message import Message
 from ._pool import Pool, PoolStatistics
 from ._ratelimit import RateLimit, RateLimiter
-from ._result import Reply, SendResult, Status
+from ._result import SendResult, Status
 from ._retry import backoff_delay, may_retry
-from ._transaction import Attempt, dot_stuff, reset, transact
+from ._transaction import Attempt, Prepared, prepare, reset, run
 
 __all__ = ["Mailer", "MailerStatistics"]
 
@@ -66,28 +69,6 @@ class MailerStatistics:
     unknown: int
     in_flight: int
     pool: PoolStatistics
-
-
-class _Job:
-    """One message on its way: the envelope, the rendered bytes per mode, the tally."""
-
-    __slots__ = ("accepted", "attempts", "content", "envelope", "message", "refused")
-
-    def __init__(self, message: Any, envelope: Envelope) -> None:
-        self.message = message
-        self.envelope = envelope
-        self.content: dict[bool, bytes] = {}
-        self.accepted: list[str] = []
-        self.refused: dict[str, DeliveryError] = {}
-        self.attempts = 0
-
-    def content_for(self, smtputf8: bool) -> bytes:
-        data = self.content.get(smtputf8)
-        if data is None:
-            data = self.content[smtputf8] = dot_stuff(
-                message_bytes(self.message, smtputf8=smtputf8)
-            )
-        return data
 
 
 class Mailer:
@@ -220,7 +201,8 @@ class Mailer:
             MailerClosedError: The Mailer was closed.
         """
         self._check_open()
-        job = _Job(message, envelope_of(message))
+        job = Job(message, envelope_of(message))
+        self._in_flight += 1
         result = await self._deliver(job, None)
         if result.status is Status.DELIVERED:
             return result
@@ -270,17 +252,15 @@ class Mailer:
                 except Exception as exc:  # the caller's iterable failed
                     failure.append(exc)
 
-        async def work(receive: Any, send: Any) -> None:
-            async with receive, send:
-                async for message in receive:
-                    await send.send(await self._send_one(message, before_send))
-
         async def run() -> None:
             with scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(feed)
                     for _ in range(workers):
-                        tg.start_soon(work, work_receive.clone(), result_send.clone())
+                        worker = Worker(
+                            self, work_receive.clone(), result_send.clone(), before_send
+                        )
+                        tg.start_soon(worker.run)
                     work_receive.close()
                     result_send.close()
 
@@ -294,96 +274,76 @@ class Mailer:
         if failure:
             raise failure[0]
 
-    async def _send_one(self, message: Any, before_send: BeforeSend | None) -> SendResult:
+    def _job(self, message: Any) -> Job | SendResult:
+        """A Job for the message, or the FAILED result of invalid input."""
+        self._in_flight += 1
         try:
-            job = _Job(message, envelope_of(message))
+            return Job(message, envelope_of(message))
         except MessageError as exc:
-            return self._count(SendResult(message=message, status=Status.FAILED, error=exc))
+            return self._finish(SendResult(message=message, status=Status.FAILED, error=exc))
+
+    def _finish(self, result: SendResult) -> SendResult:
+        """Count a final result and mark its message as no longer in flight."""
+        self._counts[result.status] += 1
+        self._in_flight -= 1
+        if not self._in_flight and self._idle_event is not None:
+            self._idle_event.set()
+        return result
+
+    async def _deliver(
+        self,
+        job: Job,
+        before_send: BeforeSend | None,
+        first: Attempt | None = None,
+        retry: list[str] | None = None,
+    ) -> SendResult:
+        """Attempt the job until it settles.
+
+        Args:
+            job: The message's state.
+            before_send: Called before the message's first transaction.
+            first: An attempt already made (by a send_many worker), with ``retry`` the
+                recipients it left open, as ``Job.settle`` returned them. A stale first
+                attempt is not booked: it is repeated at once on a fresh connection.
+        """
+        policy = self.retry
+        attempt = first
+        fresh = False
+        if attempt is not None and attempt.stale:
+            job.attempts -= 1
+            attempt, fresh = None, True
         try:
-            return await self._deliver(job, before_send)
-        except MailError as exc:
-            return self._count(SendResult(message=message, status=Status.FAILED, error=exc))
+            while True:
+                if attempt is None:
+                    if self._limiter is not None:
+                        await self._limiter.acquire()
+                    if before_send is not None and not job.attempts:
+                        before_send(job.message)
+                    job.begin()
+                    attempt = await self._attempt(job, fresh=fresh)
+                    fresh = False
+                    retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
+                if retry:
+                    delay = backoff_delay(policy, job.attempts)
+                    if may_retry(policy, job.attempts, time.monotonic() - job.started, delay):
+                        logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
+                        job.pending = retry
+                        attempt = None
+                        await anyio.sleep(delay)
+                        continue
+                return self._finish(job.result(attempt, retry or []))
+        except MailError as exc:  # a failure outside any transaction: still one outcome
+            return self._finish(SendResult(message=job.message, status=Status.FAILED, error=exc))
         except Exception as exc:  # a bug must not lose the message's outcome
             logger.exception("unexpected error while sending")
             error = PermanentError(f"internal error: {exc!r}")
-            return self._count(SendResult(message=message, status=Status.FAILED, error=error))
-
-    def _count(self, result: SendResult) -> SendResult:
-        self._counts[result.status] += 1
-        return result
-
-    async def _deliver(self, job: _Job, before_send: BeforeSend | None) -> SendResult:
-        self._in_flight += 1
-        try:
-            return self._count(await self._attempts(job, before_send))
-        finally:
+            return self._finish(SendResult(message=job.message, status=Status.FAILED, error=error))
+        except BaseException:  # cancelled: the caller gets no result, so nothing is counted
             self._in_flight -= 1
-            if not self._in_flight and self._idle_event is not None:
-                self._idle_event.set()
+            raise
 
-    async def _attempts(self, job: _Job, before_send: BeforeSend | None) -> SendResult:
-        policy = self.retry
-        pending = list(job.envelope.recipients)
-        started = time.monotonic()
-        reply: Reply | None = None
-        while True:
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            if before_send is not None and job.attempts == 0:
-                before_send(job.message)
-            job.attempts += 1
-            attempt = await self._attempt(job, pending)
-            reply = attempt.reply or reply
-            job.accepted += attempt.accepted
-            # which recipients may be tried again, and which have a final answer
-            retry: list[str] = []
-            if attempt.status is Status.UNKNOWN:
-                retry = pending if policy.retry_unknown else []
-            elif attempt.refused:
-                retry = [r for r, e in attempt.refused.items() if e.retryable]
-                job.refused.update({r: e for r, e in attempt.refused.items() if not e.retryable})
-            elif attempt.status is Status.FAILED:
-                assert attempt.error is not None
-                if attempt.error.retryable:
-                    retry = pending
-                else:
-                    job.refused.update(dict.fromkeys(pending, attempt.error))
-            if retry:
-                delay = backoff_delay(policy, job.attempts)
-                if may_retry(policy, job.attempts, time.monotonic() - started, delay):
-                    logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
-                    pending = retry
-                    await anyio.sleep(delay)
-                    continue
-            # the last attempt: what is still open ends with its error
-            unsettled = retry or (pending if attempt.status is Status.UNKNOWN else [])
-            for rcpt in unsettled:
-                error = attempt.refused.get(rcpt) or attempt.error
-                if error is not None:
-                    job.refused[rcpt] = error
-            return self._result(job, attempt, reply)
-
-    def _result(self, job: _Job, last: Attempt, reply: Reply | None) -> SendResult:
-        error: MailError | None = None
-        if job.accepted:
-            status = Status.DELIVERED
-        else:
-            status = Status.UNKNOWN if last.status is Status.UNKNOWN else Status.FAILED
-            error = last.error or next(iter(job.refused.values()), None)
-        return SendResult(
-            message=job.message,
-            status=status,
-            message_id=job.envelope.message_id,
-            accepted=tuple(job.accepted),
-            refused={r: e for r, e in job.refused.items() if r not in job.accepted},
-            reply=reply,
-            attempts=job.attempts,
-            error=error,
-        )
-
-    async def _attempt(self, job: _Job, pending: list[str]) -> Attempt:
+    async def _attempt(self, job: Job, *, fresh: bool = False) -> Attempt:
         """One transaction; a stale pooled connection is retried once on a fresh one."""
-        fresh = False
         while True:
             try:
                 conn = await self._pool.acquire(fresh=fresh)
@@ -391,7 +351,8 @@ class Mailer:
                 return Attempt(Status.FAILED, error=exc, reusable=False)
             reusable = False
             try:
-                attempt = await self._transact(conn, job, pending)
+                tx = self.prepare(conn, job)
+                attempt = tx if isinstance(tx, Attempt) else await run(conn, tx)
                 if attempt.needs_rset and attempt.reusable:
                     attempt.reusable = await reset(conn)
                 reusable = attempt.reusable
@@ -403,7 +364,8 @@ class Mailer:
                 continue
             return attempt
 
-    async def _transact(self, conn: Any, job: _Job, pending: list[str]) -> Attempt:
+    def prepare(self, conn: Connection, job: Job) -> Prepared | Attempt:
+        """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
         envelope = job.envelope
         smtputf8 = envelope.needs_smtputf8
         if smtputf8 and not conn.supports("smtputf8"):
@@ -414,15 +376,12 @@ class Mailer:
             return Attempt(Status.FAILED, error=error)
         try:
             sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
-            rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in pending]
+            rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
             content = job.content_for(smtputf8)
         except MessageError as exc:
-            error = NotSupportedError(str(exc), phase=Phase.MAIL)
-            return Attempt(Status.FAILED, error=error)
+            return Attempt(Status.FAILED, error=NotSupportedError(str(exc), phase=Phase.MAIL))
         pipelining = self.pipelining and conn.supports("pipelining")
-        return await transact(
-            conn, sender, rcpts, content, smtputf8=smtputf8, pipelining=pipelining
-        )
+        return prepare(conn, sender, rcpts, content, smtputf8=smtputf8, pipelining=pipelining)
 
     # -- introspection ----------------------------------------------------------------------
 

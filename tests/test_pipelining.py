@@ -40,3 +40,25 @@ async def test_pipelining_can_be_switched_off_by_the_user() -> None:
             await mailer.send(message(to=["a@example.org", "b@example.org"]))
     [mail] = _chunks_with(server, b"MAIL FROM:")
     assert b"RCPT" not in mail
+
+
+async def test_send_many_chains_the_next_envelope_behind_the_final_dot() -> None:
+    """A chunk holding one message's final dot and the next MAIL FROM proves the client
+    sent the next transaction before the reply to the dot: one round trip per message."""
+    async with CaptureServer(pipelining=True, record_chunks=True) as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            results = [r async for r in mailer.send_many((message(i) for i in range(20)))]
+    assert len(results) == 20
+    assert len(server.messages) == 20
+    assert server.connections_opened == 1
+    chained = _chunks_with(server, b"\r\n.\r\nMAIL FROM:")
+    assert len(chained) >= 10
+
+
+async def test_send_many_does_not_chain_without_pipelining() -> None:
+    async with CaptureServer(pipelining=False, record_chunks=True) as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            results = [r async for r in mailer.send_many((message(i) for i in range(10)))]
+    assert len(results) == 10
+    assert _chunks_with(server, b"\r\n.\r\nMAIL FROM:") == []
+    assert server.connections_opened == 1

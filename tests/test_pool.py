@@ -164,8 +164,9 @@ async def test_send_many_consumes_its_input_lazily() -> None:
             produced_after_stop = produced
             await asyncio.sleep(0.05)
     assert len(results) == 10
-    # bounded read-ahead: the workers, the queue and the item in hand, nothing more
-    assert produced <= 10 + 2 + 2 + 2
+    # bounded read-ahead: per worker the message in flight and the one chained behind it,
+    # the queue (one slot per worker), and the item the feeder holds; nothing more
+    assert produced <= 10 + 2 * 2 + 2 + 1
     assert produced == produced_after_stop  # breaking out stopped the feeding
     assert len(server.messages) <= produced
 
