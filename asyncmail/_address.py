@@ -79,7 +79,9 @@ def validate_addr_spec(addr: object, field: str) -> str:
     """
     if not isinstance(addr, str):
         raise MessageError(f"{field}: expected an address string, got {type(addr).__name__}")
-    if _FAST.fullmatch(addr) and len(addr) <= _MAX_LOCAL + 1 + _MAX_DOMAIN:
+    if _FAST.fullmatch(addr):
+        if len(addr) <= _MAX_LOCAL:
+            return addr
         local, _, domain = addr.rpartition("@")
         if len(local) <= _MAX_LOCAL and len(domain) <= _MAX_DOMAIN:
             return addr
@@ -152,13 +154,23 @@ def parse_address(value: object, field: str) -> Address:
     Raises:
         MessageError: naming ``field``, for a malformed value or an invalid address.
     """
+    if isinstance(value, str | tuple):
+        try:
+            return _parse_cached(value, field)  # senders repeat across messages
+        except TypeError:  # an unhashable tuple: let _parse say what is wrong
+            pass
+    return _parse(value, field)
+
+
+def _parse(value: object, field: str) -> Address:
     if isinstance(value, Address):
-        name, addr = value.name, value.addr
+        name, addr = check_text(value.name, field), check_text(value.addr, field)
     elif isinstance(value, tuple):
         if len(value) != 2:
             raise MessageError(f"{field}: expected a (name, address) pair, got {value!r}")
         name, addr = value
         check_text(name, field)
+        check_text(addr, field)
     elif isinstance(value, str):
         check_text(value, field)
         text = value.strip()
@@ -172,10 +184,12 @@ def parse_address(value: object, field: str) -> Address:
             name, addr = "", text
     else:
         raise MessageError(f"{field}: expected an address, got {type(value).__name__}")
-    check_text(name, field)
     if name and not _PLAIN_NAME.fullmatch(name):
         name = " ".join(name.split())  # a phrase's whitespace runs mean one space
     return Address(name=name, addr=validate_addr_spec(addr, field))
+
+
+_parse_cached = lru_cache(maxsize=4096)(_parse)
 
 
 def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
@@ -222,12 +236,17 @@ def format_address(address: Address, *, smtputf8: bool) -> str:
         MessageError: for a non-ASCII local part when ``smtputf8`` is false.
     """
     addr = wire_addr_spec(address.addr, smtputf8=smtputf8)
-    name = address.name
-    if not name:
+    if not address.name:
         return addr
+    return f"{_phrase(address.name)} <{addr}>"
+
+
+@lru_cache(maxsize=1024)
+def _phrase(name: str) -> str:
+    """A display name as a phrase: atoms, a quoted-string, or folded encoded-words."""
     if len(name) > _MAX_RAW_NAME or needs_encoding(name):
-        return "\r\n ".join(encode_words(name)) + f" <{addr}>"
-    return f"{_quote_phrase(name)} <{addr}>"
+        return "\r\n ".join(encode_words(name))
+    return _quote_phrase(name)
 
 
 def _quote_phrase(name: str) -> str:

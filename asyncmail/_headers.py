@@ -31,6 +31,7 @@ _RAW_SAFE = re.compile(r"[!-~]{1,900}(?: [!-~]{1,900})*")
 # Q-encoding: the characters allowed unencoded in an encoded-word inside a phrase (RFC 2047 5(3)).
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_TABLE = tuple("_" if b == 0x20 else chr(b) if b in _Q_SAFE else f"={b:02X}" for b in range(256))
+_Q_LITERAL = bytes(_Q_SAFE) + b" "  # written as one character each
 _EW_B_BYTES = 45  # 45 bytes -> 60 base64 chars -> a 72-char encoded-word
 _EW_Q_CHARS = 63  # 75 - len("=?utf-8?q??=")
 _LINE = 78
@@ -79,7 +80,7 @@ def encode_words(text: str) -> list[str]:
     """
     data = text.encode("utf-8")
     table = _Q_TABLE
-    q_len = sum(len(table[b]) for b in data) if len(data) < 4096 else len(data) * 3
+    q_len = len(data) + 2 * len(data.translate(None, _Q_LITERAL))
     b_len = (len(data) + 2) // 3 * 4
     words: list[str] = []
     if b_len < q_len:

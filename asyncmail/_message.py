@@ -6,7 +6,7 @@ import mimetypes
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from ._address import (
 )
 from ._exceptions import MessageError
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
-from ._render import render
+from ._render import body_bytes, render
 
 __all__ = ["Attachment", "Message"]
 
@@ -140,6 +140,9 @@ class Message:
     return_path: str | None
     message_id: str
     date: datetime
+    # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value).
+    _text_data: bytes | None = field(init=False, repr=False, compare=False)
+    _html_data: bytes | None = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -171,16 +174,10 @@ class Message:
         setattr_(self, "bcc", bcc_)
         reply = parse_addresses(reply_to, "reply_to")
         setattr_(self, "subject", check_text(subject, "subject"))
-        for field, body in (("text", text), ("html", html)):
-            if body is not None and not isinstance(body, str):
-                raise MessageError(f"{field}: expected str, got {type(body).__name__}")
-            if body is not None and not body.isascii():
-                try:
-                    body.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise MessageError(f"{field}: not encodable as UTF-8") from None
         setattr_(self, "text", text)
         setattr_(self, "html", html)
+        setattr_(self, "_text_data", None if text is None else body_bytes(text, "text"))
+        setattr_(self, "_html_data", None if html is None else body_bytes(html, "html"))
         files = tuple(attachments)
         for i, file in enumerate(files):
             if not isinstance(file, Attachment):
