@@ -14,9 +14,11 @@ import email.message
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import headerregistry
 from email import policy as email_policy
 from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import AddressHeader
+from typing import Any
 
 from ._address import validate_addr_spec, wire_addr_spec
 from ._exceptions import MessageError
@@ -28,6 +30,10 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _FOLDED_BREAK = re.compile(r"\r?\n[ \t]")
 _BAD_CHARS = re.compile(r"[\r\n\x00]")
 _BCC = ("bcc", "resent-bcc")
+_ADDRESS_FIELDS = frozenset(
+    {"from", "sender", "to", "cc", "reply-to", "resent-from", "resent-sender", "resent-to"}
+    | {"resent-cc"}
+)
 _MAX_LINE = 998
 # Obsolete syntax is still unambiguous; a UTF-8 local part is legal (RFC 6532).
 _TOLERATED_DEFECTS = (ObsoleteHeaderDefect, NonASCIILocalPartDefect)
@@ -101,6 +107,8 @@ def message_bytes(message: Message | email.message.Message, *, smtputf8: bool) -
     chosen: email_policy.Policy
     if isinstance(message.policy, email_policy.EmailPolicy):
         chosen = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
+        if not smtputf8:
+            _ascii_address_headers(clone)
     else:
         chosen = message.policy.clone(linesep="\r\n")
     try:
@@ -175,6 +183,42 @@ def _header_addresses(message: email.message.Message, field: str) -> Iterator[st
             if spec.startswith("<") or not spec or "@" not in spec:
                 raise MessageError(f"{field}[{j}]: invalid address {str(value)!r}")
             yield validate_addr_spec(spec, f"{field}[{j}]")
+
+
+def _ascii_address_headers(message: email.message.Message) -> None:
+    """IDNA-encode the domains in address headers, which the stdlib would mangle.
+
+    Without SMTPUTF8, Python writes ``user@例え.jp`` as ``user@=?utf-8?...?=.jp``, which no
+    reader can reply to. A non-ASCII local part has no ASCII form at all.
+
+    Raises:
+        MessageError: for a non-ASCII local part.
+    """
+    # Replace in place, in order; ``_headers`` is the stdlib's list of (name, value) pairs.
+    headers: list[tuple[str, Any]] = list(getattr(message, "_headers", []))
+    for i, (name, value) in enumerate(headers):
+        if name.lower() not in _ADDRESS_FIELDS or str(value).isascii():
+            continue
+        header = message.policy.header_fetch_parse(name, value)
+        if not isinstance(header, AddressHeader):
+            continue
+        items: list[headerregistry.Address | headerregistry.Group] = []
+        for group in header.groups:
+            addresses = [_ascii_address(address) for address in group.addresses]
+            if group.display_name is None:
+                items.extend(addresses)
+            else:
+                items.append(headerregistry.Group(group.display_name, addresses))
+        headers[i] = message.policy.header_store_parse(name, items)  # type: ignore[arg-type]
+    message._headers = headers  # type: ignore[attr-defined]
+
+
+def _ascii_address(address: headerregistry.Address) -> headerregistry.Address:
+    spec = wire_addr_spec(address.addr_spec, smtputf8=False)
+    local, _, domain = spec.rpartition("@")
+    if local.startswith('"'):
+        return headerregistry.Address(address.display_name, addr_spec=spec)
+    return headerregistry.Address(address.display_name, local, domain)
 
 
 def _check_headers(message: email.message.Message) -> None:

@@ -29,6 +29,7 @@ __all__ = ["Attachment", "Message"]
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 _CONTENT_ID = re.compile(r"[!-;=?-~]{1,250}")  # printable ASCII without space or <>
+_MAX_MSG_ID = 900  # the header line must stay under 998 octets
 _MSG_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
 
 
@@ -264,6 +265,6 @@ def _message_id(given: str | None, sender: str) -> str:
     given = given.strip()
     if not given.startswith("<"):
         given = f"<{given}>"
-    if not _MSG_ID.fullmatch(given):
+    if len(given) > _MAX_MSG_ID or not _MSG_ID.fullmatch(given):
         raise MessageError(f"message_id: invalid Message-ID {given!r}")
     return given

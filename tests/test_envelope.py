@@ -225,3 +225,24 @@ def test_stdlib_line_over_998_octets_is_refused() -> None:
 def test_anything_else_is_refused() -> None:
     with pytest.raises(MessageError):
         envelope_of("From: a@example.com")  # type: ignore[arg-type]
+
+
+def test_stdlib_idn_domains_in_headers_become_idna_without_smtputf8() -> None:
+    """Python itself would write ``user@=?utf-8?...?=.jp``: an address nobody can reply to."""
+    msg = stdlib(From="店 <a@例え.jp>", To="张三 <user@例え.jp>, b@bücher.de", Cc="g: x@例え.jp;")
+    raw = message_bytes(msg, smtputf8=False)
+    assert raw.isascii()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["To"].addresses] == [
+        "user@xn--r8jz45g.jp",
+        "b@xn--bcher-kva.de",
+    ]
+    assert parsed["To"].addresses[0].display_name == "张三"
+    assert parsed["Cc"].groups[0].display_name == "g"
+    assert list(parsed.keys())[:3] == ["From", "To", "Cc"]
+    assert str(msg["To"]) == "张三 <user@例え.jp>, b@bücher.de"  # the caller's message is untouched
+
+
+def test_stdlib_non_ascii_local_part_in_headers_without_smtputf8_is_refused() -> None:
+    with pytest.raises(MessageError, match=r"用户@example\.com"):
+        message_bytes(stdlib(From="a@example.com", To="用户@example.com"), smtputf8=False)

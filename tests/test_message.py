@@ -90,7 +90,7 @@ def test_message_id_without_brackets_gets_them() -> None:
     assert make(message_id="abc@example.com").message_id == "<abc@example.com>"
 
 
-@pytest.mark.parametrize("bad", ["<a b@x>", "<noat>", "<a@x> <b@y>", "<>"])
+@pytest.mark.parametrize("bad", ["<a b@x>", "<noat>", "<a@x> <b@y>", "<>", f"<{'a' * 950}@x>"])
 def test_invalid_message_id_raises(bad: str) -> None:
     with pytest.raises(MessageError, match=r"^message_id"):
         make(message_id=bad)
