@@ -203,9 +203,17 @@ class Connection:
                         "to continue in plaintext (use tls=opportunistic or none to allow it)",
                         phase=Phase.STARTTLS,
                     )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "connection %d << EHLO %s (tls=%s)",
+                    self.id,
+                    " ".join(sorted(smtp.esmtp_extensions)),
+                    tls_active,
+                )
             if server.has_credentials:
                 phase = Phase.AUTH
                 await self._authenticate(smtp, tls_active)
+                logger.debug("connection %d: AUTH as %s succeeded", self.id, server.username)
             self.extensions = dict(smtp.esmtp_extensions)
             if tls_active:
                 ssl_object = smtp.get_transport_info("ssl_object")
@@ -276,6 +284,11 @@ class Connection:
                 "credentials were given but the server offers no AUTH mechanism",
                 phase=Phase.AUTH,
             )
+        logger.debug(
+            "connection %d >> AUTH (%s) <credentials redacted>",
+            self.id,
+            "/".join(smtp.supported_auth_methods),
+        )
         await smtp.login(server.username, server.password or "")
 
     # -- after a transaction --------------------------------------------------------------
