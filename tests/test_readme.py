@@ -1,0 +1,76 @@
+"""The README's examples run as written, against a real capture server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncmail.testing import CaptureServer
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def _block(containing: str) -> str:
+    [block] = [b for b in _python_blocks() if containing in b]
+    return block
+
+
+def test_readme_starts_with_the_install_demo_command_and_the_test_command() -> None:
+    commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S)
+    assert commands[0] == "python3 -m pip install -e '.[cli]' && asyncmail demo"
+    assert commands[1] == "python3 -m pip install -e '.[test,dev]' && scripts/check"
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci
+
+
+def test_message_example_builds_its_bytes() -> None:
+    namespace: dict[str, Any] = {}
+    exec(_block("raw = msg.to_bytes()"), namespace)
+    assert namespace["raw"].startswith(b"From: ")
+    assert b"audit@example.com" not in namespace["raw"]
+
+
+def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "readme_app"}
+        exec(_block("FastAPI(lifespan=lifespan)"), namespace)
+        with TestClient(namespace["app"]) as client:
+            reply = client.post("/reset-password", params={"email": "bob@example.org"})
+            again = client.post("/reset-password", params={"email": "carol@example.org"})
+        assert reply.status_code == 200
+        assert reply.json()["status"] == "delivered"
+        assert again.json()["status"] == "delivered"
+        server.wait_for_messages_sync(2)
+        assert [m.recipients for m in server.messages] == [
+            ("bob@example.org",),
+            ("carol@example.org",),
+        ]
+        assert server.connections_opened == 1  # the second request used the warm pool
+
+
+def test_batch_example_sends_every_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        exec(_block("send_many(newsletter("), {"__name__": "readme_batch"})
+        assert len(server.messages) == 100
+    assert "{'delivered': 100, 'failed': 0, 'unknown': 0}" in capsys.readouterr().out
+
+
+def test_testing_example_passes() -> None:
+    namespace: dict[str, Any] = {}
+    exec(_block("async def test_signup_mail_is_sent"), namespace)
+    asyncio.run(namespace["test_signup_mail_is_sent"]())
