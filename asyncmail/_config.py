@@ -82,7 +82,9 @@ class Server:
         oauth_token: A coroutine function returning an OAuth2 access token for XOAUTH2;
             it is called again once to refresh the token when AUTH fails.
         ssl_context: Your own SSL context; otherwise one that verifies certificates
-            and host names, TLS 1.2 at least.
+            and host names, TLS 1.2 at least. (The one exception: a loopback host with
+            the default mode, where plaintext is allowed anyway, gets TLS without
+            certificate checks when the server offers STARTTLS.)
         ca_file: A PEM file of CA certificates to trust instead of the system's.
         local_hostname: The name sent with EHLO; by default the local FQDN.
         allow_plaintext_auth: Allow AUTH over an unencrypted connection. Off by default:
@@ -149,6 +151,15 @@ class Server:
         """The SSL context to use: the user's own, or a verifying one (TLS 1.2+)."""
         if self.ssl_context is not None:
             return self.ssl_context
+        if self.tls is None and self.is_loopback and self.ca_file is None:
+            # the loopback default would accept plaintext, so encryption without
+            # authentication is strictly better: a local Postfix's self-signed certificate
+            # must not turn "works in plaintext" into "fails with TLS"
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            return ctx
         ctx = ssl.create_default_context(cafile=self.ca_file)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         return ctx

@@ -53,6 +53,16 @@ async def _local_hostname() -> str:
     return _fqdn
 
 
+async def _greet(smtp: aiosmtplib.SMTP) -> None:
+    """EHLO, falling back to HELO for the rare server that does not know EHLO."""
+    try:
+        await smtp.ehlo()
+    except smtp_errors.SMTPHeloError as exc:
+        if exc.code < 500:
+            raise
+        await smtp.helo()
+
+
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     seen: BaseException | None = exc
     for _ in range(8):
@@ -188,7 +198,7 @@ class Connection:
             self._smtp = smtp
             await smtp.connect(sock=sock, timeout=self.timeouts.greeting)
             phase = Phase.EHLO
-            await smtp.ehlo()
+            await _greet(smtp)
             tls_active = implicit
             if not implicit and server.tls_mode is not TLSMode.NONE:
                 if smtp.supports_extension("starttls"):

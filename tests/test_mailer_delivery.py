@@ -20,7 +20,7 @@ from asyncmail import (
     TLSError,
     TLSMode,
 )
-from asyncmail.testing import CaptureServer
+from asyncmail.testing import CaptureServer, Fault
 
 from ._support import mailer_for, message
 
@@ -240,3 +240,30 @@ async def test_tls_mode_none_never_upgrades() -> None:
         async with mailer_for(server, tls=TLSMode.NONE) as mailer:
             await mailer.send(message())
     assert not server.messages[0].tls
+
+
+async def test_loopback_default_uses_starttls_even_with_a_self_signed_certificate() -> None:
+    """Plaintext would be allowed on loopback, so unauthenticated TLS is strictly better."""
+    async with CaptureServer(tls="starttls") as server:
+        async with Mailer(f"smtp://127.0.0.1:{server.port}") as mailer:
+            result = await mailer.send(message())
+    assert result.status is Status.DELIVERED
+    assert server.messages[0].tls
+
+
+async def test_explicit_starttls_on_loopback_still_verifies_the_certificate() -> None:
+    async with CaptureServer(tls="starttls") as server:
+        async with Mailer(f"smtp://127.0.0.1:{server.port}?tls=starttls") as mailer:
+            with pytest.raises(TLSError):
+                await mailer.send(message())
+    assert server.messages == []
+
+
+async def test_a_server_that_refuses_ehlo_is_greeted_with_helo() -> None:
+    async with CaptureServer(
+        faults=[Fault.reply("ehlo", 502, "5.5.1 EHLO not implemented", times=1)]
+    ) as server:
+        async with mailer_for(server) as mailer:
+            result = await mailer.send(message())
+    assert result.status is Status.DELIVERED
+    assert any(c.upper().startswith("HELO") for s in server.sessions for c in s.commands)
