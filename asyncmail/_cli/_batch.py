@@ -1,0 +1,279 @@
+"""One batch run: recipients through a template into the Mailer, journaled ahead of each send.
+
+The order of events for one recipient is what makes ``--resume`` safe after a ``kill -9``:
+
+1. the row is read and rendered (a bad row is journaled ``F`` and never sent);
+2. ``before_send`` journals ``S`` and flushes, right before the first SMTP transaction;
+3. the result is journaled ``D``, ``F`` or ``U``.
+
+A resumed run never sends a row whose last line is ``D``, nor one whose last line is ``S``
+or ``U`` (it may have been delivered) unless ``resend_unknown`` is set. Failed rows are tried
+again. The report CSV is rebuilt from the journal at the end of every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._config import RetryPolicy
+from .._exceptions import MessageError
+from .._journal import (
+    DELIVERED,
+    INFLIGHT_REPLY,
+    STARTED,
+    UNKNOWN,
+    Journal,
+    JournalState,
+    ReportRow,
+    in_flight_rows,
+    journal_path,
+    write_report,
+)
+from .._mailer import Mailer
+from .._message import Message
+from .._recipients import BadRow, Recipient, count_rows, read_recipients
+from .._result import SendResult, Status
+from .._template import Template
+
+__all__ = ["BatchOptions", "BatchUsageError", "Counts", "check_first_row", "run_batch"]
+
+
+class BatchUsageError(Exception):
+    """The batch cannot start as asked (exit code 2); nothing was sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchOptions:
+    """What ``asyncmail batch`` was asked to do."""
+
+    recipients: Path
+    template: Template
+    sender: str
+    url: str | None
+    report: Path
+    resume: bool = False
+    resend_unknown: bool = False
+    concurrency: int = 10
+    rate: str | None = None
+    attempts: int = 3
+
+
+@dataclass(slots=True)
+class Counts:
+    """Live counts of one run, read by the progress display."""
+
+    total: int = 0
+    delivered: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0
+    in_flight: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    interrupted: bool = False
+    report_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        """Rows finished in this run, skipped ones included."""
+        return self.delivered + self.failed + self.unknown + self.skipped
+
+    @property
+    def rate(self) -> float:
+        """Messages finished per second in this run."""
+        elapsed = time.monotonic() - self.started_at
+        sent = self.delivered + self.failed + self.unknown
+        return sent / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the end at the current rate, if it can be told."""
+        rate = self.rate
+        left = max(0, self.total - self.done)
+        return left / rate if rate > 0 else None
+
+
+def _address(recipient: Recipient) -> str | tuple[str, str]:
+    return (recipient.name, recipient.email) if recipient.name else recipient.email
+
+
+def check_first_row(recipients: Path, template: Template, sender: str) -> int:
+    """Render the first usable row, so a template error stops the batch before any mail.
+
+    Returns:
+        The row number that was checked (0 if the list has no usable row).
+
+    Raises:
+        BatchUsageError: The first usable row does not render (undefined variable...).
+    """
+    for item in read_recipients(recipients):
+        if isinstance(item, Recipient):
+            try:
+                template.render(sender=sender, to=_address(item), variables=item.variables)
+            except MessageError as exc:
+                raise BatchUsageError(f"row {item.row} ({item.email}): {exc}") from None
+            return item.row
+    return 0
+
+
+def _result_row(recipient: Recipient, result: SendResult) -> ReportRow:
+    error = result.error
+    if result.status is Status.DELIVERED or error is None:
+        reply = result.reply
+        return ReportRow(
+            row=recipient.row,
+            email=recipient.email,
+            status=result.status.value,
+            smtp_code=reply.code if reply else None,
+            enhanced_code=reply.enhanced_code if reply else None,
+            reply=reply.text if reply else "",
+            message_id=result.message_id,
+            attempts=result.attempts,
+        )
+    return ReportRow(
+        row=recipient.row,
+        email=recipient.email,
+        status=result.status.value,
+        smtp_code=getattr(error, "code", None),
+        enhanced_code=getattr(error, "enhanced_code", None),
+        reply=getattr(error, "text", None) or str(error),
+        message_id=result.message_id,
+        attempts=result.attempts,
+    )
+
+
+class _Run:
+    def __init__(self, options: BatchOptions, counts: Counts, stop: asyncio.Event) -> None:
+        self.options = options
+        self.counts = counts
+        self.stop = stop
+        self.journal: Journal | None = None
+        self.state = JournalState()
+        self.pending: dict[int, tuple[Message, Recipient]] = {}
+        self.started: set[int] = set()
+
+    def open(self) -> None:
+        options = self.options
+        jpath = journal_path(options.report)
+        exists = jpath.exists() and jpath.stat().st_size > 0
+        if exists and not options.resume:
+            raise BatchUsageError(
+                f"{jpath} exists: a batch already ran with this report. Continue it with "
+                f"--resume {options.report}, or delete {jpath} to start over "
+                "(recipients it reached would get a second copy)."
+            )
+        if exists:
+            self.state = JournalState.replay(jpath)
+        self.journal = Journal(jpath)
+        if exists:
+            for row, email in in_flight_rows(jpath):
+                if not options.resend_unknown:  # maybe delivered: never re-sent unasked
+                    row_ = ReportRow(row=row, email=email, status="unknown", reply=INFLIGHT_REPLY)
+                    self.journal.finished(row_)
+                    self.state.record(row, email, UNKNOWN)
+
+    def _finish(self, row: ReportRow) -> None:
+        assert self.journal is not None
+        self.journal.finished(row)
+        if row.status == "delivered":
+            self.counts.delivered += 1
+        elif row.status == "failed":
+            self.counts.failed += 1
+        else:
+            self.counts.unknown += 1
+
+    def messages(self) -> Iterator[Message]:
+        options = self.options
+        for item in read_recipients(options.recipients):
+            if self.stop.is_set():
+                return
+            if isinstance(item, BadRow):
+                self._finish(
+                    ReportRow(row=item.row, email=item.email, status="failed", reply=item.reason)
+                )
+                continue
+            last = self.state.last(item.row, item.email)
+            if last == DELIVERED or (last in (STARTED, UNKNOWN) and not options.resend_unknown):
+                self.counts.skipped += 1
+                continue
+            try:
+                message = options.template.render(
+                    sender=options.sender, to=_address(item), variables=item.variables
+                )
+            except MessageError as exc:
+                self._finish(
+                    ReportRow(row=item.row, email=item.email, status="failed", reply=str(exc))
+                )
+                continue
+            self.pending[id(message)] = (message, item)
+            self.counts.in_flight += 1
+            yield message
+
+    def before_send(self, message: Any) -> None:
+        _, recipient = self.pending[id(message)]
+        assert self.journal is not None
+        self.journal.started(recipient.row, recipient.email)
+        self.started.add(id(message))
+
+    def on_result(self, result: SendResult) -> None:
+        _, recipient = self.pending.pop(id(result.message))
+        self.started.discard(id(result.message))
+        self.counts.in_flight -= 1
+        self._finish(_result_row(recipient, result))
+
+    def close(self) -> None:
+        """Journal sends cut off by an abort as UNKNOWN, close, and rebuild the report."""
+        if self.journal is None:
+            return
+        for key in list(self.started):
+            _, recipient = self.pending.pop(key)
+            self._finish(
+                ReportRow(
+                    row=recipient.row,
+                    email=recipient.email,
+                    status="unknown",
+                    reply="the run was aborted while this message was being sent",
+                )
+            )
+        self.journal.close()
+        self.journal = None
+        self.counts.report_counts = write_report(
+            journal_path(self.options.report), self.options.report
+        )
+
+
+async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) -> Counts:
+    """Send the batch; return the counts. Setting ``stop`` ends it cleanly.
+
+    After ``stop`` is set no new send starts; the ones in flight finish and are journaled.
+    If the task is cancelled instead (a second Ctrl-C), sends still in flight are journaled
+    UNKNOWN. Either way the report is written.
+
+    Raises:
+        BatchUsageError: The journal or options forbid starting (nothing was sent).
+        ConfigError: The server URL is invalid.
+    """
+    counts.total = count_rows(options.recipients)
+    run = _Run(options, counts, stop)
+    mailer = Mailer(
+        options.url,
+        max_connections=options.concurrency,
+        rate_limit=options.rate,
+        retry=RetryPolicy(attempts=options.attempts, base_delay=0.2),
+    )
+    run.open()
+    try:
+        async with mailer:
+            results = mailer.send_many(
+                run.messages(), concurrency=options.concurrency, before_send=run.before_send
+            )
+            async for result in results:
+                run.on_result(result)
+    finally:
+        counts.interrupted = stop.is_set()
+        run.close()
+    return counts

@@ -1,0 +1,1 @@
+"""Data for ``asyncmail demo``: an example template folder and a recipient list."""
