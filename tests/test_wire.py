@@ -1,0 +1,98 @@
+"""Reply parsing on the wire: any chunking of the byte stream gives the same replies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asyncmail._result import Reply
+from asyncmail._wire import Wire, WireClosed
+
+
+class _Transport(asyncio.Transport):
+    """The smallest transport Wire can sit on: it records writes and closing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x4FFF, exclude_characters="\x7f"),
+    max_size=40,
+)
+_reply = st.tuples(st.integers(200, 599), st.lists(_text, min_size=1, max_size=4))
+
+
+def _encode(code: int, lines: list[str]) -> bytes:
+    out = [f"{code}-{line}\r\n" for line in lines[:-1]] + [f"{code} {lines[-1]}\r\n"]
+    return "".join(out).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_reply, min_size=1, max_size=6), st.data())
+def test_any_chunking_of_replies_parses_the_same(
+    replies: list[tuple[int, list[str]]], data: st.DataObject
+) -> None:
+    stream = b"".join(_encode(code, lines) for code, lines in replies)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+
+    async def main() -> list[Reply]:
+        wire = Wire(_Transport())
+        start = 0
+        for cut in [*cuts, len(stream)]:
+            wire.data_received(stream[start:cut])
+            start = cut
+        return [await wire.read_reply() for _ in replies]
+
+    parsed = asyncio.run(main())
+    assert parsed == [Reply(code, "\n".join(lines)) for code, lines in replies]
+
+
+async def test_a_malformed_reply_closes_the_wire() -> None:
+    transport = _Transport()
+    wire = Wire(transport)
+    wire.data_received(b"hello there\r\n")
+    with pytest.raises(WireClosed, match="malformed"):
+        await wire.read_reply()
+    assert transport.closing
+
+
+async def test_an_endless_reply_line_is_refused() -> None:
+    wire = Wire(_Transport())
+    wire.data_received(b"250-" + b"x" * 20_000)
+    with pytest.raises(WireClosed, match="too long"):
+        await wire.read_reply()
+
+
+async def test_a_waiting_reader_learns_of_a_lost_connection() -> None:
+    wire = Wire(_Transport())
+    reader = asyncio.create_task(wire.read_reply())
+    await asyncio.sleep(0)
+    wire.connection_lost(ConnectionResetError("reset"))
+    with pytest.raises(WireClosed, match="reset"):
+        await reader
+    with pytest.raises(WireClosed):
+        wire.write(b"NOOP\r\n")
