@@ -95,8 +95,7 @@ class Worker:
             await self.results.send(self._ready.pop(0))
 
     def _begin(self, job: Job) -> None:
-        if self.before_send is not None and not job.attempts:
-            self.before_send(job.message)
+        job.announce(self.before_send)
         job.begin()
 
     async def _serve(self, job: Job) -> Job | None:
@@ -161,17 +160,16 @@ class Worker:
                     self._begin(job)
                 chained = follow if tx.pipelined else None
                 attempt = await run(conn, tx, group_sent=group_sent, follow=chained)
+                # (follow() only runs once the content is out, so a transaction that needs
+                # RSET never has another chained behind it)
                 if attempt.needs_rset and attempt.reusable:
-                    if following is not None and isinstance(following_tx, Prepared):
-                        # its group went out before this transaction failed: let it run
-                        attempt.needs_rset = False
-                    else:
-                        attempt.reusable = await reset(conn)
+                    attempt.reusable = await reset(conn)
             await self._settle(job, attempt, retries)
             await self._flush()
             if not attempt.reusable:
                 if following is not None and isinstance(following_tx, Prepared):
                     following.attempts -= 1  # its envelope went nowhere: not an attempt
+                    # (it stays announced: the journal already says it may be on its way)
                 return following, False
             if following is None:
                 if not _has_room(conn, limits.max_messages_per_connection):

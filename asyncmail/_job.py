@@ -7,6 +7,7 @@ turns the tally into the message's single SendResult.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ._envelope import Envelope, message_bytes
@@ -22,6 +23,7 @@ class Job:
 
     __slots__ = (
         "accepted",
+        "announced",
         "attempts",
         "content",
         "envelope",
@@ -42,6 +44,14 @@ class Job:
         self.reply: Reply | None = None
         self.attempts = 0
         self.started = 0.0
+        self.announced = False  # before_send was called
+
+    def announce(self, before_send: Callable[[Any], object] | None) -> None:
+        """Call the write-ahead hook once, before the first transaction that may deliver."""
+        if not self.announced:
+            self.announced = True
+            if before_send is not None:
+                before_send(self.message)
 
     def begin(self) -> None:
         """Count a transaction that is about to start."""

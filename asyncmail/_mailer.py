@@ -317,8 +317,7 @@ class Mailer:
                 if attempt is None:
                     if self._limiter is not None:
                         await self._limiter.acquire()
-                    if before_send is not None and not job.attempts:
-                        before_send(job.message)
+                    job.announce(before_send)
                     job.begin()
                     attempt = await self._attempt(job, fresh=fresh)
                     fresh = False
