@@ -65,6 +65,9 @@ class Address:
 
 
 AddressInput: TypeAlias = "str | tuple[str, str] | Address"
+# Type tuples built once: ``isinstance(x, A | B)`` would build a union object every call.
+_HASHABLE_INPUT = (str, tuple)
+_SINGLE_INPUT = (str, Address)
 
 
 def validate_addr_spec(addr: object, field: str) -> str:
@@ -154,9 +157,9 @@ def parse_address(value: object, field: str) -> Address:
     Raises:
         MessageError: naming ``field``, for a malformed value or an invalid address.
     """
-    if isinstance(value, str | tuple):
+    if field == "sender" and isinstance(value, _HASHABLE_INPUT):
         try:
-            return _parse_cached(value, field)  # senders repeat across messages
+            return _parse_sender(value, field)  # senders repeat across messages
         except TypeError:  # an unhashable tuple: let _parse say what is wrong
             pass
     return _parse(value, field)
@@ -189,7 +192,7 @@ def _parse(value: object, field: str) -> Address:
     return Address(name=name, addr=validate_addr_spec(addr, field))
 
 
-_parse_cached = lru_cache(maxsize=4096)(_parse)
+_parse_sender = lru_cache(maxsize=256)(_parse)
 
 
 def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
@@ -200,8 +203,11 @@ def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
     """
     if value is None or value == ():
         return ()
-    if isinstance(value, str | Address) or (
-        isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value)
+    if isinstance(value, _SINGLE_INPUT) or (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], str)
     ):
         return (parse_address(value, field),)
     if not isinstance(value, Iterable):

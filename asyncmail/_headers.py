@@ -37,33 +37,39 @@ _EW_Q_CHARS = 63  # 75 - len("=?utf-8?q??=")
 _LINE = 78
 
 
-def check_text(value: object, field: str) -> str:
+def check_text(value: object, field: str, key: str | None = None) -> str:
     """Return ``value`` if it is a str with no CR, LF or NUL and encodable as UTF-8.
 
     Raises:
-        MessageError: naming ``field``, when the value could inject a header or is not text.
+        MessageError: naming ``field`` (as ``field[key]`` when a key is given), when the value
+            could inject a header or is not text.
     """
     if not isinstance(value, str):
-        raise MessageError(f"{field}: expected str, got {type(value).__name__}")
-    if _FORBIDDEN.search(value):
-        raise MessageError(f"{field}: CR, LF and NUL are not allowed: {value!r}")
-    if not value.isascii():
+        problem = f"expected str, got {type(value).__name__}"
+    elif _FORBIDDEN.search(value):
+        problem = f"CR, LF and NUL are not allowed: {value!r}"
+    elif value.isascii():
+        return value
+    else:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise MessageError(f"{field}: not encodable as UTF-8: {value!r}") from None
-    return value
+            problem = f"not encodable as UTF-8: {value!r}"
+        else:
+            return value
+    label = field if key is None else f"{field}[{key!r}]"
+    raise MessageError(f"{label}: {problem}")
 
 
 def check_header_name(name: object, field: str) -> str:
-    """Return ``name`` if it is a valid header field name (printable ASCII, no colon).
+    """Return ``name`` lowercased if it is a valid field name (printable ASCII, no colon).
 
     Raises:
         MessageError: naming ``field``, when the name is not a valid field name.
     """
     if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
         raise MessageError(f"{field}: invalid header name {name!r}")
-    return name
+    return name.lower()
 
 
 def needs_encoding(text: str) -> bool:

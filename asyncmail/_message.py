@@ -187,9 +187,8 @@ class Message:
         extra: list[tuple[str, str]] = []
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         for name, value in pairs:
-            check_header_name(name, "headers")
-            check_text(value, f"headers[{name!r}]")
-            key = name.lower()
+            key = check_header_name(name, "headers")
+            check_text(value, "headers", name)
             if key in MANAGED_HEADERS or key.startswith("content-"):
                 raise MessageError(
                     f"headers[{name!r}]: asyncmail sets {name} itself; use the Message fields"

@@ -62,10 +62,11 @@ bodies = st.one_of(
 filenames = st.text(
     st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]), min_size=1, max_size=90
 ).filter(lambda name: squash(name) != "" and name.isprintable())
+cjk_filenames = st.builds(lambda stem, ext: stem + ext, cjk, st.sampled_from([".pdf", ".png", ""]))
 attachments = st.lists(
     st.builds(
         Attachment,
-        filename=filenames,
+        filename=st.one_of(filenames, cjk_filenames),
         content=st.binary(max_size=600),
         inline=st.booleans(),
         content_id=st.one_of(st.none(), st.from_regex(r"[a-z0-9.]{1,20}@x", fullmatch=True)),
