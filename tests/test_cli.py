@@ -1,0 +1,361 @@
+"""The asyncmail command, end to end against a real capture server (in a thread)."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import mailbox
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.header import decode_header, make_header
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from asyncmail._cli._app import cli
+from asyncmail.testing import CaptureServer, Fault
+
+SENDER = "Shop <shop@example.com>"
+PASSWORD = "s3cret-Pa55"
+
+
+@pytest.fixture
+def server() -> Iterator[CaptureServer]:
+    with CaptureServer().run_in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    folder = tmp_path / "template"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Hello {{ name }}\n", encoding="utf-8")
+    (folder / "body.html").write_text("<p>Dear {{ name }}, code {{ code }}</p>\n", "utf-8")
+    return folder
+
+
+def write_csv(path: Path, rows: list[tuple[str, ...]], header: str = "email,name,code") -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write(header + "\n")
+        for row in rows:
+            f.write(",".join(row) + "\n")
+    return path
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def copies(server: CaptureServer) -> collections.Counter[str]:
+    return collections.Counter(r for m in server.messages for r in m.recipients)
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+# --- help and usage ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["send"], ["batch"], ["serve"], ["check"], ["demo"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    code, output = invoke(*command, "--help")
+    assert code == 0
+    assert "Usage: " in output
+
+
+def test_missing_server_url_is_a_usage_error(tmp_path: Path) -> None:
+    body = tmp_path / "b.txt"
+    body.write_text("hi", encoding="utf-8")
+    args = ["send", "--from", "a@example.com", "--to", "b@example.com", "--text", str(body)]
+    code, output = invoke(*args, env={"ASYNCMAIL_URL": ""})
+    assert code == 2
+    assert "ASYNCMAIL_URL is not set" in output
+
+
+# --- send -------------------------------------------------------------------------------
+
+
+def test_send_delivers_one_message_with_text_html_and_attachment(
+    server: CaptureServer, tmp_path: Path
+) -> None:
+    (tmp_path / "b.txt").write_text("plain body", encoding="utf-8")
+    (tmp_path / "b.html").write_text("<p>html body</p>", encoding="utf-8")
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 fake")
+    code, output = invoke(
+        "send",
+        *("--from", SENDER, "--to", "ann@example.com", "--cc", "cc@example.com"),
+        *("--bcc", "hidden@example.com", "--subject", "Quarterly 报告"),
+        *("--text", str(tmp_path / "b.txt"), "--html", str(tmp_path / "b.html")),
+        *("--attach", str(tmp_path / "report.pdf")),
+        env={"ASYNCMAIL_URL": server.url},
+    )
+    assert code == 0, output
+    assert output.startswith("delivered <")
+    [message] = server.wait_for_messages_sync(1)
+    assert set(message.recipients) == {"ann@example.com", "cc@example.com", "hidden@example.com"}
+    parsed = message.parsed
+    assert parsed["Subject"] == "Quarterly 报告"
+    assert "hidden@example.com" not in message.data.decode()
+    assert [p.get_filename() for p in parsed.iter_attachments()] == ["report.pdf"]
+
+
+def test_send_refused_by_the_server_exits_1_with_the_servers_words(tmp_path: Path) -> None:
+    (tmp_path / "b.txt").write_text("x", encoding="utf-8")
+    faults = [Fault.reply("rcpt", 550, "5.1.1 No such user here")]
+    with CaptureServer(faults=faults).run_in_thread() as refusing:
+        code, output = invoke(
+            *("send", "--url", refusing.url, "--from", SENDER, "--to", "nobody@example.com"),
+            *("--text", str(tmp_path / "b.txt")),
+        )
+    assert code == 1
+    assert "550 5.1.1 No such user here" in output
+
+
+# --- batch ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_batch_of_10000_with_4xx_and_5xx_refusals_writes_a_correct_report(
+    tmp_path: Path, template: Path
+) -> None:
+    rows = []
+    for i in range(10_000):
+        local = "busy" if i % 100 == 7 else "gone" if i % 100 == 42 else "user"
+        rows.append((f"{local}{i}@example.com", f"Name {i}", str(i)))
+    rows[5] = ("not-an-address", "Bad", "5")
+    rows[6] = ("short@example.com", "Short")  # missing column
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    faults = [
+        Fault.reply("rcpt", 450, "4.2.1 Mailbox busy, try later", match="busy"),
+        Fault.reply("rcpt", 550, "5.1.1 No such user", match="gone"),
+    ]
+    report = tmp_path / "report.csv"
+    with CaptureServer(faults=faults).run_in_thread() as relay:
+        code, output = invoke(
+            *("batch", str(recipients), "--template", str(template), "--from", SENDER),
+            *("--url", relay.url, "--report", str(report), "--attempts", "1"),
+            *("--concurrency", "20", "--progress-interval", "0.5"),
+        )
+        received = copies(relay)
+    assert code == 1, output
+    lines = [line for line in output.splitlines() if line.startswith("progress: ")]
+    assert lines[-1].startswith("progress: 10000/10000 delivered=9798 failed=202 unknown=0")
+    assert re.search(r"rate=\d+\.\d/s eta=\d+s", lines[-1])
+    report_rows = read_report(report)
+    assert len(report_rows) == 10_000
+    by_email = {r["email"]: r for r in report_rows}
+    assert by_email["busy7@example.com"] | {"message_id": ""} == {
+        "row": "8",
+        "email": "busy7@example.com",
+        "status": "failed",
+        "smtp_code": "450",
+        "enhanced_code": "4.2.1",
+        "reply": "4.2.1 Mailbox busy, try later",
+        "message_id": "",
+        "attempts": "1",
+    }
+    assert by_email["gone42@example.com"]["smtp_code"] == "550"
+    assert by_email["gone42@example.com"]["enhanced_code"] == "5.1.1"
+    assert by_email["not-an-address"]["reply"] == "invalid email address: 'not-an-address'"
+    assert by_email["short@example.com"]["reply"] == "missing column(s): code"
+    delivered = by_email["user0@example.com"]
+    assert (delivered["status"], delivered["smtp_code"], delivered["attempts"]) == (
+        "delivered",
+        "250",
+        "1",
+    )
+    assert delivered["message_id"].startswith("<")
+    statuses = collections.Counter(r["status"] for r in report_rows)
+    assert statuses == {"delivered": 9798, "failed": 202}
+    assert sum(received.values()) == 9798
+    assert max(received.values()) == 1
+    assert "whole report" in output
+
+
+def test_undefined_variable_stops_the_batch_before_the_first_mail(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    recipients = write_csv(tmp_path / "r.csv", [("a@example.com", "Ann")], header="email,name")
+    code, output = invoke(
+        *("batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url),
+        *("--report", str(tmp_path / "report.csv")),
+    )
+    assert code == 2
+    assert "row 1 (a@example.com)" in output
+    assert "'code' is undefined" in output
+    assert server.messages == []
+    assert not (tmp_path / "report.csv.journal").exists()
+
+
+def test_dry_run_renders_every_row_and_sends_nothing(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    recipients = write_csv(
+        tmp_path / "r.csv",
+        [("a@example.com", "Ann", "1"), ("b@", "B", "2"), ("c@example.com", "C")],
+    )
+    code, output = invoke(
+        *("batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url),
+        "--dry-run",
+    )
+    assert code == 1
+    assert "row 2 (b@): invalid email address" in output
+    assert "row 3 (c@example.com): missing column(s): code" in output
+    assert "1 rows would be sent, 2 rows have problems" in output
+    assert server.messages == []
+
+
+def test_running_a_batch_again_without_resume_is_refused(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    recipients = write_csv(tmp_path / "r.csv", [("a@example.com", "Ann", "1")])
+    args = ["batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url]
+    args += ["--report", str(tmp_path / "report.csv")]
+    assert invoke(*args)[0] == 0
+    code, output = invoke(*args)
+    assert code == 2
+    assert "--resume" in output
+    code, output = invoke(*args[:-2], "--resume", str(tmp_path / "report.csv"))
+    assert code == 0
+    assert copies(server) == {"a@example.com": 1}
+
+
+def _spawn_batch(args: list[str]) -> subprocess.Popen[str]:
+    code = "from asyncmail._cli import main; main()"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for_starts(journal: Path, count: int, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        if journal.exists() and journal.read_text().count("\nS ") >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the batch did not start enough sends")
+
+
+def test_resume_after_kill_9_never_sends_a_second_copy(tmp_path: Path, template: Path) -> None:
+    """In-flight sends at the kill are UNKNOWN and not re-sent; the rest is sent once."""
+    rows = [(f"user{i}@example.com", "STALLME" if i == 20 else f"N{i}", str(i)) for i in range(600)]
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    report = tmp_path / "report.csv"
+    journal = tmp_path / "report.csv.journal"
+    with CaptureServer(faults=[Fault.stall("dot", match="STALLME")]).run_in_thread() as relay:
+        args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
+        args += ["--url", relay.url, "--no-progress", "--concurrency", "8", "--rate", "300/s"]
+        process = _spawn_batch([*args, "--report", str(report)])
+        _wait_for_starts(journal, 250, process)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=10)
+        assert not report.exists()  # killed: the journal is all there is
+        first_run = copies(relay)
+        assert 0 < sum(first_run.values()) < 600
+
+        code, output = invoke(*args, "--resume", str(report))
+        final = copies(relay)
+    assert code == 1, output  # the stalled message is UNKNOWN
+    assert max(final.values()) == 1, [k for k, v in final.items() if v > 1]
+    report_rows = read_report(report)
+    assert len(report_rows) == 600
+    status = {r["email"]: r["status"] for r in report_rows}
+    assert status["user20@example.com"] == "unknown"
+    assert final["user20@example.com"] == 1  # it was stored before the stall: a real duplicate risk
+    unknown = {e for e, s in status.items() if s == "unknown"}
+    assert {e for e, s in status.items() if s != "unknown"} == {
+        e for e, s in status.items() if s == "delivered"
+    }
+    for email in status:
+        assert final[email] == (1 if status[email] == "delivered" else final[email])
+    assert len(unknown) <= 8  # at most the sends in flight at the kill
+
+
+def test_ctrl_c_lets_in_flight_sends_finish_and_resume_completes_the_batch(
+    tmp_path: Path, template: Path
+) -> None:
+    rows = [(f"user{i}@example.com", f"N{i}", str(i)) for i in range(400)]
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    report = tmp_path / "report.csv"
+    with CaptureServer().run_in_thread() as relay:
+        args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
+        args += ["--url", relay.url, "--no-progress", "--rate", "200/s", "--report", str(report)]
+        process = _spawn_batch(args)
+        _wait_for_starts(tmp_path / "report.csv.journal", 100, process)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=30)[0]
+        assert process.returncode == 130, output
+        assert "stopping: no new sends" in output
+        first = read_report(report)
+        assert 100 <= len(first) < 400
+        assert {r["status"] for r in first} == {"delivered"}  # nothing cut off
+        code, output = invoke(*args[:-2], "--resume", str(report), "--no-progress")
+        final = copies(relay)
+    assert code == 0, output
+    assert final == {f"user{i}@example.com": 1 for i in range(400)}
+    assert len(read_report(report)) == 400
+
+
+# --- serve, check, demo -----------------------------------------------------------------
+
+
+def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Path) -> None:
+    maildir = tmp_path / "md"
+    process = _spawn_batch(["serve", "--port", "0", "--maildir", str(maildir)])
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", first).group(1))  # type: ignore[union-attr]
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: hi there\r\n\r\nbody\r\n")
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=10)
+    assert line.strip() == "received from=a@example.com to=b@example.com subject='hi there'"
+    assert process.returncode == 130
+    [stored] = mailbox.Maildir(maildir).values()
+    assert stored["Subject"] == "hi there"
+
+
+def test_check_shows_extensions_tls_certificate_and_auth_but_never_the_password() -> None:
+    capture = CaptureServer(tls="starttls", auth={"user": PASSWORD})
+    with capture.run_in_thread() as relay:
+        base = f"127.0.0.1:{relay.port}?tls=starttls&ca_file={relay.ca_file}"
+        code, output = invoke("check", f"smtp://user:{PASSWORD}@{base}")
+        bad_code, bad_output = invoke("check", f"smtp://user:wrong-{PASSWORD}@{base}")
+    assert code == 0, output
+    assert "STARTTLS" in output
+    assert re.search(r"TLS: TLSv1\.[23], cipher \S+ \(\d+ bits\)", output)
+    assert "certificate: subject" in output
+    assert "expires" in output
+    assert "AUTH: ok as user" in output
+    assert bad_code == 1
+    assert "AUTH: FAILED as user: 535" in bad_output
+    assert PASSWORD not in output + bad_output
+
+
+def test_demo_sends_personalised_mails_into_a_maildir(tmp_path: Path) -> None:
+    code, output = invoke("demo", "--count", "60", "--maildir", str(tmp_path / "md"))
+    assert code == 0, output
+    assert "sent 60 personalised mails" in output
+    assert "progress: 60/60 delivered=60" in output
+    stored = list(mailbox.Maildir(tmp_path / "md").values())
+    assert len(stored) == 60
+    subjects = {str(make_header(decode_header(m["Subject"]))) for m in stored}
+    assert len(subjects) > 10  # personalised
+    assert any(re.search(r"[\u4e00-\u9fff]", s) for s in subjects)  # Chinese names
