@@ -359,3 +359,53 @@ def test_demo_sends_personalised_mails_into_a_maildir(tmp_path: Path) -> None:
     subjects = {str(make_header(decode_header(m["Subject"]))) for m in stored}
     assert len(subjects) > 10  # personalised
     assert any(re.search(r"[\u4e00-\u9fff]", s) for s in subjects)  # Chinese names
+
+
+def test_resume_reports_an_interrupted_send_unknown_and_resends_it_only_when_asked(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    recipients = write_csv(
+        tmp_path / "r.csv", [("a@example.com", "Ann", "1"), ("b@example.com", "Bo", "2")]
+    )
+    report = tmp_path / "report.csv"
+    # What a run killed while row 1 was being sent leaves behind.
+    (tmp_path / "report.csv.journal").write_text("# asyncmail journal v1\nS 1 a@example.com\n")
+    args = ["batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url]
+    code, output = invoke(*args, "--resume", str(report))
+    assert code == 1, output
+    assert copies(server) == {"b@example.com": 1}
+    status = {r["email"]: (r["status"], r["reply"]) for r in read_report(report)}
+    assert status["a@example.com"][0] == "unknown"
+    assert "maybe delivered" in status["a@example.com"][1]
+
+    code, output = invoke(*args, "--resume", str(report))  # unknown stays unknown
+    assert code == 1, output
+    assert copies(server) == {"b@example.com": 1}
+
+    code, output = invoke(*args, "--resume", str(report), "--resend-unknown")
+    assert code == 0, output
+    assert copies(server) == {"a@example.com": 1, "b@example.com": 1}
+    assert {r["status"] for r in read_report(report)} == {"delivered"}
+
+
+def test_batch_reads_json_lines_with_nested_values(server: CaptureServer, tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("{{ items | length }} items for {{ name }}", "utf-8")
+    (folder / "body.txt").write_text("{% for i in items %}{{ i.sku }} {% endfor %}", "utf-8")
+    (tmp_path / "r.jsonl").write_text(
+        '{"email": "a@example.com", "name": "陈静", "items": [{"sku": "X1"}, {"sku": "Y2"}]}\n'
+        '{"email": "b@example.com", "name": "Bo"}\n',
+        encoding="utf-8",
+    )
+    code, output = invoke(
+        *("batch", str(tmp_path / "r.jsonl"), "-t", str(folder), "--from", SENDER),
+        *("--url", server.url, "--report", str(tmp_path / "report.csv")),
+    )
+    assert code == 1, output  # row 2 has no items: a per-row failure, not a crash
+    [message] = server.messages
+    assert message.parsed["Subject"] == "2 items for 陈静"
+    assert message.parsed.get_content().strip() == "X1 Y2"
+    [failed] = [r for r in read_report(tmp_path / "report.csv") if r["status"] == "failed"]
+    assert failed["email"] == "b@example.com"
+    assert "'items' is undefined" in failed["reply"]

@@ -244,7 +244,7 @@ async def batch_with_progress(
         if presses == 1:
             stop.set()
             console.print(
-                f"stopping: no new sends; waiting for {counts.in_flight} in flight "
+                f"stopping: no new sends; waiting for the {counts.in_flight} handed to the pool "
                 "(Ctrl-C again to abort them)"
             )
         elif task is not None:
