@@ -99,7 +99,7 @@ class Attachment:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, init=False)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False, repr=False)
 class Message:
     """An email to send: immutable, validated at construction, rendered by ``to_bytes()``.
 
@@ -221,6 +221,14 @@ class Message:
         elif not isinstance(date, datetime):
             raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
         setattr_(self, "date", date)
+
+    def __repr__(self) -> str:
+        recipients = len(self.to) + len(self.cc) + len(self.bcc)
+        return (
+            f"Message(sender={str(self.sender)!r}, recipients={recipients}, "
+            f"subject={self.subject!r}, message_id={self.message_id!r}, "
+            f"attachments={len(self.attachments)})"
+        )
 
     @property
     def envelope_sender(self) -> str:

@@ -218,3 +218,11 @@ def test_attachment_repr_does_not_dump_content() -> None:
 def test_replace_keeps_message_id_for_retries() -> None:
     msg = make()
     assert dataclasses.replace(msg, subject="again").message_id == msg.message_id
+
+
+def test_message_repr_is_short_and_shows_the_message_id() -> None:
+    msg = make(subject="Hi", text="x" * 10000, bcc="b@example.com")
+    text = repr(msg)
+    assert msg.message_id in text
+    assert "recipients=2" in text
+    assert len(text) < 200
