@@ -157,23 +157,18 @@ class Journal:
         self.close()
 
 
-def _parse(line: str) -> tuple[str, int, str, list[str]] | None:
-    """Split one complete journal line into tag, row, email and detail fields."""
-    if not line.endswith("\n") or line.startswith("#") or len(line) < 5:
-        return None
-    head, _, rest = line[:-1].partition("\t")
-    parts = head.split(" ")
-    if len(parts) != 3 or parts[0] not in _CODES or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1]), parts[2], rest.split("\t") if rest else []
+# A complete line: tag, row, address, and for outcomes the tab-separated details.
+_LINE = re.compile(r"([SDFU]) (\d+) (\S+)(?:\t([^\n]*))?\n")
 
 
-def _read_lines(path: Path) -> Iterator[tuple[str, int, str, list[str]]]:
+def _read_lines(path: Path) -> Iterator[tuple[str, int, str, str | None]]:
+    """Tag, row, address and raw details of each complete line; anything else is skipped."""
+    match = _LINE.fullmatch
     with path.open(encoding="utf-8", errors="replace", newline="\n") as f:
         for line in f:
-            parsed = _parse(line)
-            if parsed is not None:
-                yield parsed
+            m = match(line)
+            if m is not None:
+                yield m.group(1), int(m.group(2)), m.group(3), m.group(4)
 
 
 class JournalState:
@@ -182,6 +177,8 @@ class JournalState:
     def __init__(self) -> None:
         self._status = bytearray()
         self._crc = array("I")
+        self.in_flight: dict[int, str] = {}
+        """Rows (to their address) whose send started and never finished, in journal order."""
 
     @classmethod
     def replay(cls, path: str | Path) -> JournalState:
@@ -189,8 +186,13 @@ class JournalState:
         state = cls()
         path = Path(path)
         if path.exists():
+            in_flight = state.in_flight
             for tag, row, email, _ in _read_lines(path):
                 state._set(row, email, tag)
+                if tag == STARTED:
+                    in_flight[row] = email
+                elif in_flight:
+                    in_flight.pop(row, None)
         return state
 
     def _set(self, row: int, email: str, tag: str) -> None:
@@ -220,28 +222,21 @@ class JournalState:
 
 def in_flight_rows(path: str | Path) -> list[tuple[int, str]]:
     """The (row, email) pairs of a journal whose last event is a start, in journal order."""
-    last: dict[int, tuple[str, str]] = {}
-    for tag, row, email, _ in _read_lines(Path(path)):
-        if tag == STARTED:
-            last[row] = (tag, email)
-        else:
-            last.pop(row, None)
-    return [(row, email) for row, (_, email) in last.items()]
+    return list(JournalState.replay(path).in_flight.items())
 
 
-def _row_from(tag: str, row: int, email: str, fields: list[str]) -> ReportRow:
-    fields = [_unescape(f) for f in fields] + [""] * (5 - len(fields))
+def _report_fields(tag: str, row: int, email: str, details: str | None) -> list[str]:
+    """The report CSV fields of one journal line (see ``REPORT_COLUMNS``)."""
+    if tag == STARTED:
+        return [str(row), email, "unknown", "", "", INFLIGHT_REPLY, "", ""]
+    details = details or ""
+    fields = details.split("\t")
+    if "\\" in details:
+        fields = [_unescape(f) for f in fields]
+    if len(fields) < 5:
+        fields += [""] * (5 - len(fields))
     code, enhanced, attempts, message_id, reply = fields[:5]
-    return ReportRow(
-        row=row,
-        email=email,
-        status=STATUS_NAMES.get(tag, "unknown"),
-        smtp_code=int(code) if code.isdigit() else None,
-        enhanced_code=enhanced or None,
-        reply=reply if tag != STARTED else INFLIGHT_REPLY,
-        message_id=message_id or None,
-        attempts=int(attempts) if attempts.isdigit() else None,
-    )
+    return [str(row), email, STATUS_NAMES[tag], code, enhanced, reply, message_id, attempts]
 
 
 def write_report(journal: str | Path, report: str | Path) -> dict[str, int]:
@@ -265,10 +260,10 @@ def write_report(journal: str | Path, report: str | Path) -> dict[str, int]:
     with partial.open("w", encoding="utf-8", newline="") as f:
         out = csv.writer(f)
         out.writerow(REPORT_COLUMNS)
-        for index, (tag, row, email, fields) in enumerate(_read_lines(journal), start=1):
+        for index, (tag, row, email, details) in enumerate(_read_lines(journal), start=1):
             if last[row] == index:
-                line = _row_from(tag, row, email, fields)
-                counts[line.status] += 1
-                out.writerow(line.as_csv())
+                fields = _report_fields(tag, row, email, details)
+                counts[fields[2]] += 1
+                out.writerow(fields)
     partial.replace(report)
     return counts

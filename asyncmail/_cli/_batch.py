@@ -30,7 +30,6 @@ from .._journal import (
     Journal,
     JournalState,
     ReportRow,
-    in_flight_rows,
     journal_path,
     write_report,
 )
@@ -170,7 +169,7 @@ class _Run:
             self.state = JournalState.replay(jpath)
         self.journal = Journal(jpath)
         if exists:
-            for row, email in in_flight_rows(jpath):
+            for row, email in list(self.state.in_flight.items()):
                 if not options.resend_unknown:  # maybe delivered: never re-sent unasked
                     row_ = ReportRow(row=row, email=email, status="unknown", reply=INFLIGHT_REPLY)
                     self.journal.finished(row_)
