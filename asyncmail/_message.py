@@ -141,9 +141,10 @@ class Message:
     return_path: str | None
     message_id: str
     date: datetime
-    # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value).
-    _text_data: bytes | None = field(init=False, repr=False, compare=False)
-    _html_data: bytes | None = field(init=False, repr=False, compare=False)
+    # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value),
+    # with a hint for the renderer (see _render.body_bytes).
+    _text_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
+    _html_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,

@@ -108,7 +108,7 @@ def _content(message: Message, token: str) -> tuple[str, bytes]:
     if html is not None:
         parts.append(_text_part(html, "html"))
     if not parts and not message.attachments:
-        parts.append(_text_part(b"\r\n", "plain"))
+        parts.append(_text_part((b"\r\n", 0), "plain"))
     entity = _multipart("alternative", parts, f"=_a{token}") if len(parts) > 1 else None
     if entity is None and parts:
         entity = parts[0]
@@ -134,8 +134,12 @@ def _multipart(subtype: str, parts: list[tuple[str, bytes]], boundary: str) -> t
     return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', b"".join(chunks)
 
 
-def body_bytes(text: object, field: str) -> bytes:
-    """Return ``text`` as UTF-8 with CRLF line ends, ending with CRLF.
+def body_bytes(text: object, field: str) -> tuple[bytes, int]:
+    """Return ``text`` as UTF-8 with CRLF line ends (ending with CRLF), and a hint.
+
+    The hint is a lower bound on the number of non-ASCII octets, free to compute here (a
+    character of k octets adds k - 1 to the length, and k / (k - 1) >= 4 / 3), which often
+    settles base64 against quoted-printable without counting.
 
     Raises:
         MessageError: naming ``field`` when ``text`` is not a str encodable as UTF-8.
@@ -146,28 +150,31 @@ def body_bytes(text: object, field: str) -> bytes:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         raise MessageError(f"{field}: not encodable as UTF-8") from None
+    high_at_least = (len(data) - len(text)) * 4 // 3
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
-    return data.replace(b"\n", b"\r\n")
+    return data.replace(b"\n", b"\r\n"), high_at_least
 
 
-def _text_part(data: bytes, subtype: str) -> tuple[str, bytes]:
+def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
+    data, high_at_least = body
     if data.isascii() and b"\x00" not in data and _lines_fit(data):
-        cte, body = "7bit", data
+        cte, encoded = "7bit", data
     else:
         size = len(data)
         b64_size = (size + 2) // 3 * 4 * (_B64_LINE + 2) // _B64_LINE
         qp_size = size + size // 25  # soft breaks: about 3 octets per 75
-        qp_size += 2 * (size - len(data.translate(None, _HIGH_BYTES)))
-        if qp_size <= b64_size:  # only then are the "=" (also escaped) worth counting
-            qp_size += 2 * data.count(b"=")
-        if qp_size <= b64_size:
-            cte, body = "quoted-printable", b2a_qp(data, istext=True)
+        if qp_size + 2 * high_at_least <= b64_size:  # not settled yet: count exactly
+            qp_size += 2 * (size - len(data.translate(None, _HIGH_BYTES)) + data.count(b"="))
         else:
-            cte, body = "base64", _base64_lines(data)
-    return _TEXT_HEAD[subtype, cte], body
+            qp_size += 2 * high_at_least
+        if qp_size <= b64_size:
+            cte, encoded = "quoted-printable", b2a_qp(data, istext=True)
+        else:
+            cte, encoded = "base64", _base64_lines(data)
+    return _TEXT_HEAD[subtype, cte], encoded
 
 
 _TEXT_HEAD = {
