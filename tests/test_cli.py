@@ -409,3 +409,70 @@ def test_batch_reads_json_lines_with_nested_values(server: CaptureServer, tmp_pa
     [failed] = [r for r in read_report(tmp_path / "report.csv") if r["status"] == "failed"]
     assert failed["email"] == "b@example.com"
     assert "'items' is undefined" in failed["reply"]
+
+
+def test_interactive_mode_shows_a_live_bar_with_counts(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    rows = [(f"u{i}@example.com", f"N{i}", str(i)) for i in range(30)]
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    code, output = invoke(
+        *("batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url),
+        *("--report", str(tmp_path / "report.csv")),
+        env={"FORCE_COLOR": "1", "COLUMNS": "160"},
+    )
+    assert code == 0, output
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
+    assert "sending" in plain
+    assert "30 sent" in plain
+    assert "0 failed" in plain
+    assert "ETA" in plain
+    assert "progress: " not in plain
+
+
+def test_invalid_rate_is_a_usage_error_and_sends_nothing(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    recipients = write_csv(tmp_path / "r.csv", [("a@example.com", "Ann", "1")])
+    code, output = invoke(
+        *("batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url),
+        *("--rate", "fast", "--report", str(tmp_path / "report.csv")),
+    )
+    assert code == 2, output
+    assert server.messages == []
+
+
+def test_check_of_a_plaintext_server_says_so(server: CaptureServer) -> None:
+    code, output = invoke("check", server.url)
+    assert code == 0, output
+    assert "TLS: none (plaintext connection)" in output
+    assert "AUTH: not tried" in output
+
+
+def test_missing_cli_extra_prints_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asyncmail._cli import main
+
+    monkeypatch.setitem(sys.modules, "click", None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 2
+    assert "pip install 'asyncmail[cli]'" in capsys.readouterr().err
+
+
+def test_batch_gives_up_when_the_server_cannot_be_reached(tmp_path: Path, template: Path) -> None:
+    rows = [(f"u{i}@example.com", f"N{i}", str(i)) for i in range(500)]
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    report = tmp_path / "report.csv"
+    with CaptureServer().run_in_thread() as gone:
+        url = gone.url  # a port that was just in use and is closed now
+    code, output = invoke(
+        *("batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", url),
+        *("--report", str(report), "--attempts", "1", "--concurrency", "2"),
+    )
+    assert code == 1, output
+    assert "gave up: the server could not be used (20 sends in a row" in output
+    tried = read_report(report)
+    assert 20 <= len(tried) < 30
+    assert {r["status"] for r in tried} == {"failed"}

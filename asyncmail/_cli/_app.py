@@ -13,7 +13,9 @@ from typing import IO, Any, TypeVar
 import click
 from rich.console import Console
 
+from .._config import Server
 from .._exceptions import ConfigError, DeliveryError, MessageError
+from .._ratelimit import RateLimit
 from .._recipients import BadRow, read_recipients
 from .._template import Template
 from ._batch import BatchOptions, BatchUsageError, Counts, check_first_row, run_batch
@@ -192,6 +194,9 @@ def batch(
         raise _usage("--resend-unknown goes with --resume")
     report = resume or report or Path(f"{recipients.stem}-report.csv")
     try:
+        Server.from_url(url) if url else Server.from_env()
+        if rate is not None:
+            RateLimit.parse(rate)
         template = Template.from_dir(template_dir)
         first = check_first_row(recipients, template, sender)
     except (ConfigError, BatchUsageError) as exc:
@@ -241,6 +246,7 @@ async def batch_with_progress(
     def interrupt() -> None:
         nonlocal presses
         presses += 1
+        counts.interrupted = True
         if presses == 1:
             stop.set()
             console.print(
@@ -264,6 +270,12 @@ async def batch_with_progress(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     console.print(summary_table(counts, time.monotonic() - started, options.report))
+    if counts.gave_up:
+        console.print(
+            f"gave up: the server could not be used ({counts.gave_up}); recipients not tried "
+            f"are left for --resume {options.report}",
+            soft_wrap=True,
+        )
     return counts
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._config import RetryPolicy
-from .._exceptions import MessageError
+from .._exceptions import AuthenticationError, ConnectError, MessageError, TLSError
 from .._journal import (
     DELIVERED,
     INFLIGHT_REPLY,
@@ -39,7 +39,15 @@ from .._recipients import BadRow, Recipient, count_rows, read_recipients
 from .._result import SendResult, Status
 from .._template import Template
 
+_SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
+
 __all__ = ["BatchOptions", "BatchUsageError", "Counts", "check_first_row", "run_batch"]
+
+
+YIELD_EVERY = 500
+# The batch stops when this many sends in a row (at least) failed to reach the server at all
+# and nothing was delivered since: a wrong URL or password should not burn through the list.
+GIVE_UP_AFTER = 20
 
 
 class BatchUsageError(Exception):
@@ -74,6 +82,7 @@ class Counts:
     in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     interrupted: bool = False
+    gave_up: str | None = None
     report_counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -154,6 +163,7 @@ class _Run:
         self.state = JournalState()
         self.pending: dict[int, tuple[Message, Recipient]] = {}
         self.started: set[int] = set()
+        self.server_failures = 0
 
     def open(self) -> None:
         options = self.options
@@ -185,9 +195,13 @@ class _Run:
         else:
             self.counts.unknown += 1
 
-    def messages(self) -> Iterator[Message]:
+    async def messages(self) -> AsyncIterator[Message]:
         options = self.options
-        for item in read_recipients(options.recipients):
+        for number, item in enumerate(read_recipients(options.recipients)):
+            if number % YIELD_EVERY == 0:
+                # Rows that are skipped or bad never wait for the pool: let the progress
+                # display and the Ctrl-C handler run now and then.
+                await asyncio.sleep(0)
             if self.stop.is_set():
                 return
             if isinstance(item, BadRow):
@@ -223,6 +237,14 @@ class _Run:
         self.started.discard(id(result.message))
         self.counts.in_flight -= 1
         self._finish(_result_row(recipient, result))
+        if isinstance(result.error, _SERVER_ERRORS) and not result.accepted:
+            self.server_failures += 1
+            limit = max(GIVE_UP_AFTER, 2 * self.options.concurrency)
+            if self.server_failures >= limit and not self.stop.is_set():
+                self.counts.gave_up = f"{self.server_failures} sends in a row: {result.error}"
+                self.stop.set()
+        elif result.status is Status.DELIVERED:
+            self.server_failures = 0
 
     def close(self) -> None:
         """Journal sends cut off by an abort as UNKNOWN, close, and rebuild the report."""
@@ -273,6 +295,5 @@ async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) 
             async for result in results:
                 run.on_result(result)
     finally:
-        counts.interrupted = stop.is_set()
         run.close()
     return counts
