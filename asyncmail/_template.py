@@ -28,7 +28,7 @@ TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rendered:
     """The three rendered parts of one mail; ``text`` is never None when ``html`` is set."""
 

@@ -136,3 +136,26 @@ def test_any_jsonl_line_is_a_recipient_or_a_bad_row(
     rows = list(read_recipients(file))
     assert all(isinstance(r, Recipient | BadRow) for r in rows)
     assert len(rows) == len(emails)
+
+
+_CELLS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"))
+
+
+@given(st.lists(st.tuples(_CELLS, _CELLS), min_size=1, max_size=8))
+def test_any_csv_written_by_a_spreadsheet_reads_back_cell_for_cell(
+    tmp_path_factory: pytest.TempPathFactory, cells: list[tuple[str, str]]
+) -> None:
+    import csv
+
+    file = tmp_path_factory.mktemp("p") / "r.csv"
+    with file.open("w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["email", "name", "note"])
+        for i, (name, note) in enumerate(cells):
+            out.writerow([f"user{i}@example.com", name, note])
+    rows = list(read_recipients(file))
+    assert [r.row for r in rows] == list(range(1, len(cells) + 1))
+    for row, (name, note) in zip(rows, cells, strict=True):
+        assert isinstance(row, Recipient)
+        assert row.variables["note"] == note
+        assert row.variables["name"] == name
