@@ -47,7 +47,7 @@ async def test_send_many_chains_the_next_envelope_behind_the_final_dot() -> None
     sent the next transaction before the reply to the dot: one round trip per message."""
     async with CaptureServer(pipelining=True, record_chunks=True) as server:
         async with mailer_for(server, max_connections=1) as mailer:
-            results = [r async for r in mailer.send_many((message(i) for i in range(20)))]
+            results = [r async for r in mailer.send_many(message(i) for i in range(20))]
     assert len(results) == 20
     assert len(server.messages) == 20
     assert server.connections_opened == 1
@@ -58,7 +58,7 @@ async def test_send_many_chains_the_next_envelope_behind_the_final_dot() -> None
 async def test_send_many_does_not_chain_without_pipelining() -> None:
     async with CaptureServer(pipelining=False, record_chunks=True) as server:
         async with mailer_for(server, max_connections=1) as mailer:
-            results = [r async for r in mailer.send_many((message(i) for i in range(10)))]
+            results = [r async for r in mailer.send_many(message(i) for i in range(10))]
     assert len(results) == 10
     assert _chunks_with(server, b"\r\n.\r\nMAIL FROM:") == []
     assert server.connections_opened == 1

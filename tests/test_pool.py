@@ -164,9 +164,10 @@ async def test_send_many_consumes_its_input_lazily() -> None:
             produced_after_stop = produced
             await asyncio.sleep(0.05)
     assert len(results) == 10
-    # bounded read-ahead: per worker the message in flight and the one chained behind it,
-    # the queue (one slot per worker), and the item the feeder holds; nothing more
-    assert produced <= 10 + 2 * 2 + 2 + 1
+    # bounded read-ahead, per worker: a finished result waiting in the results buffer and
+    # one in hand, the message in flight and the one chained behind it; plus the queue
+    # (one slot per worker) and the item the feeder holds. Nothing more.
+    assert produced <= 10 + 4 * 2 + 2 + 1
     assert produced == produced_after_stop  # breaking out stopped the feeding
     assert len(server.messages) <= produced
 
