@@ -236,13 +236,15 @@ def snapshot_asyncmail(rev: str) -> tuple[str, str]:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         x for x in (tmp, os.environ.get("PYTHONPATH", "")) if x
     )
-    desc = subprocess.run(
-        ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", rev, "--", "asyncmail"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return tmp, f"{desc} (snapshot of commit, not the work tree)"
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    at = git("rev-parse", "--short", rev)
+    last = git("log", "-1", "--format=%h %s", rev, "--", "asyncmail")
+    return tmp, f"commit {at} (snapshot, not the work tree); asyncmail/ last changed in {last}"
 
 
 def asyncmail_version() -> str:
@@ -421,10 +423,10 @@ def goals(rows: list[dict[str, Any]], link_rtt: dict[str, float]) -> list[str]:
             out.append(f"{name}: not measured (see the row's note)")
             return
         met = got >= want if higher else got <= want
-        miss = "" if met else f" — missed by {abs(want - got):,.1f} {unit}"
-        out.append(
-            f"{name}: {got:,.1f} {unit} vs goal {want:,.1f} → {'MET' if met else 'NOT MET'}{miss}"
-        )
+        d = 2 if unit == "ms" else 1
+        miss = "" if met else f" — missed by {abs(want - got):,.{d}f} {unit}"
+        result = "MET" if met else "NOT MET"
+        out.append(f"{name}: {got:,.{d}f} {unit} vs goal {want:,.{d}f} → {result}{miss}")
 
     for loop, want in (("asyncio", 5000), ("uvloop", 10000)):
         r = find("S1", loop)
@@ -500,7 +502,7 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     for ax, sc in zip(axes.flat[:2], ("S1", "S2"), strict=True):
-        mine = [r for r in rows if r["scenario"] == sc and "msg_per_s" in r]
+        mine = [r for r in rows if r["scenario"] == sc]
         ax.set_title(f"{sc}: {SCENARIOS[sc].title} (msg/s, higher is better)", fontsize=9)
         if not mine:
             ax.text(0.5, 0.5, "not run", ha="center", transform=ax.transAxes)
@@ -508,12 +510,13 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             continue
         names = [f"{r['label']}{' (uvloop)' if r['loop'] == 'uvloop' else ''}" for r in mine]
         colors = ["tab:green" if r["peer"] == "asyncmail" else "tab:gray" for r in mine]
-        ax.barh(names, [r["msg_per_s"] for r in mine], color=colors)
+        rates = [r.get("msg_per_s", 0.0) for r in mine]
+        ax.barh(names, rates, color=colors)
         ax.invert_yaxis()
-        ax.set_xscale("log")
         ax.tick_params(labelsize=8)
-        for i, r in enumerate(mine):
-            ax.text(r["msg_per_s"], i, f" {r['msg_per_s']:,.0f}", va="center", fontsize=7)
+        for i, rate in enumerate(rates):
+            text = f" {rate:,.0f}" if rate else " failed or skipped: see the table"
+            ax.text(rate, i, text, va="center", fontsize=7)
     ax = axes.flat[2]
     ax.set_title("S3: asyncmail send_many RSS over time (MB)", fontsize=9)
     s3 = [r for r in rows if r["scenario"] == "S3" and r.get("rss_samples")]
@@ -529,15 +532,19 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.axis("off")
     ax = axes.flat[3]
     ax.set_title("S4: one send per web request at 10 ms RTT (ms, lower is better)", fontsize=9)
-    s4 = [r for r in rows if r["scenario"] == "S4" and "p50_ms" in r]
+    s4 = [r for r in rows if r["scenario"] == "S4"]
     if s4:
         names = [f"{r['label']}{' (uvloop)' if r['loop'] == 'uvloop' else ''}" for r in s4]
         y = range(len(s4))
-        ax.barh([i - 0.2 for i in y], [r["p50_ms"] for r in s4], height=0.4, label="p50")
-        ax.barh([i + 0.2 for i in y], [r["p99_ms"] for r in s4], height=0.4, label="p99")
+        p50 = [r.get("p50_ms", 0.0) for r in s4]
+        ax.barh([i - 0.2 for i in y], p50, height=0.4, label="p50")
+        ax.barh([i + 0.2 for i in y], [r.get("p99_ms", 0.0) for r in s4], height=0.4, label="p99")
+        for i, v in enumerate(p50):
+            ax.text(v, i - 0.2, f" {v:.1f}" if v else " failed or skipped", va="center", fontsize=7)
         ax.set_yticks(list(y), names)
         ax.invert_yaxis()
-        ax.axvline(2000 * SCENARIOS["S4"].rtt + 2, color="tab:red", linestyle="--", linewidth=1)
+        goal = 2000 * SCENARIOS["S4"].rtt + 2
+        ax.axvline(goal, color="tab:red", linestyle="--", linewidth=1, label=f"goal {goal:.0f} ms")
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=7)
     else:
@@ -550,7 +557,8 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def chart_title(info: dict[str, str]) -> str:
-    rev = info["asyncmail"].split(" ", 1)[0]
+    found = re.search(r"\b[0-9a-f]{7,40}\b", info["asyncmail"])
+    rev = found.group(0) if found else "?"
     dirty = " + uncommitted" if "uncommitted" in info["asyncmail"] else ""
     return (
         f"asyncmail {rev}{dirty} — {info['date']}, {info['nproc']} cores ({info['cpu']}), "
