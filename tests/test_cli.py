@@ -477,3 +477,29 @@ def test_batch_gives_up_when_the_server_cannot_be_reached(tmp_path: Path, templa
     tried = read_report(report)
     assert 20 <= len(tried) < 30
     assert {r["status"] for r in tried} == {"failed"}
+
+
+def test_second_ctrl_c_aborts_sends_on_the_wire_and_reports_them_unknown(
+    tmp_path: Path, template: Path
+) -> None:
+    rows = [(f"u{i}@example.com", "STALLME" if i == 3 else f"N{i}", str(i)) for i in range(40)]
+    recipients = write_csv(tmp_path / "r.csv", rows)
+    report = tmp_path / "report.csv"
+    with CaptureServer(faults=[Fault.stall("dot", match="STALLME")]).run_in_thread() as relay:
+        args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
+        args += ["--url", relay.url, "--no-progress", "--concurrency", "2", "--rate", "50/s"]
+        process = _spawn_batch([*args, "--report", str(report)])
+        _wait_for_starts(tmp_path / "report.csv.journal", 10, process)
+        process.send_signal(signal.SIGINT)  # waits for the stalled send...
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)  # ...until the second Ctrl-C
+        output = process.communicate(timeout=20)[0]
+        assert process.returncode == 130, output
+        status = {r["email"]: r["status"] for r in read_report(report)}
+        assert status["u3@example.com"] == "unknown"
+        code, output = invoke(*args, "--resume", str(report))
+        final = copies(relay)
+    assert code == 1, output
+    assert final["u3@example.com"] == 1  # stored before the stall, and not sent again
+    assert max(final.values()) == 1
+    assert len(final) == 40

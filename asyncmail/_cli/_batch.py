@@ -45,6 +45,9 @@ __all__ = ["BatchOptions", "BatchUsageError", "Counts", "check_first_row", "run_
 
 
 YIELD_EVERY = 500
+# After a second Ctrl-C, how long sends still on the wire get before their connections are
+# dropped (they are reported UNKNOWN). The first Ctrl-C waits for them without a limit.
+ABORT_GRACE = 2.0
 # The batch stops when this many sends in a row (at least) failed to reach the server at all
 # and nothing was delivered since: a wrong URL or password should not burn through the list.
 GIVE_UP_AFTER = 20
@@ -285,6 +288,7 @@ async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) 
         max_connections=options.concurrency,
         rate_limit=options.rate,
         retry=RetryPolicy(attempts=options.attempts, base_delay=0.2),
+        close_timeout=ABORT_GRACE,
     )
     run.open()
     try:
@@ -292,8 +296,15 @@ async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) 
             results = mailer.send_many(
                 run.messages(), concurrency=options.concurrency, before_send=run.before_send
             )
-            async for result in results:
-                run.on_result(result)
+            try:
+                async for result in results:
+                    run.on_result(result)
+            finally:
+                # On cancellation, close the generator now so its cleanup (which stops the
+                # pool's workers) runs at once, not whenever the garbage collector gets to it.
+                aclose = getattr(results, "aclose", None)
+                if aclose is not None:
+                    await aclose()
     finally:
         run.close()
     return counts
