@@ -145,9 +145,21 @@ def send(
 )
 @click.option("--from", "sender", required=True, help="The From address: 'Name <addr>' or addr.")
 @url_option
-@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--concurrency",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Messages in flight at once (and SMTP connections at most).",
+)
 @click.option("--rate", help="Messages at most per time unit, such as 14/s or 1000/min.")
-@click.option("--attempts", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option(
+    "--attempts",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Tries per message when the server says 'try later' (4xx) or the connection breaks.",
+)
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -156,7 +168,8 @@ def send(
 @click.option(
     "--resume",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Continue the run of this report; delivered and in-flight recipients are skipped.",
+    help="Continue the run of this report: delivered and maybe-delivered (unknown) "
+    "recipients are skipped, failed ones are tried again.",
 )
 @click.option("--resend-unknown", is_flag=True, help="With --resume: send UNKNOWN ones again.")
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
