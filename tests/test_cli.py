@@ -503,3 +503,12 @@ def test_second_ctrl_c_aborts_sends_on_the_wire_and_reports_them_unknown(
     assert final["u3@example.com"] == 1  # stored before the stall, and not sent again
     assert max(final.values()) == 1
     assert len(final) == 40
+
+
+def test_check_over_implicit_tls_shows_the_certificate() -> None:
+    with CaptureServer(tls="implicit").run_in_thread() as relay:
+        code, output = invoke("check", f"{relay.url}?ca_file={relay.ca_file}")
+    assert code == 0, output
+    assert output.splitlines()[0] == f"server: implicit://127.0.0.1:{relay.port}"
+    assert "TLS: TLSv1." in output
+    assert "certificate: subject" in output

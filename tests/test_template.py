@@ -125,3 +125,14 @@ def test_missing_jinja2_gives_the_install_command(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(__import__("sys").modules, "jinja2", None)
     with pytest.raises(ConfigError, match=r"pip install 'asyncmail\[templates\]'"):
         Template(subject="Hi", text="x")
+
+
+@given(st.text())
+def test_no_variable_value_can_inject_markup_into_the_html_body(value: str) -> None:
+    template = Template(subject="s", html="<p>{{ v }}</p>")
+    parts = template.render_parts({"v": value})
+    assert parts.html is not None
+    inner = parts.html.removeprefix("<p>").removesuffix("</p>")
+    assert "<" not in inner
+    assert ">" not in inner
+    assert '"' not in inner
