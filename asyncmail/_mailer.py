@@ -225,7 +225,10 @@ class Mailer:
 
         Args:
             messages: An iterable or async iterable of messages.
-            concurrency: Messages in flight at once; by default ``max_connections``.
+            concurrency: Workers, each sending on one connection at a time; by default
+                ``max_connections``. With PIPELINING a worker writes the next message's
+                envelope behind the current message's final dot, so up to twice this many
+                messages can be on their way at once.
             before_send: Called with each message right before its first transaction
                 starts (for a write-ahead journal).
         """

@@ -635,3 +635,15 @@ def test_importing_asyncmail_does_not_import_the_testing_extras() -> None:
         "assert not {'aiosmtpd', 'trustme'} & set(sys.modules), sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_server_closes_after_a_client_abandons_the_starttls_handshake() -> None:
+    """A client that rejects the certificate and hangs up must not keep the server open."""
+    server = CaptureServer(tls="starttls")
+    async with server:
+        client = aiosmtplib.SMTP(hostname=server.host, port=server.port, start_tls=False)
+        await client.connect()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await client.starttls()  # the system CAs do not know the test CA
+        client.close()
+    assert all(session.closed for session in server.sessions)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CaptureSMTP"]
 
+#: Seconds to wait for asyncio to report a dropped connection before assuming it.
+LOST_GRACE = 2.0
+
 #: The name the server gives itself in its greeting and EHLO reply.
 HOSTNAME = "localhost"
 #: Mechanisms enabled by ``auth=`` and by ``xoauth2_tokens=``.
@@ -164,12 +167,23 @@ class CaptureSMTP(SMTP):
             return
         if not graceful:
             transport.abort()
+            # mid-STARTTLS the TLS layer may not pass the abort down: drop the socket too
+            raw = cast(asyncio.Transport | None, self._original_transport)
+            if raw is not None and not raw.is_closing():
+                raw.abort()
         elif not transport.is_closing():
             transport.close()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is lost and its command task has finished."""
-        await asyncio.shield(self._lost)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), LOST_GRACE)
+        except TimeoutError:
+            # a client that quit in the middle of the STARTTLS handshake leaves asyncio's TLS
+            # layer unable to tell us (it never made the TLS connection): end it here
+            if self._task is not None:
+                self._task.cancel()
+            self.connection_lost(None)
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
 
