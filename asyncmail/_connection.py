@@ -16,6 +16,7 @@ import logging
 import socket
 import ssl
 import time
+from typing import cast
 
 import aiosmtplib
 import aiosmtplib.errors as smtp_errors
@@ -229,9 +230,10 @@ class Connection:
                 ssl_object = smtp.get_transport_info("ssl_object")
                 self.tls_version = ssl_object.version() if ssl_object is not None else None
             transport = smtp.transport
-            if not isinstance(transport, asyncio.Transport):
+            if transport is None or transport.is_closing():
                 raise ServerDisconnected("connection lost after the handshake", phase=phase)
-            self.wire = Wire(transport)
+            # (uvloop's transports are not asyncio.Transport subclasses, hence the cast)
+            self.wire = Wire(cast(asyncio.Transport, transport))
         except asyncio.CancelledError:
             self.abort()
             raise
@@ -336,8 +338,8 @@ class Connection:
             self.wire.abort()
         if self._smtp is not None:
             transport = self._smtp.transport
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
+            if transport is not None:
+                cast(asyncio.Transport, transport).abort()
             self._smtp.close()
             self._smtp = None
 

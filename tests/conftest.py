@@ -1,0 +1,24 @@
+"""Suite-wide options: ``--uvloop`` runs the async tests on uvloop instead of asyncio's loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--uvloop", action="store_true", help="run the async tests on uvloop (asyncmail[speed])"
+    )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Any] | None:
+    if not config.getoption("--uvloop"):
+        return None
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
