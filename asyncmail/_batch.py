@@ -14,8 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._connection import Connection
 from ._exceptions import DeliveryError
@@ -26,7 +25,27 @@ from ._transaction import Attempt, Prepared, reset, run
 if TYPE_CHECKING:
     from ._mailer import BeforeSend, Mailer
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "put", "take"]
+
+
+async def put(stream: MemoryObjectSendStream[Any], item: Any) -> None:
+    """Put an item on a memory stream, waiting (and yielding) only when it is full.
+
+    anyio's ``send`` always yields to the loop first; on the hot path of send_many that
+    is several extra loop turns per message for nothing.
+    """
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+
+
+async def take(stream: MemoryObjectReceiveStream[Any]) -> Any:
+    """Take an item from a memory stream, waiting only when it is empty (EndOfStream at end)."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
 
 
 class Worker:
@@ -36,7 +55,7 @@ class Worker:
         self,
         mailer: Mailer,
         messages: MemoryObjectReceiveStream[Any],
-        results: ObjectSendStream[SendResult],
+        results: MemoryObjectSendStream[SendResult],
         before_send: BeforeSend | None,
     ) -> None:
         self.mailer = mailer
@@ -61,7 +80,7 @@ class Worker:
             while True:
                 if job is None:
                     try:
-                        message = await self.messages.receive()
+                        message = await take(self.messages)
                     except anyio.EndOfStream:
                         return
                     job = self._job(message)
@@ -92,7 +111,7 @@ class Worker:
 
     async def _flush(self) -> None:
         while self._ready:
-            await self.results.send(self._ready.pop(0))
+            await put(self.results, self._ready.pop(0))
 
     def _begin(self, job: Job) -> None:
         job.announce(self.before_send)
@@ -121,7 +140,7 @@ class Worker:
         for failed, attempt, retry in retries:
             self._held.discard(failed)  # from here _deliver accounts for it
             result = await mailer._deliver(failed, self.before_send, first=attempt, retry=retry)
-            await self.results.send(result)
+            await put(self.results, result)
         return carry
 
     async def _chain(

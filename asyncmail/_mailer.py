@@ -18,7 +18,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._batch import Worker
+from ._batch import Worker, put, take
 from ._config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTION_AGE,
@@ -248,10 +248,10 @@ class Mailer:
                 try:
                     if isinstance(messages, AsyncIterable):
                         async for message in messages:
-                            await work_send.send(message)
+                            await put(work_send, message)
                     else:
                         for message in messages:
-                            await work_send.send(message)
+                            await put(work_send, message)
                 except Exception as exc:  # the caller's iterable failed
                     failure.append(exc)
 
@@ -270,7 +270,11 @@ class Mailer:
         self._task_group.start_soon(run)
         try:
             async with result_receive:
-                async for result in result_receive:
+                while True:
+                    try:
+                        result = await take(result_receive)
+                    except anyio.EndOfStream:
+                        break
                     yield result
         finally:
             scope.cancel()

@@ -30,6 +30,9 @@ __all__ = ["Attempt", "Prepared", "dot_stuff", "prepare", "reset", "run", "trans
 
 logger = logging.getLogger("asyncmail")
 
+#: Content up to this size goes out in one write with the next chained group.
+MERGE_LIMIT = 64 * 1024
+
 
 @dataclass(slots=True)
 class Attempt:
@@ -173,9 +176,10 @@ async def run(
         tx: The transaction.
         group_sent: The pipelined group was already written (behind the previous
             transaction's content), so only its replies are left to read.
-        follow: Called once the content has left this process, before the final reply
-            is awaited; it may return the next transaction's pipelined group, which is
-            then written at once, so the next transaction costs no extra round trip.
+        follow: Called before the final reply is awaited; it may return the next
+            transaction's pipelined group, which is written right behind the final dot
+            (in the same write for small content), so the next transaction costs no
+            extra round trip.
     """
     wire = conn.wire
     assert wire is not None
@@ -248,12 +252,23 @@ async def run(
             return _failed(error, refused=refused, closing=False)
 
         phase = Phase.DATA_TRANSFER
-        wire.write(tx.content)
+        content = tx.content
+        following = None
+        if follow is not None and len(content) <= MERGE_LIMIT:
+            # one send() for this content and the next group. Should the kernel not take
+            # it all at once and the connection then break, whether the final dot left is
+            # unknown: the flush below reports the outcome as UNKNOWN, never as FAILED.
+            following = follow()
+            if following:
+                content += following
+        wire.write(content)
         if not wire.all_sent:
+            if following:
+                phase = Phase.FINAL_REPLY
             async with asyncio.timeout(t.data_transfer):
                 await wire.flush()
         phase = Phase.FINAL_REPLY
-        if follow is not None:
+        if follow is not None and following is None:
             following = follow()
             if following:
                 wire.write(following)

@@ -18,6 +18,7 @@ __all__ = ["Wire", "WireClosed"]
 
 MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 256
+_SEPARATORS = (b" ", b"-", b"\r", b"")
 
 
 class WireClosed(Exception):
@@ -97,30 +98,36 @@ class Wire(asyncio.Protocol):
 
     def _parse(self) -> None:
         buf = self._buffer
-        start = 0
-        found = False
-        while True:
-            end = buf.find(b"\n", start)
-            if end < 0:
-                break
-            line = bytes(buf[start:end]).rstrip(b"\r")
-            start = end + 1
-            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b"", b" ", b"-"):
-                self._protocol_error(f"malformed reply line {line[:80]!r}")
-                return
-            self._lines.append(line[4:].decode("utf-8", "replace"))
-            if len(self._lines) > MAX_REPLY_LINES:
-                self._protocol_error("reply has too many lines")
-                return
-            if line[3:4] != b"-":
-                self._replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
-                self._lines = []
-                found = True
-        if start:
-            del buf[:start]
+        end = buf.rfind(b"\n")
+        if end < 0:
+            if len(buf) > MAX_REPLY_LINE:
+                self._protocol_error("reply line too long")
+            return
+        complete = bytes(buf[: end + 1])
+        del buf[: end + 1]
         if len(buf) > MAX_REPLY_LINE:
             self._protocol_error("reply line too long")
             return
+        found = False
+        for line in complete.split(b"\n")[:-1]:
+            sep = line[3:4]
+            if not line[:3].isdigit() or sep not in _SEPARATORS:
+                self._protocol_error(f"malformed reply line {line[:80]!r}")
+                return
+            text = line[4:].rstrip(b"\r").decode("utf-8", "replace")
+            if sep == b"-":
+                self._lines.append(text)
+                if len(self._lines) > MAX_REPLY_LINES:
+                    self._protocol_error("reply has too many lines")
+                    return
+            elif self._lines:
+                self._lines.append(text)
+                self._replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
+                self._lines = []
+                found = True
+            else:
+                self._replies.append(Reply(int(line[:3]), text))
+                found = True
         if found:
             self._wake()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Any] | None:
     if not config.getoption("--uvloop"):
-        return None
+        return {"asyncio": asyncio.new_event_loop}
     import uvloop
 
     return {"uvloop": uvloop.new_event_loop}
