@@ -8,6 +8,9 @@ All are frozen, keyword-only dataclasses that validate themselves; change one wi
     smtp://user:pass@smtp.example.com           STARTTLS required, port 587
     smtp://127.0.0.1:1025                       loopback: plaintext if STARTTLS is not offered
     smtp://relay.internal:25?tls=opportunistic  STARTTLS when offered
+
+Other URL options: ``auth=plain|login|cram-md5``, ``ca_file=PATH``,
+``local_hostname=NAME`` and ``allow_plaintext_auth=true``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ DEFAULT_MAX_CONNECTION_AGE = 300.0
 DEFAULT_POOL_TIMEOUT = 30.0
 
 TokenProvider = Callable[[], Awaitable[str]]
+AUTH_MECHANISMS = ("plain", "login", "cram-md5")
 
 
 class TLSMode(enum.StrEnum):
@@ -89,6 +93,8 @@ class Server:
         local_hostname: The name sent with EHLO; by default the local FQDN.
         allow_plaintext_auth: Allow AUTH over an unencrypted connection. Off by default:
             a server advertising AUTH without TLS never receives the password.
+        auth_mechanism: Use this AUTH mechanism (``plain``, ``login`` or ``cram-md5``);
+            by default the best one the server offers. One mechanism is tried, once.
     """
 
     host: str
@@ -101,6 +107,7 @@ class Server:
     ca_file: str | None = None
     local_hostname: str | None = None
     allow_plaintext_auth: bool = False
+    auth_mechanism: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host or any(ch.isspace() or ch in "/@?#" for ch in self.host):
@@ -122,6 +129,14 @@ class Server:
             raise ConfigError("XOAUTH2 (oauth_token) needs a username")
         if self.oauth_token is not None and self.password is not None:
             raise ConfigError("give either a password or an oauth_token, not both")
+        if self.auth_mechanism is not None:
+            mechanism = self.auth_mechanism.lower()
+            if mechanism not in AUTH_MECHANISMS:
+                raise ConfigError(
+                    f"auth_mechanism must be one of {', '.join(AUTH_MECHANISMS)}, "
+                    f"not {self.auth_mechanism!r}"
+                )
+            object.__setattr__(self, "auth_mechanism", mechanism)
         if self.ssl_context is not None and self.ca_file is not None:
             raise ConfigError("give either ssl_context or ca_file, not both")
 
@@ -206,6 +221,8 @@ class Server:
             "username": unquote(parts.username) if parts.username else None,
             "password": unquote(parts.password) if parts.password is not None else None,
         }
+        if "auth" in query:
+            kwargs["auth_mechanism"] = query.pop("auth")
         for key in ("local_hostname", "ca_file"):
             if key in query:
                 kwargs[key] = query.pop(key)

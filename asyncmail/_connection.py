@@ -43,15 +43,25 @@ _ids = itertools.count(1)
 
 
 _fqdn: str | None = None
+_AUTH_TLS = ("plain", "login", "cram-md5")
+_AUTH_PLAINTEXT = ("cram-md5", "plain", "login")
 
 
-async def _local_hostname() -> str:
-    """The local FQDN for EHLO, looked up once per process off the event loop."""
+async def _ehlo_name(sock: socket.socket) -> str:
+    """The name for EHLO: the local FQDN, or else the address literal (RFC 5321 4.1.4).
+
+    Strict relays refuse a bare ``localhost``; ``[192.0.2.1]`` is always acceptable.
+    The FQDN is looked up once per process, off the event loop.
+    """
     global _fqdn
     if _fqdn is None:
         name = await asyncio.to_thread(socket.getfqdn)
-        _fqdn = name if name and name.isascii() and " " not in name else "localhost"
-    return _fqdn
+        valid = name.isascii() and "." in name.strip(".") and not any(c.isspace() for c in name)
+        _fqdn = name if valid and not name.startswith("localhost") else ""
+    if _fqdn:
+        return _fqdn
+    address = sock.getsockname()[0]
+    return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
 async def _greet(smtp: aiosmtplib.SMTP) -> None:
@@ -190,7 +200,7 @@ class Connection:
             implicit = server.tls_mode is TLSMode.IMPLICIT
             smtp = aiosmtplib.SMTP(
                 hostname=server.host,
-                local_hostname=server.local_hostname or await _local_hostname(),
+                local_hostname=server.local_hostname or await _ehlo_name(sock),
                 use_tls=implicit,
                 start_tls=False,
                 tls_context=server.make_ssl_context() if implicit else None,
@@ -238,11 +248,23 @@ class Connection:
             self.abort()
             raise
         except Exception as exc:
+            error = map_error(exc, phase)
+            if isinstance(error, AuthenticationError) and self._smtp is not None:
+                await self._quit_after_refusal()
             self.abort()
-            raise map_error(exc, phase) from exc
+            raise error from exc
         self.state = ConnState.IDLE
         self.last_used = time.monotonic()
         logger.debug("connection %d open to %s", self.id, self.server.display)
+
+    async def _quit_after_refusal(self) -> None:
+        """Say QUIT after a refused AUTH, so the server sees a clean end (bounded)."""
+        assert self._smtp is not None
+        try:
+            async with asyncio.timeout(min(self.timeouts.command, 2.0)):
+                await self._smtp.quit()
+        except Exception as exc:  # closing anyway
+            logger.debug("connection %d: QUIT after AUTH failure: %r", self.id, exc)
 
     async def _connect_socket(self) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -291,17 +313,38 @@ class Connection:
                 token = await server.oauth_token()
                 await smtp.auth_xoauth2(server.username, token)
             return
-        if not smtp.server_auth_methods:
-            raise AuthenticationError(
-                "credentials were given but the server offers no AUTH mechanism",
-                phase=Phase.AUTH,
-            )
-        logger.debug(
-            "connection %d >> AUTH (%s) <credentials redacted>",
-            self.id,
-            "/".join(smtp.supported_auth_methods),
+        mechanism = self._choose_mechanism(smtp.server_auth_methods, tls_active)
+        logger.debug("connection %d >> AUTH %s <credentials redacted>", self.id, mechanism.upper())
+        # one mechanism, one try: trying each in turn would count three failures against
+        # the account (lockouts, fail2ban) for one wrong password
+        login = {
+            "plain": smtp.auth_plain,
+            "login": smtp.auth_login,
+            "cram-md5": smtp.auth_crammd5,
+        }[mechanism]
+        await login(server.username, server.password or "")
+
+    def _choose_mechanism(self, offered: list[str], tls_active: bool) -> str:
+        wanted = self.server.auth_mechanism
+        if wanted is not None:
+            if wanted not in offered:
+                raise AuthenticationError(
+                    f"AUTH {wanted.upper()} was asked for but the server offers "
+                    f"{' '.join(offered).upper() or 'no AUTH mechanism'}",
+                    phase=Phase.AUTH,
+                )
+            return wanted
+        # over TLS PLAIN is as safe as any and the most widely supported; without TLS
+        # (allowed explicitly) CRAM-MD5 at least keeps the password off the wire
+        order = _AUTH_TLS if tls_active else _AUTH_PLAINTEXT
+        for mechanism in order:
+            if mechanism in offered:
+                return mechanism
+        raise AuthenticationError(
+            "credentials were given but the server offers no supported AUTH mechanism "
+            f"({' '.join(offered).upper() or 'none'})",
+            phase=Phase.AUTH,
         )
-        await smtp.login(server.username, server.password or "")
 
     # -- after a transaction --------------------------------------------------------------
 

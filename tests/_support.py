@@ -32,7 +32,15 @@ def mailer_for(server: CaptureServer, **options: Any) -> Mailer:
     tls = {"none": TLSMode.NONE, "starttls": TLSMode.STARTTLS, "implicit": TLSMode.IMPLICIT}
     server_options = {
         key: options.pop(key)
-        for key in ("username", "password", "oauth_token", "allow_plaintext_auth", "tls")
+        for key in (
+            "username",
+            "password",
+            "oauth_token",
+            "allow_plaintext_auth",
+            "tls",
+            "auth_mechanism",
+            "local_hostname",
+        )
         if key in options
     }
     server_options.setdefault("tls", tls[server.tls])

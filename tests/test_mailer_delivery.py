@@ -6,11 +6,11 @@ import email.message
 import logging
 import ssl
 
-import aiosmtplib
 import pytest
 
 from asyncmail import (
     AuthenticationError,
+    ConfigError,
     Mailer,
     MailerClosedError,
     MessageError,
@@ -136,17 +136,51 @@ async def test_plaintext_auth_is_possible_when_explicitly_allowed() -> None:
 
 
 @pytest.mark.parametrize("mechanism", ["CRAM-MD5", "PLAIN", "LOGIN"])
-async def test_each_auth_mechanism_works(mechanism: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the client's order of preference, narrowed to one mechanism
-    monkeypatch.setattr(aiosmtplib.SMTP, "AUTH_METHODS", (mechanism.lower(),))
+async def test_each_auth_mechanism_works(mechanism: str) -> None:
     async with CaptureServer(tls="starttls", auth={"u": "p"}) as server:
-        async with mailer_for(server, username="u", password="p") as mailer:
+        async with mailer_for(
+            server, username="u", password="p", auth_mechanism=mechanism.lower()
+        ) as mailer:
             result = await mailer.send(message())
     assert result.status is Status.DELIVERED
     assert server.messages[0].authenticated_as == "u"
     auth = [c for s in server.sessions for c in s.commands if c.upper().startswith("AUTH")]
-    assert auth
-    assert auth[0].upper().startswith(f"AUTH {mechanism}")
+    assert [a.upper().split()[:2] for a in auth] == [["AUTH", mechanism]]
+
+
+async def test_a_wrong_password_is_tried_once_then_the_session_quits() -> None:
+    """Lockouts and fail2ban count failures: one send must cost one failed AUTH."""
+    async with CaptureServer(tls="starttls", auth={"u": "right"}) as server:
+        async with mailer_for(server, username="u", password="wrong") as mailer:
+            with pytest.raises(AuthenticationError):
+                await mailer.send(message())
+    [session] = server.sessions
+    commands = [c.upper().split()[0] for c in session.commands]
+    assert commands.count("AUTH") == 1
+    assert commands[-1] == "QUIT"
+
+
+async def test_a_mechanism_the_server_lacks_is_a_clear_error() -> None:
+    async with CaptureServer(tls="starttls", xoauth2_tokens={"u": "t"}) as server:
+        async with mailer_for(server, username="u", password="p", auth_mechanism="plain") as m:
+            with pytest.raises(AuthenticationError, match="XOAUTH2"):
+                await m.send(message())
+    assert server.messages == []
+
+
+def test_an_unknown_auth_mechanism_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="auth_mechanism"):
+        Server.from_url("smtp://u:p@127.0.0.1:2525?auth=digest-md5")
+
+
+async def test_the_default_ehlo_name_is_a_qualified_name_or_an_address_literal() -> None:
+    """Strict relays refuse a bare 'localhost' (RFC 5321 4.1.4 wants an FQDN or a literal)."""
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            await mailer.send(message())
+    [ehlo] = [c for c in server.sessions[0].commands if c.upper().startswith("EHLO")]
+    name = ehlo.split()[1]
+    assert name == "[127.0.0.1]" or ("." in name and name != "localhost")
 
 
 async def test_xoauth2_refreshes_the_token_once_on_failure() -> None:
