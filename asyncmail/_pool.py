@@ -8,6 +8,7 @@ never leave the pool's books wrong.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -16,11 +17,20 @@ import anyio
 
 from ._config import PoolLimits, Server, Timeouts
 from ._connection import Connection, ConnState
-from ._exceptions import MailerClosedError, Phase, PoolTimeout
+from ._exceptions import (
+    ConnectError,
+    DeliveryError,
+    MailerClosedError,
+    Phase,
+    PoolTimeout,
+    TemporaryFailure,
+)
 
 __all__ = ["Pool", "PoolStatistics"]
 
 _CONNECT = None  # what a waiter receives when it is granted a slot to open a connection
+CAP_PROBE = 30.0  # seconds before a lowered connection cap is raised by one again
+logger = logging.getLogger("asyncmail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,10 @@ class Pool:
         self._opened = 0
         self._closed_count = 0
         self._closed = False
+        # the server may allow fewer connections than we would open: then this is lowered
+        # to what it accepted, and raised again by one after CAP_PROBE_INTERVAL
+        self._cap = limits.max_connections
+        self._cap_changed = 0.0
 
     # -- pure state changes ---------------------------------------------------------------
 
@@ -70,6 +84,9 @@ class Pool:
     def _take(self, *, fresh: bool) -> tuple[list[Connection], Connection | None, bool]:
         """Pick an idle connection or a slot to open one. Returns (to_close, conn, may_open)."""
         now = time.monotonic()
+        if self._cap < self.limits.max_connections and now - self._cap_changed >= CAP_PROBE:
+            self._cap += 1  # see whether the server takes one more again
+            self._cap_changed = now
         to_close: list[Connection] = []
         while self._idle:
             conn = self._idle.pop()
@@ -77,7 +94,7 @@ class Pool:
                 to_close.append(conn)
                 continue
             return to_close, self._checkout(conn), False
-        if not self._waiters and self._in_use() < self.limits.max_connections:
+        if not self._waiters and self._in_use() < self._cap:
             self._connecting += 1
             return to_close, None, True
         return to_close, None, False
@@ -105,13 +122,13 @@ class Pool:
                 if not self._hand_over(conn):
                     self._idle.append(conn)
                 return []
-        if self._in_use() < self.limits.max_connections:
+        if self._in_use() < self._cap:
             self._hand_over(_CONNECT)
         return [conn]
 
     def _connect_failed(self) -> None:
         self._connecting -= 1
-        if self._in_use() < self.limits.max_connections:
+        if self._in_use() < self._cap:
             self._hand_over(_CONNECT)
 
     # -- I/O ------------------------------------------------------------------------------
@@ -127,35 +144,67 @@ class Pool:
             PoolTimeout: No connection became free within ``pool_timeout``.
             DeliveryError: Opening a connection failed.
         """
-        if self._closed:
-            raise MailerClosedError("the Mailer is closed")
-        to_close, conn, may_open = self._take(fresh=fresh)
-        if to_close:
-            await self._dispose(to_close)
-        if conn is not None:
-            return conn
-        if not may_open:
-            granted = await self._wait()
-            if granted is not None:
-                return granted
-        conn = Connection(self.server, self.timeouts, self.limits)
-        try:
-            await conn.open()
-        except BaseException:
-            self._connect_failed()
-            raise
-        self._connecting -= 1
-        self._opened += 1
-        if self._closed:
-            await self._dispose([conn])
-            raise MailerClosedError("the Mailer was closed while connecting")
-        return self._checkout(conn)
+        deadline = time.monotonic() + self.limits.pool_timeout
+        while True:
+            if self._closed:
+                raise MailerClosedError("the Mailer is closed")
+            to_close, conn, may_open = self._take(fresh=fresh)
+            if to_close:
+                await self._dispose(to_close)
+            if conn is not None:
+                return conn
+            if not may_open:
+                granted = await self._wait(deadline)
+                if granted is not None:
+                    return granted
+            conn = Connection(self.server, self.timeouts, self.limits)
+            try:
+                await conn.open()
+            except DeliveryError as exc:
+                self._connect_failed()
+                if self._capacity_refusal(exc):
+                    continue  # wait for one of the connections the server did accept
+                raise
+            except BaseException:
+                self._connect_failed()
+                raise
+            self._connecting -= 1
+            self._opened += 1
+            if self._closed:
+                await self._dispose([conn])
+                raise MailerClosedError("the Mailer was closed while connecting")
+            return self._checkout(conn)
 
-    async def _wait(self) -> Connection | None:
+    def _capacity_refusal(self, error: DeliveryError) -> bool:
+        """A refusal that means "not one more connection" rather than "server down".
+
+        Relays cap connections per client (Postfix: 421 "too many connections"). With
+        other connections open, lower the pool's cap to what the server accepted; the
+        send then waits for a connection instead of burning one of its attempts.
+        """
+        open_now = len(self._idle) + len(self._busy)
+        refused = isinstance(error, ConnectError) or (
+            isinstance(error, TemporaryFailure) and error.phase is Phase.GREETING
+        )
+        if not refused or open_now == 0:
+            return False
+        if open_now < self._cap:
+            logger.warning(
+                "%s refused connection %d (%s); using %d connection(s)",
+                self.server.display,
+                open_now + self._connecting + 1,
+                error,
+                open_now,
+            )
+        self._cap = max(1, min(self._cap, open_now))
+        self._cap_changed = time.monotonic()
+        return True
+
+    async def _wait(self, deadline: float) -> Connection | None:
         waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(self.limits.pool_timeout):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 return await waiter
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled():

@@ -229,3 +229,22 @@ async def test_repr_and_statistics_show_live_counts() -> None:
     assert "delivered=1" in text
     with pytest.raises(AttributeError):
         stats.delivered = 2  # type: ignore[misc]
+
+
+async def test_a_server_connection_limit_lowers_the_pool_instead_of_failing_messages() -> None:
+    """Relays cap connections per client (421 at the greeting): the pool keeps to what the
+    server accepted and the messages wait for a connection; none burns an attempt."""
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=4, retry=RetryPolicy(attempts=1)) as m:
+            await asyncio.gather(m.send(message(0)), m.send(message(1)))  # two are open
+            accepted_sessions = {msg.session_id for msg in server.messages}
+            server.inject(Fault.reply("greeting", 421, "4.7.0 Error: too many connections"))
+            results = [
+                r async for r in m.send_many((message(i) for i in range(2, 40)), concurrency=4)
+            ]
+            stats = m.statistics()
+    assert len(results) == 38
+    assert all(r.status is Status.DELIVERED and r.attempts == 1 for r in results)
+    assert {msg.session_id for msg in server.messages} == accepted_sessions
+    assert stats.pool.open <= 2
+    assert server.connections_opened > 2  # the server did refuse some
