@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import email.message
+import email.utils
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 from ._address import validate_addr_spec, wire_addr_spec
 from ._exceptions import MessageError
-from ._message import Message
+from ._message import Message, new_message_id
 
 __all__ = ["Envelope", "envelope_of", "message_bytes", "smtp_address"]
 
@@ -78,19 +79,27 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
         _check_headers(message)
         sender, recipients = _stdlib_addresses(message)
         raw_id = message.get("Message-ID")
-        message_id = str(raw_id).strip() if raw_id is not None else None
+        if raw_id is not None:
+            message_id = str(raw_id).strip()
+        else:  # one is added to the bytes; made here so every attempt carries the same
+            message_id = new_message_id(sender or _from_address(message))
     else:
         raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
     needs = any(not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients))
     return Envelope(sender, recipients, message_id, needs)
 
 
-def message_bytes(message: Message | email.message.Message, *, smtputf8: bool) -> bytes:
+def message_bytes(
+    message: Message | email.message.Message, *, smtputf8: bool, message_id: str | None = None
+) -> bytes:
     """Return the DATA content of ``message``: CRLF lines, no Bcc, not dot-stuffed.
 
     Args:
         message: An asyncmail Message or a stdlib (Email)Message.
         smtputf8: Whether the server accepted SMTPUTF8 for this transaction.
+        message_id: For a stdlib message without one, the Message-ID to add (see
+            ``Envelope.message_id``); a missing Date is added too. The caller's message
+            is never changed.
 
     Raises:
         MessageError: for header injection, lines over 998 octets, or an address that needs
@@ -103,7 +112,11 @@ def message_bytes(message: Message | email.message.Message, *, smtputf8: bool) -
     _check_headers(message)
     clone = copy.copy(message)
     for name in _BCC:
-        del clone[name]
+        del clone[name]  # (this also gives the shallow copy a header list of its own)
+    if message_id is not None and "Message-ID" not in clone:
+        clone["Message-ID"] = message_id
+    if "Date" not in clone:
+        clone["Date"] = email.utils.formatdate()
     chosen: email_policy.Policy
     if isinstance(message.policy, email_policy.EmailPolicy):
         chosen = email_policy.SMTPUTF8 if smtputf8 else email_policy.SMTP
@@ -132,6 +145,12 @@ def smtp_address(address: str, *, smtputf8: bool) -> str:
         return ""
     validate_addr_spec(address, "address")
     return wire_addr_spec(address, smtputf8=smtputf8)
+
+
+def _from_address(message: email.message.Message) -> str:
+    """The From address, for the domain of a generated Message-ID (best effort)."""
+    addresses = email.utils.getaddresses([str(v) for v in message.get_all("From", [])])
+    return next((addr for _, addr in addresses if "@" in addr), "")
 
 
 def _stdlib_addresses(message: email.message.Message) -> tuple[str, tuple[str, ...]]:

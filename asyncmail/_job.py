@@ -63,7 +63,10 @@ class Job:
         """The dot-stuffed DATA content, rendered once per mode and kept for retries."""
         data = self.content.get(smtputf8)
         if data is None:
-            data = dot_stuff(message_bytes(self.message, smtputf8=smtputf8))
+            raw = message_bytes(
+                self.message, smtputf8=smtputf8, message_id=self.envelope.message_id
+            )
+            data = dot_stuff(raw)
             self.content[smtputf8] = data
         return data
 

@@ -261,11 +261,16 @@ class Message:
         return render(self, smtputf8=smtputf8)
 
 
+def new_message_id(sender: str) -> str:
+    """A fresh Message-ID at the sender's domain (``localhost`` when there is none)."""
+    return _message_id(None, sender)
+
+
 def _message_id(given: str | None, sender: str) -> str:
     if given is None:
         domain = sender.rpartition("@")[2]
         try:
-            domain = ascii_domain(domain)
+            domain = ascii_domain(domain) if domain else "localhost"
         except MessageError:  # pragma: no cover - validated with the sender already
             domain = "localhost"
         return f"<{os.urandom(16).hex()}@{domain}>"

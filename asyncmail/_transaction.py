@@ -134,8 +134,11 @@ def prepare(
     max_size = conn.max_size
     if max_size is not None:
         if len(content) > max_size:
+            # what the server would answer (RFC 1870), said before sending the content
             error: DeliveryError = Rejected(
-                f"message of {len(content)} bytes exceeds the server's SIZE limit {max_size}",
+                f"5.3.4 message of {len(content)} bytes exceeds the server's SIZE limit "
+                f"{max_size} (refused by asyncmail before sending)",
+                code=552,
                 phase=Phase.MAIL,
             )
             return Attempt(Status.FAILED, error=error)

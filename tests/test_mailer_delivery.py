@@ -15,6 +15,7 @@ from asyncmail import (
     MailerClosedError,
     MessageError,
     NotSupportedError,
+    Rejected,
     Server,
     Status,
     TLSError,
@@ -301,3 +302,33 @@ async def test_a_server_that_refuses_ehlo_is_greeted_with_helo() -> None:
             result = await mailer.send(message())
     assert result.status is Status.DELIVERED
     assert any(c.upper().startswith("HELO") for s in server.sessions for c in s.commands)
+
+
+async def test_stdlib_message_without_id_or_date_gets_both_and_keeps_the_id() -> None:
+    msg = email.message.EmailMessage()
+    msg["From"] = "shop@example.com"
+    msg["To"] = "bob@example.org"
+    msg.set_content("no Message-ID, no Date")
+    fault = Fault.reply("dot", 451, "4.3.0 try again", times=1)
+    async with CaptureServer(faults=[fault]) as server:
+        async with mailer_for(server) as mailer:
+            result = await mailer.send(msg)
+    assert result.attempts == 2
+    assert result.message_id is not None
+    assert result.message_id.endswith("@example.com>")
+    [captured] = server.messages
+    assert captured.parsed["Message-ID"] == result.message_id
+    assert captured.parsed["Date"] is not None
+    assert "Message-ID" not in msg  # the caller's message is untouched
+    assert "Date" not in msg
+
+
+async def test_a_message_over_the_servers_size_limit_is_refused_before_sending() -> None:
+    async with CaptureServer() as server:  # aiosmtpd announces SIZE 33554432
+        async with mailer_for(server) as mailer:
+            with pytest.raises(Rejected) as caught:
+                await mailer.send(message(text="x" * 70 + "\n" * 1 + ("y" * 76 + "\n") * 450_000))
+    assert caught.value.code == 552
+    assert caught.value.enhanced_code == "5.3.4"
+    assert not caught.value.retryable
+    assert not any(c.upper().startswith("MAIL") for s in server.sessions for c in s.commands)
