@@ -1,5 +1,7 @@
 """One mail transaction on an open session: MAIL, RCPT, DATA, the content, the final dot.
 
+``prepare`` builds it (or refuses it before any I/O); ``run`` carries it out.
+
 With PIPELINING (RFC 2920) MAIL FROM, every RCPT TO and DATA go out in one write and
 their replies are read back in order; without it, each command waits for its reply.
 Both paths give the same outcomes. The result is an ``Attempt``; it never raises for an
@@ -26,7 +28,7 @@ from ._exceptions import (
 from ._result import Reply, Status
 from ._wire import Wire, WireClosed
 
-__all__ = ["Attempt", "Prepared", "dot_stuff", "prepare", "reset", "run", "transact"]
+__all__ = ["Attempt", "Prepared", "dot_stuff", "prepare", "reset", "run"]
 
 logger = logging.getLogger("asyncmail")
 
@@ -147,22 +149,6 @@ def prepare(
     commands = [f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)]
     commands += [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
     return Prepared(commands, recipients, content, pipelining)
-
-
-async def transact(
-    conn: Connection,
-    sender: str,
-    recipients: list[tuple[str, str]],
-    content: bytes,
-    *,
-    smtputf8: bool,
-    pipelining: bool,
-) -> Attempt:
-    """Run one whole transaction (see ``prepare`` for the arguments)."""
-    prepared = prepare(conn, sender, recipients, content, smtputf8=smtputf8, pipelining=pipelining)
-    if isinstance(prepared, Attempt):
-        return prepared
-    return await run(conn, prepared)
 
 
 async def run(
