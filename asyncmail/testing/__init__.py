@@ -8,6 +8,7 @@ registered automatically.
 """
 
 from ._faults import Fault as Fault
+from ._proxy import LatencyProxy as LatencyProxy
 from ._records import CapturedMessage as CapturedMessage
 from ._records import Session as Session
 from ._server import CaptureServer as CaptureServer
@@ -17,6 +18,7 @@ __all__ = (
     "CaptureServer",
     "CapturedMessage",
     "Fault",
+    "LatencyProxy",
     "ServerThread",
     "Session",
 )
