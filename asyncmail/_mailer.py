@@ -249,9 +249,13 @@ class Mailer:
                     if isinstance(messages, AsyncIterable):
                         async for message in messages:
                             await put(work_send, message)
+                            if self._state == "closed":
+                                break
                     else:
                         for message in messages:
                             await put(work_send, message)
+                            if self._state == "closed":
+                                break  # what is queued ends FAILED (MailerClosedError)
                 except Exception as exc:  # the caller's iterable failed
                     failure.append(exc)
 
@@ -282,11 +286,13 @@ class Mailer:
             raise failure[0]
 
     def _job(self, message: Any) -> Job | SendResult:
-        """A Job for the message, or the FAILED result of invalid input."""
+        """A Job for the message, or the FAILED result of invalid input or a closed Mailer."""
         self._in_flight += 1
         try:
+            if self._state == "closed":
+                raise MailerClosedError("the Mailer was closed before this message was sent")
             return Job(message, envelope_of(message))
-        except MessageError as exc:
+        except (MessageError, MailerClosedError) as exc:
             return self._finish(SendResult(message=message, status=Status.FAILED, error=exc))
 
     def _finish(self, result: SendResult) -> SendResult:

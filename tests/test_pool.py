@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from asyncmail import Message, PoolTimeout, RetryPolicy, Status
+from asyncmail import MailerClosedError, Message, PoolTimeout, RetryPolicy, Status
 from asyncmail.testing import CaptureServer, Fault
 
 from ._support import mailer_for, message
@@ -248,3 +248,30 @@ async def test_a_server_connection_limit_lowers_the_pool_instead_of_failing_mess
     assert {msg.session_id for msg in server.messages} == accepted_sessions
     assert stats.pool.open <= 2
     assert server.connections_opened > 2  # the server did refuse some
+
+
+async def test_closing_during_send_many_gives_every_message_taken_an_outcome() -> None:
+    produced = 0
+
+    def source() -> Iterator[Message]:
+        nonlocal produced
+        for i in range(500):
+            produced += 1
+            yield message(i)
+
+    async with CaptureServer() as server:
+        mailer = mailer_for(server, max_connections=2)
+        async with mailer:
+            results = []
+            closing: asyncio.Task[None] | None = None
+            async for result in mailer.send_many(source(), concurrency=2):
+                results.append(result)
+                if len(results) == 5:
+                    closing = asyncio.create_task(mailer.aclose())
+            assert closing is not None
+            await closing
+    assert produced < 500  # the input stopped being read
+    assert len(results) == produced  # and nothing taken from it went unreported
+    closed = [r for r in results if r.status is Status.FAILED]
+    assert all(isinstance(r.error, MailerClosedError) for r in closed)
+    assert len(server.messages) == len(results) - len(closed)
