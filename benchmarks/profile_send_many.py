@@ -1,0 +1,94 @@
+"""A profiling target: send_many of personalised messages into smtp-sink on loopback.
+
+    apt-get install -y postfix            # for /usr/sbin/smtp-sink (see benchmarks/README.md)
+    python benchmarks/profile_send_many.py 20000          # prints msg/s and CPU seconds
+    py-spy record --gil -f raw -o benchmarks/out/profile.txt -- \\
+        python benchmarks/profile_send_many.py 20000      # where the CPU goes
+    python benchmarks/profile_send_many.py --summarise benchmarks/out/profile.txt
+
+``--gil`` samples only while Python holds the GIL, so time spent blocked in a system call or
+waiting for the sink is not counted as Python work. Set UVLOOP=1 to run on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+from asyncmail import Mailer, Message, RetryPolicy, Status
+
+TEXT = "\n".join(["Hello {name}, your order has shipped and will arrive soon. Thanks!"] * 30)
+HTML = "\n".join(["<p>Hello {name}, your order has <b>shipped</b>.</p>"] * 60)
+
+
+def messages(count: int) -> Iterator[Message]:
+    for i in range(count):
+        yield Message(
+            sender="商店 <shop@example.com>",
+            to=f"用户{i} <u{i}@example.net>",
+            subject=f"订单 {i}",
+            text=TEXT.format(name=i),
+            html=HTML.format(name=i),
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def main(count: int, port: int) -> None:
+    await asyncio.sleep(0.3)  # let the sink start listening
+    url = f"smtp://127.0.0.1:{port}?tls=none"
+    async with Mailer(url, max_connections=10, retry=RetryPolicy(attempts=1)) as mailer:
+        started, cpu = time.perf_counter(), time.process_time()
+        delivered = 0
+        async for result in mailer.send_many(messages(count)):
+            delivered += result.status is Status.DELIVERED
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        f"{delivered}/{count} delivered in {wall:.2f} s: {count / wall:,.0f} msg/s, "
+        f"{cpu / count * 1e6:.0f} µs CPU per message "
+        f"(process user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s)"
+    )
+
+
+def summarise(path: str, top: int = 40) -> None:
+    """Inclusive share of samples per function, from py-spy's raw (collapsed) output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            stack, _, count = line.rstrip().rpartition(" ")
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame.split(":")[0]] += int(count)
+    for frame, count in inclusive.most_common(top):
+        print(f"{100 * count / total:5.1f}%  {frame}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--summarise"]:
+        summarise(sys.argv[2])
+    else:
+        if os.environ.get("UVLOOP"):
+            import uvloop
+
+            uvloop.install()
+        port = free_port()
+        sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "root", f"127.0.0.1:{port}", "1000"])
+        try:
+            asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000, port))
+        finally:
+            sink.terminate()
+            sink.wait()
