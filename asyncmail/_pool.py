@@ -66,7 +66,7 @@ class Pool:
         self._closed_count = 0
         self._closed = False
         # the server may allow fewer connections than we would open: then this is lowered
-        # to what it accepted, and raised again by one after CAP_PROBE_INTERVAL
+        # to what it accepted, and raised again by one every CAP_PROBE seconds
         self._cap = limits.max_connections
         self._cap_changed = 0.0
 
@@ -87,6 +87,8 @@ class Pool:
         if self._cap < self.limits.max_connections and now - self._cap_changed >= CAP_PROBE:
             self._cap += 1  # see whether the server takes one more again
             self._cap_changed = now
+            if self._in_use() < self._cap:
+                self._hand_over(_CONNECT)  # the first waiter, if any, tries it
         to_close: list[Connection] = []
         while self._idle:
             conn = self._idle.pop()
