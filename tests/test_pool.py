@@ -275,3 +275,17 @@ async def test_closing_during_send_many_gives_every_message_taken_an_outcome() -
     closed = [r for r in results if r.status is Status.FAILED]
     assert all(isinstance(r.error, MailerClosedError) for r in closed)
     assert len(server.messages) == len(results) - len(closed)
+
+
+async def test_a_lowered_connection_cap_is_raised_again_later() -> None:
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=4) as mailer:
+            await asyncio.gather(mailer.send(message(0)), mailer.send(message(1)))
+            server.inject(Fault.reply("greeting", 421, "4.7.0 too many connections", times=1))
+            await asyncio.gather(*(mailer.send(message(i)) for i in range(2, 8)))
+            pool = mailer._pool
+            assert pool._cap == 2
+            pool._cap_changed -= 31  # as if half a minute had passed (no sleeping in tests)
+            await asyncio.gather(*(mailer.send(message(i)) for i in range(8, 16)))
+            assert pool._cap == 3
+    assert len(server.messages) == 16
