@@ -647,3 +647,16 @@ async def test_server_closes_after_a_client_abandons_the_starttls_handshake() ->
             await client.starttls()  # the system CAs do not know the test CA
         client.close()
     assert all(session.closed for session in server.sessions)
+
+
+async def test_statistics_are_a_frozen_snapshot_of_live_counts() -> None:
+    async with CaptureServer() as server:
+        client = aiosmtplib.SMTP(hostname=server.host, port=server.port, start_tls=False)
+        await client.connect()
+        await client.sendmail("a@example.com", ["b@example.com"], b"Subject: x\r\n\r\nhi\r\n")
+        stats = server.statistics()
+        await client.quit()
+    assert (stats.messages, stats.open_connections, stats.connections_opened) == (1, 1, 1)
+    assert stats.max_concurrent_connections == 1
+    with pytest.raises(AttributeError):
+        stats.messages = 2  # type: ignore[misc]

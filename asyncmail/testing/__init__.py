@@ -12,10 +12,12 @@ from ._proxy import LatencyProxy as LatencyProxy
 from ._records import CapturedMessage as CapturedMessage
 from ._records import Session as Session
 from ._server import CaptureServer as CaptureServer
+from ._server import CaptureStatistics as CaptureStatistics
 from ._thread import ServerThread as ServerThread
 
 __all__ = (
     "CaptureServer",
+    "CaptureStatistics",
     "CapturedMessage",
     "Fault",
     "LatencyProxy",

@@ -22,6 +22,7 @@ import contextlib
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from ._thread import ServerThread
     from ._tls import TLSMaterial
 
-__all__ = ["CaptureServer"]
+__all__ = ["CaptureServer", "CaptureStatistics"]
 
 TLSMode = Literal["none", "starttls", "implicit"]
 #: Interface the server listens on.
@@ -52,6 +53,16 @@ def _load_backend() -> tuple[type[CaptureSMTP], type[TLSMaterial]]:
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
         raise ModuleNotFoundError(_EXTRA_HINT, name=exc.name) from exc
     return CaptureSMTP, TLSMaterial
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStatistics:
+    """A snapshot of a CaptureServer."""
+
+    messages: int
+    open_connections: int
+    connections_opened: int
+    max_concurrent_connections: int
 
 
 class CaptureServer:
@@ -233,6 +244,16 @@ class CaptureServer:
     def max_concurrent_connections(self) -> int:
         """The most client connections that were open at the same time."""
         return self._max_concurrent
+
+    def statistics(self) -> CaptureStatistics:
+        """A frozen snapshot of the server's counts."""
+        with self._lock:
+            return CaptureStatistics(
+                messages=len(self._messages),
+                open_connections=len(self._live),
+                connections_opened=self._opened,
+                max_concurrent_connections=self._max_concurrent,
+            )
 
     def clear(self) -> None:
         """Forget captured messages and sessions (the lists are emptied in place)."""
