@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
+
+from render import NAMES, time_per_call  # benchmarks/render.py, beside this script
 
 from asyncmail import Message, Template
 
-NAMES = ["张三", "李四", "王五", "赵六", "孙七", "周八", "吴九", "郑十", "欧阳娜娜", "司马相如"]
 SENDER = "商店 <shop@example.com>"
 PARAGRAPH = (
     "Thank you for shopping with us. Your order has been confirmed and will ship soon. "
@@ -60,17 +60,6 @@ def rows(n: int) -> list[dict[str, str]]:
         }
         for i in range(n)
     ]
-
-
-def time_per_call(fn: Callable[[int], object], iterations: int, repeats: int) -> list[float]:
-    """Run ``fn(i)`` ``iterations`` times per repeat; return µs per call for each repeat."""
-    results = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(iterations):
-            fn(i)
-        results.append((time.perf_counter() - start) / iterations * 1e6)
-    return results
 
 
 def main() -> None:
