@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +60,38 @@ def _fields(counts: Counts) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
+async def _every(seconds: float, action: Callable[[], object]) -> AsyncIterator[None]:
+    """Call ``action`` every ``seconds`` while the body runs (first after one period)."""
+
+    async def repeat() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            action()
+
+    task = asyncio.create_task(repeat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def show_progress(
     counts: Counts, console: Console, *, interactive: bool, interval: float
 ) -> AsyncIterator[None]:
     """Display progress while the body runs: a live bar, or a plain line every ``interval`` s."""
     if not interactive:
 
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                console.print(plain_line(counts), highlight=False, soft_wrap=True)
-
-        task = asyncio.create_task(tick())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        def print_line() -> None:
             console.print(plain_line(counts), highlight=False, soft_wrap=True)
+
+        try:
+            async with _every(interval, print_line):
+                yield
+        finally:
+            print_line()
         return
 
     progress = Progress(
@@ -93,22 +106,17 @@ async def show_progress(
         transient=False,
     )
 
-    async def refresh() -> None:
-        while True:
-            progress.update(task_id, total=counts.total, completed=counts.done, **_fields(counts))
-            await asyncio.sleep(REFRESH_SECONDS)
+    def refresh() -> None:
+        total = max(counts.total, counts.done)
+        progress.update(task_id, total=total, completed=counts.done, **_fields(counts))
 
     with progress:
         task_id = progress.add_task("batch", total=counts.total or None, **_fields(counts))
-        task = asyncio.create_task(refresh())
         try:
-            yield
+            async with _every(REFRESH_SECONDS, refresh):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            total = max(counts.total, counts.done)
-            progress.update(task_id, total=total, completed=counts.done, **_fields(counts))
+            refresh()
 
 
 def summary_table(counts: Counts, elapsed: float, report: Path | None) -> Table:
