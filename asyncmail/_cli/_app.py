@@ -150,7 +150,7 @@ def send(
     default=10,
     show_default=True,
     type=click.IntRange(1, 1000),
-    help="Messages in flight at once (and SMTP connections at most).",
+    help="SMTP connections at most, each sending one message after another.",
 )
 @click.option("--rate", help="Messages at most per time unit, such as 14/s or 1000/min.")
 @click.option(
