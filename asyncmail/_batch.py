@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "put", "take"]
 
 
+class _ConsumerGone(Exception):
+    """The caller stopped iterating send_many and closed the results stream."""
+
+
 async def put(stream: MemoryObjectSendStream[Any], item: Any) -> None:
     """Put an item on a memory stream, waiting (and yielding) only when it is full.
 
@@ -69,6 +73,8 @@ class Worker:
         """Serve until the queue is closed and empty."""
         try:
             await self._serve_all()
+        except _ConsumerGone:
+            pass  # nobody is left to take results: stop taking messages too
         finally:
             # cancelled (the caller stopped iterating): these will never have a result
             self.mailer._in_flight -= len(self._held)
@@ -111,7 +117,16 @@ class Worker:
 
     async def _flush(self) -> None:
         while self._ready:
-            await put(self.results, self._ready.pop(0))
+            await self._emit(self._ready.pop(0))
+
+    async def _emit(self, result: SendResult) -> None:
+        try:
+            await put(self.results, result)
+        except anyio.BrokenResourceError:
+            # The caller broke out of its loop. The scope that cancels the workers may
+            # not have reached this task yet: a task whose I/O just finished runs on
+            # until its next await, and this put does not await when there is room.
+            raise _ConsumerGone from None
 
     def _begin(self, job: Job) -> None:
         job.announce(self.before_send)
@@ -140,7 +155,7 @@ class Worker:
         for failed, attempt, retry in retries:
             self._held.discard(failed)  # from here _deliver accounts for it
             result = await mailer._deliver(failed, self.before_send, first=attempt, retry=retry)
-            await put(self.results, result)
+            await self._emit(result)
         return carry
 
     async def _chain(

@@ -273,15 +273,15 @@ class Mailer:
 
         self._task_group.start_soon(run)
         try:
-            async with result_receive:
-                while True:
-                    try:
-                        result = await take(result_receive)
-                    except anyio.EndOfStream:
-                        break
-                    yield result
+            while True:
+                try:
+                    result = await take(result_receive)
+                except anyio.EndOfStream:
+                    break
+                yield result
         finally:
-            scope.cancel()
+            scope.cancel()  # first, so workers stop at their next await...
+            result_receive.close()  # ...and one already past it stops on BrokenResourceError
         if failure:
             raise failure[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -289,3 +290,23 @@ async def test_a_lowered_connection_cap_is_raised_again_later() -> None:
             await asyncio.gather(*(mailer.send(message(i)) for i in range(8, 16)))
             assert pool._cap == 3
     assert len(server.messages) == 16
+
+
+async def test_breaking_out_of_send_many_at_any_point_leaves_the_mailer_working() -> None:
+    # A worker whose I/O has just finished runs on past the cancel until its next await;
+    # it must stop quietly when it finds the results stream closed, not crash the Mailer.
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=3) as mailer:
+            for stop_after in range(1, 25):
+                seen = 0
+                stream = mailer.send_many((message(i) for i in range(100)), concurrency=3)
+                async with contextlib.aclosing(stream) as results:
+                    async for result in results:
+                        assert result.status is Status.DELIVERED
+                        seen += 1
+                        if seen == stop_after:
+                            break
+                assert seen == stop_after
+            after = await mailer.send(message(1000))
+    assert after.status is Status.DELIVERED
+    assert server.messages[-1].recipients == ("user1000@example.net",)
