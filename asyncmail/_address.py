@@ -166,15 +166,8 @@ def parse_address(value: object, field: str) -> Address:
 
 
 def _parse(value: object, field: str) -> Address:
-    if isinstance(value, Address):
-        name, addr = check_text(value.name, field), check_text(value.addr, field)
-    elif isinstance(value, tuple):
-        if len(value) != 2:
-            raise MessageError(f"{field}: expected a (name, address) pair, got {value!r}")
-        name, addr = value
-        check_text(name, field)
-        check_text(addr, field)
-    elif isinstance(value, str):
+    # (the most common input first: this runs for every recipient)
+    if isinstance(value, str):
         check_text(value, field)
         text = value.strip()
         if text.endswith(">"):
@@ -185,6 +178,14 @@ def _parse(value: object, field: str) -> Address:
             name = _unquote(text[:cut].strip())
         else:
             name, addr = "", text
+    elif isinstance(value, tuple):
+        if len(value) != 2:
+            raise MessageError(f"{field}: expected a (name, address) pair, got {value!r}")
+        name, addr = value
+        check_text(name, field)
+        check_text(addr, field)
+    elif isinstance(value, Address):
+        name, addr = check_text(value.name, field), check_text(value.addr, field)
     else:
         raise MessageError(f"{field}: expected an address, got {type(value).__name__}")
     if name and not _PLAIN_NAME.fullmatch(name):
@@ -201,6 +202,8 @@ def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
     Raises:
         MessageError: naming ``field[i]`` for the first invalid entry.
     """
+    if isinstance(value, str):
+        return (_parse(value, field),)
     if value is None or value == ():
         return ()
     if isinstance(value, _SINGLE_INPUT) or (
@@ -209,10 +212,10 @@ def parse_addresses(value: object, field: str) -> tuple[Address, ...]:
         and isinstance(value[0], str)
         and isinstance(value[1], str)
     ):
-        return (parse_address(value, field),)
+        return (_parse(value, field),)
     if not isinstance(value, Iterable):
         raise MessageError(f"{field}: expected an address or a list, got {type(value).__name__}")
-    return tuple(parse_address(item, f"{field}[{i}]") for i, item in enumerate(value))
+    return tuple(_parse(item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
 def split_address_list(text: str) -> list[str]:

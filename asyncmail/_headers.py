@@ -24,6 +24,8 @@ __all__ = [
 MANAGED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version"})
 
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
+# The same, and lone surrogates (not encodable as UTF-8): one search settles a valid value.
+_SUSPECT = re.compile("[\r\n\x00\ud800-\udfff]")
 _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # printable ASCII without colon or space
 # Unstructured text we may write raw: printable ASCII words separated by single spaces,
 # no encoded-word look-alike, no word too long to fit on a line.
@@ -46,17 +48,12 @@ def check_text(value: object, field: str, key: str | None = None) -> str:
     """
     if not isinstance(value, str):
         problem = f"expected str, got {type(value).__name__}"
+    elif _SUSPECT.search(value) is None:
+        return value
     elif _FORBIDDEN.search(value):
         problem = f"CR, LF and NUL are not allowed: {value!r}"
-    elif value.isascii():
-        return value
     else:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            problem = f"not encodable as UTF-8: {value!r}"
-        else:
-            return value
+        problem = f"not encodable as UTF-8 (a lone surrogate): {value!r}"
     label = field if key is None else f"{field}[{key!r}]"
     raise MessageError(f"{label}: {problem}")
 

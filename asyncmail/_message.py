@@ -7,8 +7,9 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from pathlib import Path
 
 from ._address import (
@@ -22,7 +23,7 @@ from ._address import (
 )
 from ._exceptions import MessageError
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
-from ._render import body_bytes, render
+from ._render import body_bytes, current_date, render
 
 __all__ = ["Attachment", "Message"]
 
@@ -180,13 +181,15 @@ class Message:
         setattr_(self, "html", html)
         setattr_(self, "_text_data", None if text is None else body_bytes(text, "text"))
         setattr_(self, "_html_data", None if html is None else body_bytes(html, "html"))
-        files = tuple(attachments)
+        files = tuple(attachments) if attachments else ()
         for i, file in enumerate(files):
             if not isinstance(file, Attachment):
                 raise MessageError(f"attachments[{i}]: expected an Attachment")
         setattr_(self, "attachments", files)
         extra: list[tuple[str, str]] = []
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        pairs: Iterable[tuple[str, str]] = ()
+        if headers:  # (the isinstance check against an ABC costs more than the loop)
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
         for name, value in pairs:
             key = check_header_name(name, "headers")
             check_text(value, "headers", name)
@@ -218,7 +221,7 @@ class Message:
         setattr_(self, "return_path", return_path)
         setattr_(self, "message_id", _message_id(message_id, from_.addr))
         if date is None:
-            date = datetime.now(UTC)
+            date = current_date()
         elif not isinstance(date, datetime):
             raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
         setattr_(self, "date", date)
@@ -266,14 +269,20 @@ def new_message_id(sender: str) -> str:
     return _message_id(None, sender)
 
 
+@lru_cache(maxsize=256)
+def _id_suffix(sender: str) -> str:
+    """``@domain>`` for a Message-ID at the sender's domain (senders repeat across messages)."""
+    domain = sender.rpartition("@")[2]
+    try:
+        domain = ascii_domain(domain) if domain else "localhost"
+    except MessageError:  # pragma: no cover - validated with the sender already
+        domain = "localhost"
+    return f"@{domain}>"
+
+
 def _message_id(given: str | None, sender: str) -> str:
     if given is None:
-        domain = sender.rpartition("@")[2]
-        try:
-            domain = ascii_domain(domain) if domain else "localhost"
-        except MessageError:  # pragma: no cover - validated with the sender already
-            domain = "localhost"
-        return f"<{os.urandom(16).hex()}@{domain}>"
+        return f"<{os.urandom(16).hex()}{_id_suffix(sender)}"
     check_text(given, "message_id")
     given = given.strip()
     if not given.startswith("<"):

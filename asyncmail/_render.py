@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 import unicodedata
 from binascii import b2a_base64, b2a_qp
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -30,7 +31,7 @@ from ._headers import fold_unstructured
 if TYPE_CHECKING:
     from ._message import Attachment, Message
 
-__all__ = ["body_bytes", "format_date", "render"]
+__all__ = ["body_bytes", "current_date", "format_date", "render"]
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -41,6 +42,8 @@ _B64_LINE = 76
 _PARAM_CHUNK = 60
 _BLOCK_LINES = 1024
 _date_cache: dict[tuple[datetime, object], str] = {}
+# The current second: its datetime and its header text, made once a second.
+_now: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
 
 
 def render(message: Message, *, smtputf8: bool) -> bytes:
@@ -49,7 +52,7 @@ def render(message: Message, *, smtputf8: bool) -> bytes:
     Raises:
         MessageError: when an address needs SMTPUTF8 and ``smtputf8`` is false.
     """
-    head = [_address_header("From", (message.sender,), smtputf8)]
+    head = [_from_header(message.sender, smtputf8)]
     if message.to:
         head.append(_address_header("To", message.to, smtputf8))
     if message.cc:
@@ -65,11 +68,29 @@ def render(message: Message, *, smtputf8: bool) -> bytes:
     content_head, body = _content(message, os.urandom(12).hex())
     head.append(content_head)
     head.append("\r\n")
-    return "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii") + body
+    body[0] = "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii")
+    return b"".join(body)  # the one copy of the body parts
+
+
+def current_date() -> datetime:
+    """Now, in UTC and to the second (the precision of a Date header).
+
+    Every message made within one second shares one datetime object, so ``format_date``
+    recognises it by identity instead of formatting it again.
+    """
+    global _now
+    second = int(time.time())
+    if second != _now[0]:
+        value = datetime.fromtimestamp(second, UTC)
+        _now = (second, value, _format_date(value, "+0000"))
+    return _now[1]
 
 
 def format_date(value: datetime) -> str:
     """Format ``value`` as an RFC 5322 date; a naive datetime is taken as UTC (``-0000``)."""
+    now = _now
+    if value is now[1]:
+        return now[2]
     offset = value.utcoffset()
     key = (value.replace(microsecond=0, tzinfo=None), offset)
     cached = _date_cache.get(key)
@@ -81,14 +102,23 @@ def format_date(value: datetime) -> str:
         minutes = int(offset.total_seconds()) // 60
         sign = "-" if minutes < 0 else "+"
         zone = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-    text = (
-        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month]} {value.year:04d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
-    )
+    text = _format_date(value, zone)
     if len(_date_cache) > 64:  # dates repeat within a second; keep only recent ones
         _date_cache.clear()
     _date_cache[key] = text
     return text
+
+
+def _format_date(value: datetime, zone: str) -> str:
+    return (
+        f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month]} {value.year:04d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d} {zone}"
+    )
+
+
+@lru_cache(maxsize=256)
+def _from_header(sender: Address, smtputf8: bool) -> str:
+    return _address_header("From", (sender,), smtputf8)  # senders repeat across messages
 
 
 def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -> str:
@@ -99,17 +129,28 @@ def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -
     return f"{name}: " + ",\r\n ".join(items)
 
 
-def _content(message: Message, token: str) -> tuple[str, bytes]:
-    """Return the top entity's Content-* header lines and its body."""
+# An entity: its header lines, and its body as bytes (a leaf) or as pieces (a multipart,
+# whose first piece is left empty for the enclosing header).
+_Entity = tuple[str, "bytes | list[bytes]"]
+
+
+def _content(message: Message, token: str) -> tuple[str, list[bytes]]:
+    """Return the top entity's Content-* header lines and its body, in pieces.
+
+    The first piece is a placeholder (``b""``) for the caller to put the header in, so
+    the whole message is joined, and the bodies copied, once.
+    """
     text, html = message._text_data, message._html_data
-    parts: list[tuple[str, bytes]] = []
+    parts: list[_Entity] = []
     if text is not None:
         parts.append(_text_part(text, "plain"))
     if html is not None:
         parts.append(_text_part(html, "html"))
     if not parts and not message.attachments:
         parts.append(_text_part((b"\r\n", 0), "plain"))
-    entity = _multipart("alternative", parts, f"=_a{token}") if len(parts) > 1 else None
+    entity: _Entity | None = None
+    if len(parts) > 1:
+        entity = _multipart("alternative", parts, f"=_a{token}")
     if entity is None and parts:
         entity = parts[0]
     related = html is not None and any(a.inline for a in message.attachments)
@@ -122,16 +163,22 @@ def _content(message: Message, token: str) -> tuple[str, bytes]:
         mixed.extend(_attachment_part(a) for a in files)
         entity = _multipart("mixed", mixed, f"=_m{token}")
     assert entity is not None
-    return entity
+    head, body = entity
+    return head, [b"", body] if isinstance(body, bytes) else body
 
 
-def _multipart(subtype: str, parts: list[tuple[str, bytes]], boundary: str) -> tuple[str, bytes]:
+def _multipart(subtype: str, parts: list[_Entity], boundary: str) -> tuple[str, list[bytes]]:
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    chunks: list[bytes] = []
+    chunks: list[bytes] = [b""]
     for head, body in parts:
-        chunks += (delimiter, head.encode("ascii"), b"\r\n\r\n", body, b"\r\n")
+        chunks += (delimiter, head.encode("ascii"), b"\r\n\r\n")
+        if isinstance(body, bytes):
+            chunks.append(body)
+        else:
+            chunks += body
+        chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))
-    return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', b"".join(chunks)
+    return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', chunks
 
 
 def body_bytes(text: object, field: str) -> tuple[bytes, int]:

@@ -162,8 +162,12 @@ def test_bodies_must_be_text() -> None:
 
 
 def test_lone_surrogates_in_headers_raise() -> None:
-    with pytest.raises(MessageError, match=r"^subject"):
+    with pytest.raises(MessageError, match=r"^subject: not encodable as UTF-8"):
         make(subject="\udcff")
+    with pytest.raises(MessageError, match=r"^to: not encodable as UTF-8"):
+        make(to=("Zh\ud800ang", "zhang@example.net"))
+    with pytest.raises(MessageError, match=r"^headers\['X-Tag'\]: not encodable"):
+        make(headers={"X-Tag": "a\udfffb"})
 
 
 def test_attachment_type_is_guessed_from_filename() -> None:
