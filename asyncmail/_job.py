@@ -12,6 +12,7 @@ from typing import Any
 
 from ._envelope import Envelope, message_bytes
 from ._exceptions import DeliveryError, MailError
+from ._message import Message
 from ._result import Reply, SendResult, Status
 from ._transaction import Attempt, dot_stuff
 
@@ -66,7 +67,8 @@ class Job:
             raw = message_bytes(
                 self.message, smtputf8=smtputf8, message_id=self.envelope.message_id
             )
-            data = dot_stuff(raw)
+            # our renderer is CRLF-only by construction; a subclass might not be
+            data = dot_stuff(raw, crlf_only=type(self.message) is Message)
             self.content[smtputf8] = data
         return data
 

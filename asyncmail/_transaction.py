@@ -54,15 +54,22 @@ class Attempt:
     dropped it while idle. Retry once on a fresh connection, transparently."""
 
 
-def dot_stuff(data: bytes) -> bytes:
+def dot_stuff(data: bytes, *, crlf_only: bool = False) -> bytes:
     """Return DATA content ready for the wire: CRLF lines, dots doubled, final dot added.
 
     Any bare CR or LF is first turned into CRLF, so no line ending the server might
     read differently (SMTP smuggling) reaches the wire.
+
+    Args:
+        data: The message.
+        crlf_only: The caller vouches that ``data`` has no bare CR or LF: our own
+            renderer's output, which is CRLF-only by construction (and property-tested).
+            The check costs three passes over the data, about 10 µs for 5 KB.
     """
-    crlf = data.count(b"\r\n")
-    if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if not crlf_only:
+        crlf = data.count(b"\r\n")
+        if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data.startswith(b"."):
         data = b"." + data
     data = data.replace(b"\r\n.", b"\r\n..")

@@ -42,3 +42,31 @@ def test_exactly_one_terminator_and_no_bare_line_endings(data: bytes) -> None:
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert _unstuff(wire) == normalised
+
+
+_PIECES = ["\r", "\n", ".", "a", " ", "é", "\r\n.\r\n", "\n.\n", "\r.\r"]
+_HOSTILE = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=_HOSTILE, html=st.none() | _HOSTILE, name=st.text(alphabet="a. é", max_size=8))
+def test_a_message_reaches_the_wire_with_one_terminator_and_crlf_only(
+    text: str, html: str | None, name: str
+) -> None:
+    # The wire content of our own Message skips the bare CR/LF pass (its renderer is
+    # CRLF-only by construction): this holds that to the same standard as dot_stuff.
+    from asyncmail import Message
+    from asyncmail._envelope import envelope_of
+    from asyncmail._job import Job
+
+    message = Message(
+        sender="a@example.com", to=(name, "b@example.net"), subject=name, text=text, html=html
+    )
+    for smtputf8 in (False, True):
+        wire = Job(message, envelope_of(message)).content_for(smtputf8)
+        assert (b"\r\n" + wire).count(b"\r\n.\r\n") == 1
+        assert wire.endswith(b"\r\n.\r\n")
+        assert re.search(rb"(?<!\r)\n|\r(?!\n)", wire) is None
+        boundary = re.compile(rb"=_[amr][0-9a-f]{24}")  # random per rendering
+        stored = boundary.sub(b"B", _unstuff(wire))
+        assert stored == boundary.sub(b"B", message.to_bytes(smtputf8=smtputf8))

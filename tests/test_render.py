@@ -130,6 +130,15 @@ def test_ascii_text_with_an_overlong_line_is_not_sent_7bit() -> None:
     assert max(len(line) for line in raw.split(b"\r\n")) <= 78
 
 
+@pytest.mark.parametrize("longest", [997, 998, 999, 1000, 2500])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_7bit_only_when_every_line_fits_998_octets(longest: int, where: str) -> None:
+    lines = ["short", "y" * 600, "z" * 998, "w" * 40] * 3
+    lines.insert({"first": 0, "middle": 5, "last": len(lines)}[where], "x" * longest)
+    cte = parse(make(text="\n".join(lines)).to_bytes())["Content-Transfer-Encoding"]
+    assert cte == ("7bit" if longest <= 998 else "quoted-printable")
+
+
 @pytest.mark.parametrize("text", ["a\nb", "a\rb", "a\r\nb", "a\n\rb\r"])
 def test_any_line_end_in_a_body_becomes_crlf(text: str) -> None:
     raw = make(text=text, html=text).to_bytes()
