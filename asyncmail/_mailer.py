@@ -144,6 +144,7 @@ class Mailer:
             raise MailerClosedError("a Mailer can be entered once; create a new one")
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self._pool.background = self._task_group
         self._state = "open"
         return self
 
@@ -153,7 +154,8 @@ class Mailer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        await self.aclose()
+        await self.aclose()  # (this waits for the pool's background QUITs too)
+        self._pool.background = None
         task_group, self._task_group = self._task_group, None
         if task_group is not None:
             # stop any send_many() still running, and keep the body's own exception as it

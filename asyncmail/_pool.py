@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ._config import PoolLimits, Server, Timeouts
 from ._connection import Connection, ConnState
@@ -69,6 +70,11 @@ class Pool:
         # to what it accepted, and raised again by one every CAP_PROBE seconds
         self._cap = limits.max_connections
         self._cap_changed = 0.0
+        # Where connections say QUIT off the caller's path: the Mailer's task group while
+        # it is open. Without one, the caller waits for the QUIT itself.
+        self.background: TaskGroup | None = None
+        self._quitting = 0  # background disposals not yet done
+        self._quit_done: anyio.Event | None = None
 
     # -- pure state changes ---------------------------------------------------------------
 
@@ -152,7 +158,7 @@ class Pool:
                 raise MailerClosedError("the Mailer is closed")
             to_close, conn, may_open = self._take(fresh=fresh)
             if to_close:
-                await self._dispose(to_close)
+                await self._retire(to_close)
             if conn is not None:
                 return conn
             if not may_open:
@@ -233,7 +239,28 @@ class Pool:
         """Return a connection; anything not known to be clean is closed. Never fails."""
         to_close = self._release(conn, reusable)
         if to_close:
-            await self._dispose(to_close)
+            await self._retire(to_close)
+
+    async def _retire(self, conns: list[Connection]) -> None:
+        """Close connections that left the books: clean ones get QUIT, in the background.
+
+        A send that returned an expiring connection (or found an idle one expired) does
+        not wait a round trip for the server's goodbye; ``aclose`` waits for all of them.
+        """
+        background = self.background
+        if background is None or not any(c.state is ConnState.IDLE for c in conns):
+            await self._dispose(conns)
+            return
+        self._quitting += 1
+        background.start_soon(self._dispose_in_background, conns)
+
+    async def _dispose_in_background(self, conns: list[Connection]) -> None:
+        try:
+            await self._dispose(conns)
+        finally:
+            self._quitting -= 1
+            if not self._quitting and self._quit_done is not None:
+                self._quit_done.set()
 
     async def _dispose(self, conns: list[Connection]) -> None:
         self._closed_count += len(conns)
@@ -259,6 +286,9 @@ class Pool:
             async with anyio.create_task_group() as tg:
                 for conn in idle:
                     tg.start_soon(conn.quit)
+            if self._quitting:  # QUITs started in the background: they end within a timeout
+                self._quit_done = anyio.Event()
+                await self._quit_done.wait()
 
     def abort_busy(self) -> None:
         """Drop connections still busy (used when a graceful close ran out of time)."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from asyncmail import MailerClosedError, Message, PoolTimeout, RetryPolicy, Status
+from asyncmail import MailerClosedError, Message, PoolTimeout, RetryPolicy, Status, Timeouts
 from asyncmail.testing import CaptureServer, Fault
 
 from ._support import mailer_for, message
@@ -310,3 +310,24 @@ async def test_breaking_out_of_send_many_at_any_point_leaves_the_mailer_working(
             after = await mailer.send(message(1000))
     assert after.status is Status.DELIVERED
     assert server.messages[-1].recipients == ("user1000@example.net",)
+
+
+async def test_a_retired_connection_says_quit_without_holding_up_the_send() -> None:
+    # One message per connection: every send retires its connection. This server never
+    # answers QUIT, so a send that waited for the goodbye would still be running when
+    # the server sees the QUIT; closing the Mailer is what waits for it (until it times out).
+    async with CaptureServer(faults=[Fault.stall("quit")]) as server:
+        mailer = mailer_for(server, max_messages_per_connection=1, timeouts=Timeouts(command=0.5))
+        async with mailer:
+            for i in range(2):
+                send = asyncio.create_task(mailer.send(message(i)))
+                # (the server's records are written by protocol callbacks: poll them)
+                while len(server.sessions) <= i or "QUIT" not in server.sessions[i].commands:  # noqa: ASYNC110
+                    await asyncio.sleep(0)
+                assert send.done()  # its connection's QUIT is on the wire, unanswered
+                assert send.result().status is Status.DELIVERED
+            assert not any(s.closed for s in server.sessions)
+        while not all(s.closed for s in server.sessions):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # the client hangs up once its QUIT times out
+        assert mailer.statistics().pool.closed == 2
+    assert len(server.messages) == 2

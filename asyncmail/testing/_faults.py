@@ -9,9 +9,9 @@ Phases:
 
 - ``"greeting"``: the 220 banner on connect.
 - ``"ehlo"`` (EHLO and HELO), ``"mail"``, ``"rcpt"``, ``"data"`` (the DATA command itself),
-  ``"rset"``, ``"auth"``: the reply to that command. ``match`` is a case-insensitive substring of
-  the command argument (``"FROM:<a@example.com> SIZE=10"``, ``"TO:<b@example.com>"``, the EHLO
-  host name, the AUTH mechanism...).
+  ``"rset"``, ``"auth"``, ``"quit"``: the reply to that command. ``match`` is a
+  case-insensitive substring of the command argument (``"FROM:<a@example.com> SIZE=10"``,
+  ``"TO:<b@example.com>"``, the EHLO host name, the AUTH mechanism...).
 - ``"dot"``: the reply to the final ``.`` after the content; ``match`` looks into the content.
 - ``"mid_data"``: inside the content, after ``after_bytes`` bytes of it.
 
@@ -48,7 +48,9 @@ from typing import Literal, get_args
 
 __all__ = ["Fault", "FaultKind", "Phase"]
 
-Phase = Literal["greeting", "ehlo", "mail", "rcpt", "data", "dot", "rset", "auth", "mid_data"]
+Phase = Literal[
+    "greeting", "ehlo", "mail", "rcpt", "data", "dot", "rset", "auth", "quit", "mid_data"
+]
 FaultKind = Literal["reply", "disconnect", "stall", "close_idle"]
 
 #: Phases whose event carries text a ``match`` can look into.

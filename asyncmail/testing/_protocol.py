@@ -50,6 +50,7 @@ _PHASE_OF_COMMAND: dict[str, Phase] = {
     "DATA": "data",
     "RSET": "rset",
     "AUTH": "auth",
+    "QUIT": "quit",
 }
 
 
