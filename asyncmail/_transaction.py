@@ -78,14 +78,6 @@ def dot_stuff(data: bytes, *, crlf_only: bool = False) -> bytes:
     return data + b".\r\n"
 
 
-async def _read(wire: Wire, limit: float) -> Reply:
-    reply = wire.pop_reply()
-    if reply is not None:
-        return reply
-    async with asyncio.timeout(limit):
-        return await wire.read_reply()
-
-
 def _ok(reply: Reply) -> bool:
     return 200 <= reply.code < 300
 
@@ -99,7 +91,7 @@ def _first_error(refused: dict[str, DeliveryError]) -> DeliveryError:
 async def _end_unwanted_data(wire: Wire, limit: float) -> None:
     """A pipelined DATA got 354 although the transaction failed: end it with no content."""
     wire.write(b".\r\n")
-    await _read(wire, limit)
+    await wire.read_reply(limit)
 
 
 @dataclass(slots=True)
@@ -197,14 +189,14 @@ async def run(
         rcpt_replies: list[Reply] = []
         if not group_sent:
             wire.write(tx.group if pipelining else tx.commands[0])
-        mail_reply = await _read(wire, t.command)
+        mail_reply = await wire.read_reply(t.command)
         # a 421 means the server is closing: no further reply will come
         if mail_reply.code != 421 and (pipelining or _ok(mail_reply)):
             phase = Phase.RCPT
             for cmd in tx.commands[1:]:
                 if not pipelining:
                     wire.write(cmd)
-                reply = await _read(wire, t.command)
+                reply = await wire.read_reply(t.command)
                 rcpt_replies.append(reply)
                 if reply.code == 421:
                     break
@@ -212,7 +204,7 @@ async def run(
                 phase = Phase.DATA
                 if not pipelining:
                     wire.write(b"DATA\r\n")
-                data_reply = await _read(wire, t.data_start)
+                data_reply = await wire.read_reply(t.data_start)
 
         for answer, where in (
             (mail_reply, Phase.MAIL),
@@ -268,7 +260,7 @@ async def run(
             following = follow()
             if following:
                 wire.write(following)
-        final = await _read(wire, t.final_reply)
+        final = await wire.read_reply(t.final_reply)
     except (WireClosed, TimeoutError) as exc:
         conn.abort()
         return _broken(conn, phase, exc)
@@ -330,7 +322,7 @@ async def reset(conn: Connection) -> bool:
         return False
     try:
         wire.write(b"RSET\r\n")
-        reply = await _read(wire, conn.timeouts.command)
+        reply = await wire.read_reply(conn.timeouts.command)
     except (WireClosed, TimeoutError):
         conn.abort()
         return False

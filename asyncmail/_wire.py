@@ -168,21 +168,37 @@ class Wire(asyncio.Protocol):
         """Return the next reply if it has already arrived, without waiting."""
         return self._replies.popleft() if self._replies else None
 
-    async def read_reply(self) -> Reply:
-        """Return the next reply, waiting for it. Cancel it to give up (a timeout).
+    async def read_reply(self, limit: float | None = None) -> Reply:
+        """Return the next reply, waiting for it up to ``limit`` seconds.
+
+        One timer on the loop, where ``asyncio.timeout`` costs a task-cancel round:
+        this runs for nearly every message.
 
         Raises:
             WireClosed: The connection broke before a complete reply arrived.
+            TimeoutError: No complete reply within ``limit``.
         """
-        while not self._replies:
-            if self._closed is not None:
-                raise WireClosed(self._closed)
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+        if self._replies:
+            return self._replies.popleft()
+        timer = None if limit is None else self._loop.call_later(limit, self._expire)
+        try:
+            while not self._replies:
+                if self._closed is not None:
+                    raise WireClosed(self._closed)
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return self._replies.popleft()
+
+    def _expire(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError("no reply in time"))
 
     def close(self) -> None:
         """Close the transport now, without QUIT."""

@@ -96,3 +96,14 @@ async def test_a_waiting_reader_learns_of_a_lost_connection() -> None:
         await reader
     with pytest.raises(WireClosed):
         wire.write(b"NOOP\r\n")
+
+
+async def test_a_late_reply_is_a_timeout_and_each_timer_ends_with_its_read() -> None:
+    wire = Wire(_Transport())
+    with pytest.raises(TimeoutError):
+        await wire.read_reply(0.01)
+    # a reply in time: the read's timer is cancelled, so it cannot fail a later read
+    asyncio.get_running_loop().call_later(0.005, wire.data_received, b"250 first\r\n")
+    assert await wire.read_reply(0.05) == Reply(250, "first")
+    asyncio.get_running_loop().call_later(0.1, wire.data_received, b"250 second\r\n")
+    assert await wire.read_reply(None) == Reply(250, "second")  # waits past 0.05 s
