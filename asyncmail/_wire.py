@@ -164,10 +164,6 @@ class Wire(asyncio.Protocol):
         finally:
             self._flushed = None
 
-    def pop_reply(self) -> Reply | None:
-        """Return the next reply if it has already arrived, without waiting."""
-        return self._replies.popleft() if self._replies else None
-
     async def read_reply(self, limit: float | None = None) -> Reply:
         """Return the next reply, waiting for it up to ``limit`` seconds.
 
