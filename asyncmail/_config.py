@@ -83,8 +83,10 @@ class Server:
             on loopback hosts (a local Postfix or capture server often has no TLS).
         username: The user for AUTH, if any.
         password: The password for AUTH. Never shown in repr, logs or errors.
-        oauth_token: A coroutine function returning an OAuth2 access token for XOAUTH2;
-            it is called again once to refresh the token when AUTH fails.
+        oauth_token: A coroutine function returning an OAuth2 access token for XOAUTH2.
+            It is called for every new connection, and once more to refresh the token
+            when AUTH fails: return a cached token while it is valid (as google-auth's
+            credentials do), so a long batch does not fetch one per connection.
         ssl_context: Your own SSL context; otherwise one that verifies certificates
             and host names, TLS 1.2 at least. (The one exception: a loopback host with
             the default mode, where plaintext is allowed anyway, gets TLS without
