@@ -1,6 +1,5 @@
 """asyncmail: send email from async Python, from one password reset to ten million newsletters."""
 
-from ._address import Address as Address
 from ._config import PoolLimits as PoolLimits
 from ._config import RetryPolicy as RetryPolicy
 from ._config import Server as Server
@@ -18,25 +17,26 @@ from ._exceptions import PermanentError as PermanentError
 from ._exceptions import Phase as Phase
 from ._exceptions import PoolTimeout as PoolTimeout
 from ._exceptions import Rejected as Rejected
+from ._exceptions import Reply as Reply
+from ._exceptions import SendResult as SendResult
 from ._exceptions import ServerDisconnected as ServerDisconnected
 from ._exceptions import SMTPTimeoutError as SMTPTimeoutError
+from ._exceptions import Status as Status
 from ._exceptions import TemporaryFailure as TemporaryFailure
 from ._exceptions import TLSError as TLSError
 from ._exceptions import TransientError as TransientError
 from ._exceptions import UnknownOutcomeError as UnknownOutcomeError
-from ._mailer import Mailer as Mailer
-from ._mailer import MailerStatistics as MailerStatistics
-from ._message import Attachment as Attachment
-from ._message import Message as Message
 from ._pool import PoolStatistics as PoolStatistics
-from ._ratelimit import RateLimit as RateLimit
-from ._recipients import BadRow as BadRow
-from ._recipients import Recipient as Recipient
-from ._recipients import read_recipients as read_recipients
-from ._result import Reply as Reply
-from ._result import SendResult as SendResult
-from ._result import Status as Status
-from ._template import Template as Template
+from .batch._recipients import BadRow as BadRow
+from .batch._recipients import Recipient as Recipient
+from .batch._recipients import read_recipients as read_recipients
+from .batch._template import Template as Template
+from .engine._mailer import Mailer as Mailer
+from .engine._mailer import MailerStatistics as MailerStatistics
+from .engine._ratelimit import RateLimit as RateLimit
+from .message._address import Address as Address
+from .message._message import Attachment as Attachment
+from .message._message import Message as Message
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._config import PoolLimits, Server, Timeouts
-from ._connection import Connection, ConnState
 from ._exceptions import (
     ConnectError,
     DeliveryError,
@@ -26,6 +25,7 @@ from ._exceptions import (
     PoolTimeout,
     TemporaryFailure,
 )
+from .smtp._connection import Connection, ConnState
 
 __all__ = ["Pool", "PoolStatistics"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asyncmail import Address, MessageError
-from asyncmail._address import (
+from asyncmail.message._address import (
     ascii_domain,
     format_address,
     parse_address,

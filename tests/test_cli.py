@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from asyncmail._cli._app import cli
+from asyncmail.cli._app import cli
 from asyncmail.testing import CaptureServer, Fault
 
 SENDER = "Shop <shop@example.com>"
@@ -231,7 +231,7 @@ def test_running_a_batch_again_without_resume_is_refused(
 
 
 def _spawn_batch(args: list[str]) -> subprocess.Popen[str]:
-    code = "from asyncmail._cli import main; main()"
+    code = "from asyncmail.cli import main; main()"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
@@ -453,7 +453,7 @@ def test_check_of_a_plaintext_server_says_so(server: CaptureServer) -> None:
 def test_missing_cli_extra_prints_the_install_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from asyncmail._cli import main
+    from asyncmail.cli import main
 
     monkeypatch.setitem(sys.modules, "click", None)
     with pytest.raises(SystemExit) as exit_info:

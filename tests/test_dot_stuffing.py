@@ -5,7 +5,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncmail._transaction import dot_stuff
+from asyncmail.smtp._transaction import dot_stuff
 
 
 def _unstuff(wire: bytes) -> bytes:
@@ -56,8 +56,8 @@ def test_a_message_reaches_the_wire_with_one_terminator_and_crlf_only(
     # The wire content of our own Message skips the bare CR/LF pass (its renderer is
     # CRLF-only by construction): this holds that to the same standard as dot_stuff.
     from asyncmail import Message
-    from asyncmail._envelope import envelope_of
-    from asyncmail._job import Job
+    from asyncmail.engine._job import Job
+    from asyncmail.message._envelope import envelope_of
 
     message = Message(
         sender="a@example.com", to=(name, "b@example.net"), subject=name, text=text, html=html

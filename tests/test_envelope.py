@@ -10,7 +10,7 @@ import re
 import pytest
 
 from asyncmail import Message, MessageError
-from asyncmail._envelope import Envelope, envelope_of, message_bytes, smtp_address
+from asyncmail.message._envelope import Envelope, envelope_of, message_bytes, smtp_address
 
 
 def stdlib(**headers: str) -> email.message.EmailMessage:

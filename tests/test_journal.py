@@ -6,7 +6,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncmail._journal import (
+from asyncmail.batch._journal import (
     REPORT_COLUMNS,
     Journal,
     JournalState,

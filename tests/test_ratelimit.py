@@ -3,7 +3,7 @@
 import pytest
 
 from asyncmail import ConfigError, RateLimit
-from asyncmail._ratelimit import RateLimiter
+from asyncmail.engine._ratelimit import RateLimiter
 
 
 class FakeClock:

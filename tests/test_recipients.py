@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncmail import BadRow, ConfigError, Recipient, read_recipients
-from asyncmail._recipients import count_rows
+from asyncmail.batch._recipients import count_rows
 
 
 def write(path: Path, data: str | bytes) -> Path:

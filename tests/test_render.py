@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from asyncmail import Attachment, Message, MessageError
-from asyncmail._render import format_date
+from asyncmail.message._render import format_date
 
 
 def make(**kwargs: object) -> Message:

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from asyncmail import Attachment, Message, MessageError
-from asyncmail._address import Address, ascii_domain, format_address
-from asyncmail._headers import encode_words, needs_encoding
+from asyncmail.message._address import Address, ascii_domain, format_address
+from asyncmail.message._headers import encode_words, needs_encoding
 
 # ASYNCMAIL_PROPERTY_EXAMPLES=5000 for a deeper run; 200 keeps the suite quick.
 PROPERTY = settings(

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from asyncmail import RetryPolicy
-from asyncmail._retry import backoff_delay, may_retry
+from asyncmail.engine._retry import backoff_delay, may_retry
 
 
 def test_delays_double_from_the_base_and_stop_at_the_cap() -> None:

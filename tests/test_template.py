@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncmail import ConfigError, MessageError, Template
-from asyncmail._template import html_to_text
+from asyncmail.batch._template import html_to_text
 
 
 def test_html_body_is_autoescaped_and_subject_and_text_are_not() -> None:

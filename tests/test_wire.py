@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncmail._result import Reply
-from asyncmail._wire import Wire, WireClosed
+from asyncmail._exceptions import Reply
+from asyncmail.smtp._wire import Wire, WireClosed
 
 
 class _Transport(asyncio.Transport):

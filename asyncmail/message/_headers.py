@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from binascii import b2a_base64
 
-from ._exceptions import MessageError
+from .._exceptions import MessageError
 
 __all__ = [
     "MANAGED_HEADERS",

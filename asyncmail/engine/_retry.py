@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ._config import RetryPolicy
+from .._config import RetryPolicy
 
 __all__ = ["backoff_delay", "may_retry"]
 

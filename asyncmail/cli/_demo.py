@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .._template import Template
+from ..batch._template import Template
 from ._batch import BatchOptions
 from ._serve import MaildirServer
 

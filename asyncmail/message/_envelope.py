@@ -21,8 +21,8 @@ from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import AddressHeader
 from typing import Any
 
+from .._exceptions import MessageError
 from ._address import validate_addr_spec, wire_addr_spec
-from ._exceptions import MessageError
 from ._message import Message, new_message_id
 
 __all__ = ["Envelope", "envelope_of", "message_bytes", "smtp_address"]

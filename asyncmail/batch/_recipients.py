@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 __all__ = ["BadRow", "Recipient", "count_rows", "read_recipients"]
 

@@ -18,8 +18,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._batch import Worker, put, take
-from ._config import (
+from .._config import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTION_AGE,
     DEFAULT_MAX_CONNECTIONS,
@@ -30,9 +29,7 @@ from ._config import (
     Server,
     Timeouts,
 )
-from ._connection import Connection
-from ._envelope import envelope_of, smtp_address
-from ._exceptions import (
+from .._exceptions import (
     ConfigError,
     DeliveryError,
     MailerClosedError,
@@ -41,14 +38,18 @@ from ._exceptions import (
     NotSupportedError,
     PermanentError,
     Phase,
+    SendResult,
+    Status,
 )
+from .._pool import Pool, PoolStatistics
+from ..message._envelope import envelope_of, smtp_address
+from ..message._message import Message
+from ..smtp._connection import Connection
+from ..smtp._transaction import Attempt, Prepared, prepare, reset, run
 from ._job import Job
-from ._message import Message
-from ._pool import Pool, PoolStatistics
 from ._ratelimit import RateLimit, RateLimiter
-from ._result import SendResult, Status
 from ._retry import backoff_delay, may_retry
-from ._transaction import Attempt, Prepared, prepare, reset, run
+from ._workers import Worker, put, take
 
 __all__ = ["Mailer", "MailerStatistics"]
 

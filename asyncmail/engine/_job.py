@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._envelope import Envelope, message_bytes
-from ._exceptions import DeliveryError, MailError
-from ._message import Message
-from ._result import Reply, SendResult, Status
-from ._transaction import Attempt, dot_stuff
+from .._exceptions import DeliveryError, MailError, Reply, SendResult, Status
+from ..message._envelope import Envelope, message_bytes
+from ..message._message import Message
+from ..smtp._transaction import Attempt, dot_stuff
 
 __all__ = ["Job"]
 

@@ -14,11 +14,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ConfigError, MessageError
+from .._exceptions import ConfigError, MessageError
 
 if TYPE_CHECKING:
-    from ._address import AddressInput
-    from ._message import Message
+    from ..message._address import AddressInput
+    from ..message._message import Message
 
 __all__ = ["Rendered", "Template", "html_to_text"]
 
@@ -174,7 +174,7 @@ class Template:
             MessageError: Rendering failed (undefined variable, multi-line subject) or the
                 addresses are invalid.
         """
-        from ._message import Message
+        from ..message._message import Message
 
         values = {**variables, **more_variables} if variables else more_variables
         parts = self.render_parts(values)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeAlias
 
-from ._exceptions import MessageError
+from .._exceptions import MessageError
 from ._headers import check_text, encode_words, needs_encoding
 
 __all__ = [

@@ -15,17 +15,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._connection import Connection
-from ._exceptions import (
+from .._exceptions import (
     DeliveryError,
     Phase,
     Rejected,
+    Reply,
     ServerDisconnected,
     SMTPTimeoutError,
+    Status,
     UnknownOutcomeError,
     error_for_reply,
 )
-from ._result import Reply, Status
+from ._connection import Connection
 from ._wire import Wire, WireClosed
 
 __all__ = ["Attempt", "Prepared", "dot_stuff", "prepare", "reset", "run"]

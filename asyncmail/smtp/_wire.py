@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ._result import Reply
+from .._exceptions import Reply
 
 __all__ = ["Wire", "WireClosed"]
 

@@ -15,9 +15,9 @@ from rich.console import Console
 
 from .._config import Server
 from .._exceptions import ConfigError, DeliveryError, MessageError
-from .._ratelimit import RateLimit
-from .._recipients import BadRow, read_recipients
-from .._template import Template
+from ..batch._recipients import BadRow, read_recipients
+from ..batch._template import Template
+from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, Counts, check_first_row, run_batch
 from ._progress import show_progress, summary_table
 
@@ -93,8 +93,8 @@ def send(
     url: str | None,
 ) -> None:
     """Send one message built from flags. Use '-' as FILE to read a body from stdin."""
-    from .._mailer import Mailer
-    from .._message import Attachment, Message
+    from ..engine._mailer import Mailer
+    from ..message._message import Attachment, Message
 
     if not (to or cc or bcc):
         raise _usage("give at least one of --to, --cc, --bcc")

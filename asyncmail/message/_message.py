@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
 
+from .._exceptions import MessageError
 from ._address import (
     Address,
     AddressInput,
@@ -21,7 +22,6 @@ from ._address import (
     split_address_list,
     validate_addr_spec,
 )
-from ._exceptions import MessageError
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
 from ._render import body_bytes, current_date, render
 

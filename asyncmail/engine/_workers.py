@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._connection import Connection
-from ._exceptions import DeliveryError
+from .._exceptions import DeliveryError, SendResult, Status
+from ..smtp._connection import Connection
+from ..smtp._transaction import Attempt, Prepared, reset, run
 from ._job import Job
-from ._result import SendResult, Status
-from ._transaction import Attempt, Prepared, reset, run
 
 if TYPE_CHECKING:
     from ._mailer import BeforeSend, Mailer

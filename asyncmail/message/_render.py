@@ -24,8 +24,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from .._exceptions import MessageError
 from ._address import Address, format_address
-from ._exceptions import MessageError
 from ._headers import fold_unstructured
 
 if TYPE_CHECKING:

@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from .._config import RetryPolicy
-from .._exceptions import AuthenticationError, ConnectError, MessageError, TLSError
-from .._journal import (
+from .._exceptions import (
+    AuthenticationError,
+    ConnectError,
+    MessageError,
+    SendResult,
+    Status,
+    TLSError,
+)
+from ..batch._journal import (
     DELIVERED,
     INFLIGHT_REPLY,
     STARTED,
@@ -33,11 +40,10 @@ from .._journal import (
     journal_path,
     write_report,
 )
-from .._mailer import Mailer
-from .._message import Message
-from .._recipients import BadRow, Recipient, count_rows, read_recipients
-from .._result import SendResult, Status
-from .._template import Template
+from ..batch._recipients import BadRow, Recipient, count_rows, read_recipients
+from ..batch._template import Template
+from ..engine._mailer import Mailer
+from ..message._message import Message
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
 

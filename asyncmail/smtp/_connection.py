@@ -21,8 +21,8 @@ from typing import cast
 import aiosmtplib
 import aiosmtplib.errors as smtp_errors
 
-from ._config import PoolLimits, Server, Timeouts, TLSMode
-from ._exceptions import (
+from .._config import PoolLimits, Server, Timeouts, TLSMode
+from .._exceptions import (
     AuthenticationError,
     ConnectError,
     DeliveryError,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 __all__ = ["RateLimit", "RateLimiter"]
 
