@@ -16,10 +16,12 @@ from ._exceptions import NotSupportedError as NotSupportedError
 from ._exceptions import PermanentError as PermanentError
 from ._exceptions import Phase as Phase
 from ._exceptions import PoolTimeout as PoolTimeout
+from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import Rejected as Rejected
 from ._exceptions import Reply as Reply
 from ._exceptions import SendResult as SendResult
 from ._exceptions import ServerDisconnected as ServerDisconnected
+from ._exceptions import ShutdownError as ShutdownError
 from ._exceptions import SMTPTimeoutError as SMTPTimeoutError
 from ._exceptions import Status as Status
 from ._exceptions import TemporaryFailure as TemporaryFailure
@@ -34,6 +36,7 @@ from .batch._template import Template as Template
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
+from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
@@ -60,15 +63,18 @@ __all__ = (
     "PoolLimits",
     "PoolStatistics",
     "PoolTimeout",
+    "ProtocolError",
     "RateLimit",
     "Recipient",
     "Rejected",
     "Reply",
+    "ResultStream",
     "RetryPolicy",
     "SMTPTimeoutError",
     "SendResult",
     "Server",
     "ServerDisconnected",
+    "ShutdownError",
     "Status",
     "TLSError",
     "TLSMode",

@@ -6,13 +6,15 @@
     ├── MessageError (ValueError)        bad input, raised before any network I/O
     ├── ConfigError (ValueError)         bad Mailer/Server options or URL
     ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
-    └── DeliveryError                    a send did not deliver; carries the SendResult
+    └── DeliveryError                    a message was not delivered; carries its SendResult
         ├── TransientError               a retry may help
         │   ├── TemporaryFailure         4xx reply
         │   ├── ConnectError (ConnectionError)
         │   ├── ServerDisconnected (ConnectionError)   before the final dot
         │   ├── SMTPTimeoutError (TimeoutError)        before the final dot
-        │   └── PoolTimeout (TimeoutError)             no connection free in time
+        │   ├── ProtocolError            not an SMTP reply, or a reply out of step
+        │   ├── PoolTimeout (TimeoutError)             no connection free in time
+        │   └── ShutdownError (also MailerClosedError) the Mailer closed before delivery
         ├── PermanentError               a retry will not help
         │   ├── Rejected                 5xx reply
         │   ├── AuthenticationError      AUTH refused, or no usable mechanism
@@ -22,8 +24,13 @@
                                          message may have been delivered
 
 Every ``DeliveryError`` carries what a user needs to act: ``code``, ``enhanced_code``,
-``text`` (the server's words), ``phase``, ``recipient`` and ``retryable``.
-aiosmtplib's errors are translated at one boundary only (``asyncmail._connection``).
+``text`` (the server's words), ``phase``, ``recipient`` and ``retryable``. Errors are built
+here (``error_for_reply``, ``broken_error``) and, for aiosmtplib's, at one boundary
+(``asyncmail.smtp._handshake.map_error``). A ``DeliveryError`` is immutable: its ``result``
+is bound once, when the SendResult that it explains is made, before it is raised.
+
+The outcome values live here too (``Status``, ``Reply``, ``SendResult``): a SendResult
+holds its error and a DeliveryError its SendResult, so they are one concept.
 """
 
 from __future__ import annotations
@@ -51,16 +58,19 @@ __all__ = [
     "PermanentError",
     "Phase",
     "PoolTimeout",
+    "ProtocolError",
     "Rejected",
     "Reply",
     "SMTPTimeoutError",
     "SendResult",
     "ServerDisconnected",
+    "ShutdownError",
     "Status",
     "TLSError",
     "TemporaryFailure",
     "TransientError",
     "UnknownOutcomeError",
+    "broken_error",
     "error_for_reply",
     "parse_enhanced_code",
 ]
@@ -79,8 +89,6 @@ class Phase(enum.StrEnum):
     DATA = "data"  # the DATA command and its 354
     DATA_TRANSFER = "data-transfer"  # sending the content, up to the final dot
     FINAL_REPLY = "final-reply"  # waiting for the reply to the final dot
-    RSET = "rset"
-    QUIT = "quit"
     POOL = "pool"  # waiting for a free connection
 
 
@@ -143,6 +151,18 @@ class DeliveryError(MailError):
         )
         self.result = result
         super().__init__(text)
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # (dunder names are the interpreter's: __cause__, __traceback__, __notes__)
+        if getattr(self, "_frozen", False) and not name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__} is immutable")
+        super().__setattr__(name, value)
+
+    def _bind(self, result: SendResult) -> None:
+        """Attach the SendResult this error explains; once, before it is raised."""
+        if self.result is None:
+            object.__setattr__(self, "result", result)
 
     def __str__(self) -> str:
         parts = []
@@ -194,6 +214,21 @@ class PoolTimeout(TransientError, TimeoutError):
     """No connection became free within the pool-acquire timeout."""
 
 
+class ProtocolError(TransientError):
+    """The server sent something that is not an SMTP reply, or a reply out of step.
+
+    The connection is dropped; before the final dot nothing was delivered, so a retry on a
+    new connection is safe.
+    """
+
+
+class ShutdownError(TransientError, MailerClosedError):
+    """The Mailer closed before this message was delivered; nothing was stored for it.
+
+    Send it again with a new Mailer (or leave it to an outbox). Also a MailerClosedError.
+    """
+
+
 class Rejected(PermanentError):
     """The server answered 5xx."""
 
@@ -221,15 +256,35 @@ def error_for_reply(
     phase: Phase,
     recipient: str | None = None,
 ) -> DeliveryError:
-    """Classify an SMTP error reply by its code, not by who noticed it."""
+    """Classify an SMTP reply that refused something, by its code, not by who noticed it.
+
+    A code that is no refusal at all (a 250 to STARTTLS, -1 for a garbled line) means the
+    server is out of step or is not an SMTP server: a ProtocolError, which a retry on a
+    new connection may get past.
+    """
     cls: type[DeliveryError]
     if 400 <= code < 500:
         cls = TemporaryFailure
+    elif not 500 <= code < 600:
+        return ProtocolError(
+            f"unexpected reply {code} {text}".strip(), phase=phase, recipient=recipient
+        )
     elif phase is Phase.AUTH:
         cls = AuthenticationError
     else:
         cls = Rejected
     return cls(text, code=code, phase=phase, recipient=recipient)
+
+
+def broken_error(phase: Phase, why: str, *, timed_out: bool, dot_sent: bool) -> DeliveryError:
+    """The error of a connection that broke, stalled or went out of step in ``phase``."""
+    if dot_sent:
+        return UnknownOutcomeError(
+            f"{why} after the final dot: the message may have been delivered", phase=phase
+        )
+    if timed_out:
+        return SMTPTimeoutError(why, phase=phase)
+    return ServerDisconnected(why, phase=phase)
 
 
 class Status(enum.StrEnum):
@@ -267,8 +322,11 @@ class SendResult:
         message: The message as it was given, so callers can correlate results.
         status: DELIVERED, FAILED or UNKNOWN.
         message_id: The Message-ID header value, for finding the mail later.
-        accepted: The recipients the server accepted, over all attempts.
-        refused: Each refused recipient mapped to the error that refused it.
+        accepted: The recipients the server accepted the message for, over all attempts.
+        refused: Each recipient the message certainly did not reach, mapped to the error
+            that says why (with ``retryable`` on it).
+        unknown: The recipients whose copy may or may not have arrived: the connection
+            broke after the final dot of a transaction that had accepted them.
         reply: The server's reply to the final dot, when there was one.
         attempts: How many transactions were attempted for this message.
         error: Why nothing was delivered (FAILED, UNKNOWN); None when DELIVERED.
@@ -280,9 +338,14 @@ class SendResult:
     message_id: str | None = None
     accepted: tuple[str, ...] = ()
     refused: Mapping[str, DeliveryError] = field(default_factory=dict)
+    unknown: tuple[str, ...] = ()
     reply: Reply | None = None
     attempts: int = 0
     error: MailError | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.error, DeliveryError):
+            self.error._bind(self)
 
     @property
     def ok(self) -> bool:
@@ -293,5 +356,6 @@ class SendResult:
         return (
             f"SendResult(status={self.status.name}, message_id={self.message_id!r}, "
             f"accepted={len(self.accepted)}, refused={len(self.refused)}, "
+            f"unknown={len(self.unknown)}, "
             f"attempts={self.attempts})"
         )

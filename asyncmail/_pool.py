@@ -7,10 +7,10 @@ never leave the pool's books wrong.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -30,6 +30,7 @@ from .smtp._connection import Connection, ConnState
 __all__ = ["Pool", "PoolStatistics"]
 
 _CONNECT = None  # what a waiter receives when it is granted a slot to open a connection
+_CLOSED = "closed"  # what a waiter receives when the pool closes under it
 CAP_PROBE = 30.0  # seconds before a lowered connection cap is raised by one again
 logger = logging.getLogger("asyncmail")
 
@@ -52,17 +53,43 @@ class PoolStatistics:
         return self.idle + self.busy
 
 
+class _Waiter:
+    """A send waiting for a connection; granted exactly once, by the pool's state changes."""
+
+    __slots__ = ("event", "gone", "grant", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.grant: Connection | str | None = None
+        self.granted = False
+        self.gone = False  # gave up (timeout, cancel): hand-over skips it
+
+    def give(self, grant: Connection | str | None) -> None:
+        self.grant, self.granted = grant, True
+        self.event.set()
+
+
 class Pool:
     """Connections to one server, shared by every sender of a Mailer."""
 
-    def __init__(self, server: Server, limits: PoolLimits, timeouts: Timeouts) -> None:
+    def __init__(
+        self,
+        server: Server,
+        limits: PoolLimits,
+        timeouts: Timeouts,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server = server
         self.limits = limits
         self.timeouts = timeouts
+        self.clock = clock
         self._idle: list[Connection] = []  # a stack: the warmest connection is reused first
         self._busy: set[Connection] = set()
+        # handshakes under way, each in a scope that abort_busy cancels
+        self._opening: dict[Connection, anyio.CancelScope] = {}
         self._connecting = 0
-        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._opened = 0
         self._closed_count = 0
         self._closed = False
@@ -89,7 +116,7 @@ class Pool:
 
     def _take(self, *, fresh: bool) -> tuple[list[Connection], Connection | None, bool]:
         """Pick an idle connection or a slot to open one. Returns (to_close, conn, may_open)."""
-        now = time.monotonic()
+        now = self.clock()
         if self._cap < self.limits.max_connections and now - self._cap_changed >= CAP_PROBE:
             self._cap += 1  # see whether the server takes one more again
             self._cap_changed = now
@@ -111,13 +138,13 @@ class Pool:
         """Give a connection (or a slot, when None) to the first live waiter."""
         while self._waiters:
             waiter = self._waiters.popleft()
-            if waiter.done():
+            if waiter.gone:
                 continue
             if conn is None:
                 self._connecting += 1
             else:
                 self._checkout(conn)
-            waiter.set_result(conn)
+            waiter.give(conn)
             return True
         return False
 
@@ -126,7 +153,7 @@ class Pool:
         self._busy.discard(conn)
         if reusable and not self._closed and conn.state is ConnState.ACTIVE:
             conn.mark_idle()
-            if not conn.has_expired(time.monotonic()):
+            if not conn.has_expired(self.clock()):
                 if not self._hand_over(conn):
                     self._idle.append(conn)
                 return []
@@ -152,7 +179,7 @@ class Pool:
             PoolTimeout: No connection became free within ``pool_timeout``.
             DeliveryError: Opening a connection failed.
         """
-        deadline = time.monotonic() + self.limits.pool_timeout
+        deadline = self.clock() + self.limits.pool_timeout
         while True:
             if self._closed:
                 raise MailerClosedError("the Mailer is closed")
@@ -165,11 +192,12 @@ class Pool:
                 granted = await self._wait(deadline)
                 if granted is not None:
                     return granted
-            conn = Connection(self.server, self.timeouts, self.limits)
             try:
-                await conn.open()
+                conn = await self._open()
             except DeliveryError as exc:
                 self._connect_failed()
+                if self._closed:
+                    raise MailerClosedError("the Mailer was closed while connecting") from exc
                 if self._capacity_refusal(exc):
                     continue  # wait for one of the connections the server did accept
                 raise
@@ -182,6 +210,19 @@ class Pool:
                 await self._dispose([conn])
                 raise MailerClosedError("the Mailer was closed while connecting")
             return self._checkout(conn)
+
+    async def _open(self) -> Connection:
+        """Open a new connection; ``abort_busy`` can stop the handshake."""
+        conn = Connection(self.server, self.timeouts, self.limits, self.clock)
+        with anyio.CancelScope() as scope:
+            self._opening[conn] = scope
+            try:
+                await conn.open()
+            finally:
+                del self._opening[conn]
+        if scope.cancelled_caught:
+            raise MailerClosedError("the Mailer was closed while connecting")
+        return conn
 
     def _capacity_refusal(self, error: DeliveryError) -> bool:
         """A refusal that means "not one more connection" rather than "server down".
@@ -205,35 +246,39 @@ class Pool:
                 open_now,
             )
         self._cap = max(1, min(self._cap, open_now))
-        self._cap_changed = time.monotonic()
+        self._cap_changed = self.clock()
         return True
 
     async def _wait(self, deadline: float) -> Connection | None:
-        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+        """Wait in line for a connection (or a slot to open one: None)."""
+        waiter = _Waiter()
         self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                # handed something just as we gave up: give it back
-                granted = waiter.result()
-                if granted is None:
-                    self._connect_failed()
-                else:
-                    await self.release(granted, reusable=True)
-            else:
-                waiter.cancel()
-                self._waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
-                raise PoolTimeout(
-                    f"no connection free within {self.limits.pool_timeout} s "
-                    f"({self.limits.max_connections} in use)",
-                    phase=Phase.POOL,
-                ) from None
-            if isinstance(exc, asyncio.CancelledError) and self._closed:
-                raise MailerClosedError("the Mailer was closed") from None
+            with anyio.move_on_after(max(0.0, deadline - self.clock())):
+                await waiter.event.wait()
+        except BaseException:  # cancelled
+            waiter.gone = True
+            if waiter.granted:  # handed something just as we gave up: give it back
+                with anyio.CancelScope(shield=True):
+                    await self._give_back(waiter.grant)
             raise
+        waiter.gone = True
+        if not waiter.granted:
+            raise PoolTimeout(
+                f"no connection free within {self.limits.pool_timeout} s "
+                f"({self.limits.max_connections} in use)",
+                phase=Phase.POOL,
+            )
+        if waiter.grant == _CLOSED:
+            raise MailerClosedError("the Mailer was closed")
+        assert not isinstance(waiter.grant, str)
+        return waiter.grant
+
+    async def _give_back(self, grant: Connection | str | None) -> None:
+        if grant is None:
+            self._connect_failed()
+        elif isinstance(grant, Connection):
+            await self.release(grant, reusable=True)
 
     async def release(self, conn: Connection, *, reusable: bool) -> None:
         """Return a connection; anything not known to be clean is closed. Never fails."""
@@ -278,8 +323,8 @@ class Pool:
         self._closed = True
         while self._waiters:
             waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.cancel()
+            if not waiter.gone:
+                waiter.give(_CLOSED)
         idle, self._idle = self._idle, []
         self._closed_count += len(idle)
         with anyio.CancelScope(shield=True):
@@ -291,9 +336,11 @@ class Pool:
                 await self._quit_done.wait()
 
     def abort_busy(self) -> None:
-        """Drop connections still busy (used when a graceful close ran out of time)."""
-        for conn in list(self._busy):
+        """Drop connections busy or opening (used when a graceful close ran out of time)."""
+        for conn in self._busy:
             conn.abort()
+        for scope in self._opening.values():
+            scope.cancel()
 
     @property
     def is_closed(self) -> bool:
@@ -307,7 +354,7 @@ class Pool:
             idle=len(self._idle),
             busy=len(self._busy),
             connecting=self._connecting,
-            waiting=sum(1 for w in self._waiters if not w.done()),
+            waiting=sum(1 for w in self._waiters if not w.gone),
             opened=self._opened,
             closed=self._closed_count,
         )

@@ -63,7 +63,7 @@ def test_a_message_reaches_the_wire_with_one_terminator_and_crlf_only(
         sender="a@example.com", to=(name, "b@example.net"), subject=name, text=text, html=html
     )
     for smtputf8 in (False, True):
-        wire = Job(message, envelope_of(message)).content_for(smtputf8)
+        wire, _ = Job(message, envelope_of(message)).content_for(smtputf8)
         assert (b"\r\n" + wire).count(b"\r\n.\r\n") == 1
         assert wire.endswith(b"\r\n.\r\n")
         assert re.search(rb"(?<!\r)\n|\r(?!\n)", wire) is None

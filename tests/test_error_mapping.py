@@ -8,7 +8,7 @@ import pytest
 
 import asyncmail
 from asyncmail import Phase
-from asyncmail.smtp._connection import map_error
+from asyncmail.smtp._handshake import map_error
 
 
 def _all_aiosmtplib_errors() -> list[type[BaseException]]:

@@ -1,21 +1,34 @@
-"""One message on its way: its envelope, its rendered bytes, and the tally of its attempts.
+"""One message on its way: its envelope, its bytes for the wire, and the tally of its attempts.
 
 ``settle`` books one attempt and says which recipients deserve another try; ``result``
-turns the tally into the message's single SendResult.
+turns the tally into the message's single SendResult. Every recipient ends in exactly one
+of ``accepted``, ``refused`` or ``unknown``.
 """
 
 from __future__ import annotations
 
-import time
+import email.message
 from collections.abc import Callable
-from typing import Any
+from typing import TypeAlias
 
-from .._exceptions import DeliveryError, MailError, Reply, SendResult, Status
+from .._exceptions import (
+    DeliveryError,
+    MailError,
+    PermanentError,
+    Reply,
+    SendResult,
+    ShutdownError,
+    Status,
+)
 from ..message._envelope import Envelope, message_bytes
 from ..message._message import Message
-from ..smtp._transaction import Attempt, dot_stuff
+from ..smtp._judge import Attempt
+from ..smtp._transaction import dot_stuff
 
-__all__ = ["Job"]
+__all__ = ["BeforeSend", "Job"]
+
+#: Called with each message right before its first transaction (a write-ahead hook).
+BeforeSend: TypeAlias = Callable[[object], object]
 
 
 class Job:
@@ -26,88 +39,128 @@ class Job:
         "announced",
         "attempts",
         "content",
+        "due",
         "envelope",
+        "errors",
+        "last",
         "message",
         "pending",
         "refused",
         "reply",
         "started",
+        "unknown",
+        "unknown_error",
     )
 
-    def __init__(self, message: Any, envelope: Envelope) -> None:
+    def __init__(self, message: Message | email.message.Message, envelope: Envelope) -> None:
         self.message = message
         self.envelope = envelope
-        self.content: dict[bool, bytes] = {}
+        self.content: dict[bool, tuple[bytes, bool]] = {}
         self.pending = list(envelope.recipients)
         self.accepted: list[str] = []
-        self.refused: dict[str, DeliveryError] = {}
+        self.unknown: list[str] = []
+        self.unknown_error: DeliveryError | None = None
+        self.refused: dict[str, DeliveryError] = {}  # final: permanent refusals
+        self.errors: dict[str, DeliveryError] = {}  # the latest error of each open recipient
         self.reply: Reply | None = None
+        self.last: Attempt | None = None
         self.attempts = 0
         self.started = 0.0
+        self.due = 0.0  # when a retry may start (the engine's clock)
         self.announced = False  # before_send was called
 
-    def announce(self, before_send: Callable[[Any], object] | None) -> None:
-        """Call the write-ahead hook once, before the first transaction that may deliver."""
-        if not self.announced:
-            self.announced = True
-            if before_send is not None:
-                before_send(self.message)
+    def announce(self, before_send: BeforeSend | None) -> None:
+        """Call the write-ahead hook once, before the first transaction that may deliver.
 
-    def begin(self) -> None:
+        Raises:
+            PermanentError: The hook raised (the message is not sent).
+        """
+        if self.announced:
+            return
+        self.announced = True
+        if before_send is not None:
+            try:
+                before_send(self.message)
+            except Exception as exc:
+                raise PermanentError(
+                    f"before_send raised {type(exc).__name__}: {exc}; the message was not sent"
+                ) from exc
+
+    def begin(self, now: float) -> None:
         """Count a transaction that is about to start."""
         if not self.attempts:
-            self.started = time.monotonic()
+            self.started = now
         self.attempts += 1
 
-    def content_for(self, smtputf8: bool) -> bytes:
-        """The dot-stuffed DATA content, rendered once per mode and kept for retries."""
-        data = self.content.get(smtputf8)
-        if data is None:
+    def unbook(self) -> None:
+        """Take back a transaction that did not happen (a stale connection, an unsent group)."""
+        self.attempts -= 1
+
+    def content_for(self, smtputf8: bool) -> tuple[bytes, bool]:
+        """The dot-stuffed content and whether it is 8-bit, made once per mode for retries."""
+        made = self.content.get(smtputf8)
+        if made is None:
             raw = message_bytes(
                 self.message, smtputf8=smtputf8, message_id=self.envelope.message_id
             )
             # our renderer is CRLF-only by construction; a subclass might not be
             data = dot_stuff(raw, crlf_only=type(self.message) is Message)
-            self.content[smtputf8] = data
-        return data
+            made = self.content[smtputf8] = (data, not data.isascii())
+        return made
 
     def settle(self, attempt: Attempt, *, retry_unknown: bool) -> list[str]:
         """Book an attempt; return the recipients that another attempt may still reach."""
+        self.last = attempt
         self.reply = attempt.reply or self.reply
-        self.accepted += attempt.accepted
-        if attempt.status is Status.UNKNOWN:
-            return list(self.pending) if retry_unknown else []
-        if attempt.refused:
-            self.refused.update({r: e for r, e in attempt.refused.items() if not e.retryable})
-            return [r for r, e in attempt.refused.items() if e.retryable]
-        if attempt.status is Status.FAILED:
-            assert attempt.error is not None
-            if attempt.error.retryable:
-                return list(self.pending)
-            self.refused.update(dict.fromkeys(self.pending, attempt.error))
-        return []
-
-    def result(self, last: Attempt, unsettled: list[str]) -> SendResult:
-        """The final SendResult; ``unsettled`` recipients end with the last attempt's error."""
-        if last.status is Status.UNKNOWN and not unsettled and self.accepted:
-            unsettled = self.pending  # delivered to some: the rest can only be told here
-        for rcpt in unsettled:
-            error = last.refused.get(rcpt) or last.error
-            if error is not None and rcpt not in self.accepted:
+        if attempt.status is Status.DELIVERED:
+            self.accepted += attempt.accepted
+        elif attempt.status is Status.UNKNOWN and not retry_unknown:
+            self.unknown += attempt.accepted
+            self.unknown_error = attempt.error
+        retry = [r for r in attempt.accepted if attempt.status is Status.UNKNOWN and retry_unknown]
+        for rcpt, error in attempt.refused.items():
+            if error.retryable:
+                retry.append(rcpt)
+                self.errors[rcpt] = error
+            else:
                 self.refused[rcpt] = error
-        error_out: MailError | None = None
+        self.pending = retry
+        return retry
+
+    def fail(self, error: DeliveryError) -> None:
+        """End the open recipients with ``error`` (outside any transaction)."""
+        for rcpt in self.pending:
+            self.errors[rcpt] = error
+        self.last = Attempt(Status.FAILED, error=error)
+
+    def result(self, *, shutdown: bool = False) -> SendResult:
+        """The final SendResult; open recipients end with their latest error.
+
+        Args:
+            shutdown: The Mailer closed while the message waited for another attempt.
+        """
+        refused = dict(self.refused)
+        closing = ShutdownError("the Mailer closed before this message was delivered")
+        for rcpt in self.pending:
+            refused[rcpt] = closing if shutdown else self.errors.get(rcpt, closing)
+        error: MailError | None = None
         if self.accepted:
             status = Status.DELIVERED
+        elif self.unknown:
+            status = Status.UNKNOWN
+            error = self.unknown_error
         else:
-            status = Status.UNKNOWN if last.status is Status.UNKNOWN else Status.FAILED
-            error_out = last.error or next(iter(self.refused.values()), None)
+            status = Status.FAILED
+            last = self.last.error if self.last is not None else None
+            error = closing if shutdown else last or next(iter(refused.values()), None)
         return SendResult(
             message=self.message,
             status=status,
             message_id=self.envelope.message_id,
             accepted=tuple(self.accepted),
-            refused={r: e for r, e in self.refused.items() if r not in self.accepted},
+            refused=refused,
+            unknown=tuple(self.unknown),
             reply=self.reply,
             attempts=self.attempts,
-            error=error_out,
+            error=error,
         )

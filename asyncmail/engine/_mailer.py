@@ -1,19 +1,26 @@
 """The Mailer: ``send()`` for one message, ``send_many()`` for a stream of them.
 
-Each message ends with exactly one SendResult. Transient failures are retried with
-backoff, only for the recipients that still need it; permanent failures never are.
+Each message ends with exactly one SendResult, through the one session driver
+(``asyncmail.engine._driver``). Closing and cancelling:
+
+- ``aclose()`` (or leaving ``async with``) stops new sends, wakes sends waiting in backoff
+  (their result: FAILED, ``ShutdownError``), lets sends in flight finish up to
+  ``close_timeout``, then drops the connections still busy or opening: a send before its
+  final dot ends FAILED (``ShutdownError``), one after it UNKNOWN. Queued ``send_many``
+  messages end FAILED (``ShutdownError``). Then idle connections say QUIT.
+- Cancelling a ``send()`` raises the cancellation in the caller, at any phase; the
+  connection it used is dropped, never reused, and the Mailer serves the next message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -33,32 +40,27 @@ from .._exceptions import (
     ConfigError,
     DeliveryError,
     MailerClosedError,
-    MailError,
-    MessageError,
-    NotSupportedError,
-    PermanentError,
-    Phase,
     SendResult,
     Status,
 )
 from .._pool import Pool, PoolStatistics
-from ..message._envelope import envelope_of, smtp_address
+from ..message._envelope import envelope_of
 from ..message._message import Message
-from ..smtp._connection import Connection
-from ..smtp._transaction import Attempt, Prepared, prepare, reset, run
-from ._job import Job
+from ._driver import Driver
+from ._job import BeforeSend, Job
+from ._ledger import Ledger, Signal
 from ._ratelimit import RateLimit, RateLimiter
-from ._retry import backoff_delay, may_retry
-from ._workers import Worker, put, take
+from ._send_many import ResultStream
 
 __all__ = ["Mailer", "MailerStatistics"]
 
 logger = logging.getLogger("asyncmail")
 
 AnyMessage = Message | EmailMessage
-BeforeSend = Callable[[Any], object]
 
 DEFAULT_CLOSE_TIMEOUT = 30.0
+#: After a close timed out and dropped the busy connections, how long their sends get to end.
+ABORT_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,26 @@ class MailerStatistics:
     unknown: int
     in_flight: int
     pool: PoolStatistics
+
+
+class _One:
+    """The feed of ``send()``: one job, one result."""
+
+    before_send: BeforeSend | None = None
+
+    def __init__(self, job: Job) -> None:
+        self._job: Job | None = job
+        self.result: SendResult | None = None
+
+    async def next(self) -> Job | None:
+        job, self._job = self._job, None
+        return job
+
+    def ready(self) -> Job | None:
+        return None
+
+    async def emit(self, result: SendResult) -> None:
+        self.result = result
 
 
 class Mailer:
@@ -130,12 +152,19 @@ class Mailer:
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
         self.pipelining = pipelining
         self.close_timeout = close_timeout
-        self._limiter = RateLimiter(self.rate_limit) if self.rate_limit else None
         self._pool = Pool(server, self.limits, self.timeouts)
+        self._ledger = Ledger()
+        self._closing = Signal()
+        self._driver = Driver(
+            self._pool,
+            retry=self.retry,
+            limiter=RateLimiter(self.rate_limit) if self.rate_limit else None,
+            pipelining=pipelining,
+            ledger=self._ledger,
+            closing=self._closing,
+            clock=time.monotonic,
+        )
         self._task_group: TaskGroup | None = None
-        self._in_flight = 0
-        self._idle_event: asyncio.Event | None = None
-        self._counts = {Status.DELIVERED: 0, Status.FAILED: 0, Status.UNKNOWN: 0}
         self._state = "new"
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -166,22 +195,23 @@ class Mailer:
         return None
 
     async def aclose(self) -> None:
-        """Let in-flight sends finish (up to ``close_timeout``), QUIT idle connections."""
+        """Stop new sends, let those in flight finish (up to ``close_timeout``), QUIT idle ones.
+
+        See the module documentation for what each send in progress ends with.
+        """
         if self._state == "closed":
             return
         self._state = "closed"
+        self._closing.set()
         with anyio.CancelScope(shield=True):
-            if self._in_flight:
-                self._idle_event = asyncio.Event()
-                with anyio.move_on_after(self.close_timeout):
-                    await self._idle_event.wait()
-                if self._in_flight:
-                    logger.warning(
-                        "closing with %d send(s) still in flight after %s s",
-                        self._in_flight,
-                        self.close_timeout,
-                    )
-                    self._pool.abort_busy()
+            if not await self._ledger.wait_idle(self.close_timeout):
+                logger.warning(
+                    "closing with %d send(s) still in flight after %s s: dropping them",
+                    self._ledger.in_flight,
+                    self.close_timeout,
+                )
+                self._pool.abort_busy()
+                await self._ledger.wait_idle(ABORT_GRACE)
             await self._pool.aclose()
 
     def _check_open(self) -> None:
@@ -200,31 +230,35 @@ class Mailer:
         Raises:
             MessageError: The message is invalid (raised before any network I/O).
             DeliveryError: Nothing was delivered, or the outcome is unknown; the
-                exception's ``result`` holds the SendResult.
-            MailerClosedError: The Mailer was closed.
+                exception's ``result`` holds the SendResult. ``ShutdownError`` when the
+                Mailer closed first.
+            MailerClosedError: The Mailer was already closed.
         """
         self._check_open()
-        job = Job(message, envelope_of(message))
-        self._in_flight += 1
-        result = await self._deliver(job, None)
+        feed = _One(Job(message, envelope_of(message)))
+        self._ledger.admit()
+        await self._driver.serve(feed)
+        result = feed.result
+        assert result is not None
         if result.status is Status.DELIVERED:
             return result
         error = result.error
         assert isinstance(error, DeliveryError)
-        error.result = result
         raise error
 
-    async def send_many(
+    def send_many(
         self,
         messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
         *,
         concurrency: int | None = None,
         before_send: BeforeSend | None = None,
-    ) -> AsyncIterator[SendResult]:
-        """Send a stream of messages; yield one SendResult per input, in completion order.
+    ) -> ResultStream:
+        """Send a stream of messages; one SendResult per input, in completion order.
 
         The input is consumed lazily through a bounded queue, so memory stays flat for
         any number of messages. One message's failure never raises: it is a result.
+        Use it as ``async for result in mailer.send_many(msgs)``, or, to keep its tasks
+        in your own task, ``async with mailer.send_many(msgs) as results``.
 
         Args:
             messages: An iterable or async iterable of messages.
@@ -233,180 +267,31 @@ class Mailer:
                 envelope behind the current message's final dot, so up to twice this many
                 messages can be on their way at once.
             before_send: Called with each message right before its first transaction
-                starts (for a write-ahead journal).
+                starts (for a write-ahead journal). If it raises, that message is not
+                sent and ends FAILED, with the exception as the error's ``__cause__``.
         """
         self._check_open()
-        if self._task_group is None:
-            raise MailerClosedError("send_many() needs the Mailer open: use 'async with Mailer()'")
         workers = concurrency if concurrency is not None else self.limits.max_connections
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, not {concurrency!r}")
-        work_send, work_receive = anyio.create_memory_object_stream[Any](workers)
-        result_send, result_receive = anyio.create_memory_object_stream[SendResult](workers)
-        failure: list[BaseException] = []
-        scope = anyio.CancelScope()
-
-        async def feed() -> None:
-            async with work_send:
-                try:
-                    if isinstance(messages, AsyncIterable):
-                        async for message in messages:
-                            await put(work_send, message)
-                            if self._state == "closed":
-                                break
-                    else:
-                        for message in messages:
-                            await put(work_send, message)
-                            if self._state == "closed":
-                                break  # what is queued ends FAILED (MailerClosedError)
-                except Exception as exc:  # the caller's iterable failed
-                    failure.append(exc)
-
-        async def run() -> None:
-            with scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(feed)
-                    for _ in range(workers):
-                        worker = Worker(
-                            self, work_receive.clone(), result_send.clone(), before_send
-                        )
-                        tg.start_soon(worker.run)
-                    work_receive.close()
-                    result_send.close()
-
-        self._task_group.start_soon(run)
-        try:
-            while True:
-                try:
-                    result = await take(result_receive)
-                except anyio.EndOfStream:
-                    break
-                yield result
-        finally:
-            scope.cancel()  # first, so workers stop at their next await...
-            result_receive.close()  # ...and one already past it stops on BrokenResourceError
-        if failure:
-            raise failure[0]
-
-    def _job(self, message: Any) -> Job | SendResult:
-        """A Job for the message, or the FAILED result of invalid input or a closed Mailer."""
-        self._in_flight += 1
-        try:
-            if self._state == "closed":
-                raise MailerClosedError("the Mailer was closed before this message was sent")
-            return Job(message, envelope_of(message))
-        except (MessageError, MailerClosedError) as exc:
-            return self._finish(SendResult(message=message, status=Status.FAILED, error=exc))
-
-    def _finish(self, result: SendResult) -> SendResult:
-        """Count a final result and mark its message as no longer in flight."""
-        self._counts[result.status] += 1
-        self._in_flight -= 1
-        if not self._in_flight and self._idle_event is not None:
-            self._idle_event.set()
-        return result
-
-    async def _deliver(
-        self,
-        job: Job,
-        before_send: BeforeSend | None,
-        first: Attempt | None = None,
-        retry: list[str] | None = None,
-    ) -> SendResult:
-        """Attempt the job until it settles.
-
-        Args:
-            job: The message's state.
-            before_send: Called before the message's first transaction.
-            first: An attempt already made (by a send_many worker), with ``retry`` the
-                recipients it left open, as ``Job.settle`` returned them. A stale first
-                attempt is not booked: it is repeated at once on a fresh connection.
-        """
-        policy = self.retry
-        attempt = first
-        fresh = False
-        if attempt is not None and attempt.stale:
-            job.attempts -= 1
-            attempt, fresh = None, True
-        try:
-            while True:
-                if attempt is None:
-                    if self._limiter is not None:
-                        await self._limiter.acquire()
-                    job.announce(before_send)
-                    job.begin()
-                    attempt = await self._attempt(job, fresh=fresh)
-                    fresh = False
-                    retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
-                if retry:
-                    delay = backoff_delay(policy, job.attempts)
-                    if may_retry(policy, job.attempts, time.monotonic() - job.started, delay):
-                        logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
-                        job.pending = retry
-                        attempt = None
-                        await anyio.sleep(delay)
-                        continue
-                return self._finish(job.result(attempt, retry or []))
-        except MailError as exc:  # a failure outside any transaction: still one outcome
-            return self._finish(SendResult(message=job.message, status=Status.FAILED, error=exc))
-        except Exception as exc:  # a bug must not lose the message's outcome
-            logger.exception("unexpected error while sending")
-            error = PermanentError(f"internal error: {exc!r}")
-            return self._finish(SendResult(message=job.message, status=Status.FAILED, error=error))
-        except BaseException:  # cancelled: the caller gets no result, so nothing is counted
-            self._in_flight -= 1
-            raise
-
-    async def _attempt(self, job: Job, *, fresh: bool = False) -> Attempt:
-        """One transaction; a stale pooled connection is retried once on a fresh one."""
-        while True:
-            try:
-                conn = await self._pool.acquire(fresh=fresh)
-            except DeliveryError as exc:
-                return Attempt(Status.FAILED, error=exc, reusable=False)
-            reusable = False
-            try:
-                tx = self.prepare(conn, job)
-                attempt = tx if isinstance(tx, Attempt) else await run(conn, tx)
-                if attempt.needs_rset and attempt.reusable:
-                    attempt.reusable = await reset(conn)
-                reusable = attempt.reusable
-            finally:
-                await self._pool.release(conn, reusable=reusable)
-            if attempt.stale and not fresh:
-                logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
-                fresh = True
-                continue
-            return attempt
-
-    def prepare(self, conn: Connection, job: Job) -> Prepared | Attempt:
-        """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
-        envelope = job.envelope
-        smtputf8 = envelope.needs_smtputf8
-        if smtputf8 and not conn.supports("smtputf8"):
-            error = NotSupportedError(
-                "the message has a non-ASCII address but the server does not offer SMTPUTF8",
-                phase=Phase.MAIL,
-            )
-            return Attempt(Status.FAILED, error=error)
-        try:
-            sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
-            rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
-            content = job.content_for(smtputf8)
-        except MessageError as exc:
-            return Attempt(Status.FAILED, error=NotSupportedError(str(exc), phase=Phase.MAIL))
-        pipelining = self.pipelining and conn.supports("pipelining")
-        return prepare(conn, sender, rcpts, content, smtputf8=smtputf8, pipelining=pipelining)
+        return ResultStream(
+            self._driver,
+            messages,
+            workers=workers,
+            before_send=before_send,
+            host=self._task_group,
+        )
 
     # -- introspection ----------------------------------------------------------------------
 
     def statistics(self) -> MailerStatistics:
         """A frozen snapshot of outcomes, sends in flight and the pool."""
+        counts = self._ledger.counts
         return MailerStatistics(
-            delivered=self._counts[Status.DELIVERED],
-            failed=self._counts[Status.FAILED],
-            unknown=self._counts[Status.UNKNOWN],
-            in_flight=self._in_flight,
+            delivered=counts[Status.DELIVERED],
+            failed=counts[Status.FAILED],
+            unknown=counts[Status.UNKNOWN],
+            in_flight=self._ledger.in_flight,
             pool=self._pool.statistics(),
         )
 

@@ -8,10 +8,11 @@ raise it above the limit.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 from .._exceptions import ConfigError
 
@@ -74,7 +75,7 @@ class RateLimiter:
         limit: RateLimit,
         *,
         clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     ) -> None:
         self.limit = limit
         self._clock = clock
@@ -84,7 +85,7 @@ class RateLimiter:
     def _now(self) -> float:
         if self._clock is not None:
             return self._clock()
-        return asyncio.get_running_loop().time()
+        return anyio.current_time()
 
     def reserve(self) -> float:
         """Take the next slot now and return how long to wait for it (pure bookkeeping)."""

@@ -5,6 +5,17 @@ transport so transactions can be pipelined (RFC 2920): many commands in one writ
 replies read back in order. ``Wire`` knows whether everything written has left the
 process, which is how a broken connection after the final dot (UNKNOWN) is told apart
 from one that broke while the data was still queued here (not delivered).
+
+When the server closes its side (FIN) the session is over: whatever is still queued here is
+dropped at once, never sent after the fact. (A server that half-closes but keeps reading
+would otherwise receive the rest of the message, final dot included, and store it while the
+client had already counted it as not delivered.)
+
+Over TLS the transport's flow control only sees the TLS layer's own buffer; the encrypted
+bytes wait in the socket transport below it, out of sight. So content goes out in chunks,
+each written only once the previous one has left the TLS layer: at most one chunk plus the
+socket transport's buffer is ever unaccounted for, and a break in the middle of a large
+body is seen as one before the final dot.
 """
 
 from __future__ import annotations
@@ -16,34 +27,44 @@ from .._exceptions import Reply
 
 __all__ = ["Wire", "WireClosed"]
 
+#: Content is written in pieces of this size (one piece for most messages).
+CHUNK = 64 * 1024
 MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 256
 _SEPARATORS = (b" ", b"-", b"\r", b"")
 
 
 class WireClosed(Exception):
-    """The connection is gone, or the server sent something that is not a reply."""
+    """The connection is gone, or the server sent something that is not a reply.
+
+    Attributes:
+        garbled: The server sent something that is not an SMTP reply.
+    """
+
+    def __init__(self, why: str, *, garbled: bool = False) -> None:
+        super().__init__(why)
+        self.garbled = garbled
 
 
 class Wire(asyncio.Protocol):
     """Reads SMTP replies into a queue and writes commands, over a taken-over transport."""
 
-    def __init__(self, transport: asyncio.Transport, pending: bytes = b"") -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport = transport
-        self._buffer = bytearray(pending)
+        self._buffer = bytearray()
         self._lines: list[str] = []
         self._replies: deque[Reply] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._closed: str | None = None
+        self._garbled = False
+        self._aborted = False
         self._paused = False
         self._flushed: asyncio.Future[None] | None = None
         # high-water 0: pause_writing fires whenever bytes are queued in this process and
         # resume_writing when all of them reached the kernel, so flush() is exact.
         transport.set_write_buffer_limits(high=0, low=0)
         transport.set_protocol(self)
-        if self._buffer:
-            self._parse()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -52,8 +73,10 @@ class Wire(asyncio.Protocol):
         self._parse()
 
     def eof_received(self) -> bool:
+        # Drop what is still queued here: it must not reach a server we count as gone.
         self._lose("the server closed the connection")
-        return False
+        self.abort()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(f"connection lost: {exc}" if exc else "connection lost")
@@ -133,12 +156,14 @@ class Wire(asyncio.Protocol):
 
     def _protocol_error(self, why: str) -> None:
         self._buffer.clear()
-        self._transport.abort()
+        if self._closed is None:
+            self._garbled = True
         self._lose(why)
+        self.abort()
 
     # -- I/O ------------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Queue bytes for sending.
 
         Raises:
@@ -148,21 +173,46 @@ class Wire(asyncio.Protocol):
             raise WireClosed(self._closed or "connection closing")
         self._transport.write(data)
 
-    async def flush(self) -> None:
+    async def flush(self, limit: float | None = None) -> None:
         """Wait until everything written has been handed to the kernel.
 
         Raises:
             WireClosed: The connection broke first.
+            TimeoutError: Not all of it left within ``limit`` seconds.
         """
         if not self._paused:
             return
         if self._closed is not None:
             raise WireClosed(self._closed)
-        self._flushed = self._loop.create_future()
+        self._flushed = flushed = self._loop.create_future()
+        timer = None if limit is None else self._loop.call_later(limit, self._stall, flushed)
         try:
-            await self._flushed
+            await flushed
         finally:
             self._flushed = None
+            if timer is not None:
+                timer.cancel()
+
+    @staticmethod
+    def _stall(flushed: asyncio.Future[None]) -> None:
+        if not flushed.done():
+            flushed.set_exception(TimeoutError("the content stopped moving"))
+
+    async def send_content(self, data: bytes, limit: float | None) -> None:
+        """Write message content and wait until it has left the process.
+
+        Large content goes in ``CHUNK`` pieces, each after the previous one left, so a
+        stall or break is noticed where it happens, even over TLS. ``limit`` bounds the
+        wait for each piece: a transfer that makes no progress for that long times out.
+
+        Raises:
+            WireClosed: The connection broke before all of it left.
+            TimeoutError: A piece did not leave within ``limit``.
+        """
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            self.write(view[start : start + CHUNK])
+            await self.flush(limit)
 
     async def read_reply(self, limit: float | None = None) -> Reply:
         """Return the next reply, waiting for it up to ``limit`` seconds.
@@ -180,7 +230,7 @@ class Wire(asyncio.Protocol):
         try:
             while not self._replies:
                 if self._closed is not None:
-                    raise WireClosed(self._closed)
+                    raise WireClosed(self._closed, garbled=self._garbled)
                 self._waiter = self._loop.create_future()
                 try:
                     await self._waiter
@@ -203,7 +253,9 @@ class Wire(asyncio.Protocol):
         self._transport.close()
 
     def abort(self) -> None:
-        """Drop the connection at once, discarding unsent data."""
+        """Drop the connection at once, discarding unsent data. Safe to call again."""
         if self._closed is None:
             self._closed = "aborted by asyncmail"
-        self._transport.abort()
+        if not self._aborted:
+            self._aborted = True
+            self._transport.abort()

@@ -1,0 +1,252 @@
+"""``send_many``: a stream of messages in, one SendResult per message out, in completion order.
+
+A ``ResultStream`` owns its task group: a feeder reads the caller's input lazily into a
+bounded queue, and workers deliver from it through the Mailer's one session driver. Use it
+as ``async with mailer.send_many(msgs) as results: async for r in results`` (the tasks live
+in the caller's task) or as a plain ``async for`` (they live in the Mailer's task group).
+Either way a failure reaches the consumer, never the Mailer: the caller's iterable raising
+ends the stream with that exception once every message already taken has its result.
+
+Breaking out, ``aclose()``, leaving the ``async with`` or dropping the iterator stops the
+workers; messages on their way then have no result (the caller stopped listening).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+from collections.abc import AsyncIterable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._exceptions import MailerClosedError, MessageError, SendResult, ShutdownError, Status
+from ..message._envelope import envelope_of
+from ..message._message import Message
+from ._job import BeforeSend, Job
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+
+__all__ = ["ResultStream"]
+
+Messages = Iterable[object] | AsyncIterable[object]
+
+
+class _ConsumerGone(Exception):
+    """The caller stopped listening: nobody takes results any more."""
+
+
+class _QueueFeed:
+    """A worker's feed: messages from the shared queue, results to the shared stream."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        messages: MemoryObjectReceiveStream[object],
+        results: MemoryObjectSendStream[SendResult],
+        before_send: BeforeSend | None,
+    ) -> None:
+        self.driver = driver
+        self.messages = messages
+        self.results = results
+        self.before_send = before_send
+        self._early: list[SendResult] = []  # results made without I/O, not yet emitted
+
+    async def next(self) -> Job | None:
+        while True:
+            await self._flush()
+            try:
+                message = self.messages.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    message = await self.messages.receive()
+                except anyio.EndOfStream:
+                    return None
+            except anyio.EndOfStream:
+                return None
+            job = self._job(message)
+            if job is not None:
+                return job
+
+    def ready(self) -> Job | None:
+        while True:
+            try:
+                message = self.messages.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return None
+            job = self._job(message)
+            if job is not None:
+                return job
+
+    def _job(self, message: object) -> Job | None:
+        """A Job, or None when the message ended at once (invalid, or the Mailer closing)."""
+        ledger = self.driver.ledger
+        ledger.admit()
+        try:
+            if self.driver.closing.is_set():
+                raise ShutdownError("the Mailer closed before this message was sent")
+            if not isinstance(message, Message | email.message.Message):
+                raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
+            return Job(message, envelope_of(message))
+        except (MessageError, ShutdownError) as exc:
+            result = SendResult(message=message, status=Status.FAILED, error=exc)
+            self._early.append(ledger.finish(result))
+            return None
+
+    async def emit(self, result: SendResult) -> None:
+        await self._flush()
+        await self._put(result)
+
+    async def _flush(self) -> None:
+        while self._early:
+            await self._put(self._early.pop(0))
+
+    async def _put(self, result: SendResult) -> None:
+        try:
+            try:
+                self.results.send_nowait(result)
+            except anyio.WouldBlock:
+                await self.results.send(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The caller broke out; the cancel that stops this worker may not have
+            # reached it yet (a task whose I/O just finished runs to its next await).
+            raise _ConsumerGone from None
+
+
+class ResultStream:
+    """The results of ``send_many``: an async iterator, and an async context manager."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        messages: Messages,
+        *,
+        workers: int,
+        before_send: BeforeSend | None,
+        host: TaskGroup | None,
+    ) -> None:
+        self._driver = driver
+        self._messages = messages
+        self._workers = workers
+        self._before_send = before_send
+        self._host = host
+        send, receive = anyio.create_memory_object_stream[SendResult](workers)
+        self._results_in: MemoryObjectSendStream[SendResult] = send
+        self._results: MemoryObjectReceiveStream[SendResult] = receive
+        self._scope = anyio.CancelScope()
+        self._own: TaskGroup | None = None
+        self._started = False
+        self._failure: BaseException | None = None
+
+    # -- the async context manager: the tasks live in the caller's task -------------------
+
+    async def __aenter__(self) -> Self:
+        self._own = anyio.create_task_group()
+        await self._own.__aenter__()
+        self._start(self._own)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        own, self._own = self._own, None
+        if own is not None:
+            await own.__aexit__(None, None, None)
+
+    # -- the async iterator -----------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SendResult:
+        if not self._started:
+            if self._host is None:
+                raise MailerClosedError(
+                    "iterating send_many() needs the Mailer open: use 'async with Mailer()', "
+                    "or 'async with mailer.send_many(...) as results'"
+                )
+            self._start(self._host)
+        try:
+            try:
+                return self._results.receive_nowait()
+            except anyio.WouldBlock:
+                return await self._results.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure from None
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop: the workers are cancelled and no more results come."""
+        self._stop()
+
+    def _stop(self) -> None:
+        self._scope.cancel()  # first, so workers stop at their next await...
+        self._results.close()  # ...and one already past it stops on a closed stream
+
+    def __del__(self) -> None:  # dropped without aclose (a bare break): stop the workers
+        if self._started:
+            self._stop()
+
+    # -- the work ---------------------------------------------------------------------------
+
+    def _start(self, group: TaskGroup) -> None:
+        self._started = True
+        group.start_soon(self._run)
+
+    async def _run(self) -> None:
+        queue_in, queue_out = anyio.create_memory_object_stream[object](self._workers)
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._feed, queue_in)
+                    for _ in range(self._workers):
+                        tg.start_soon(self._work, queue_out.clone(), self._results_in.clone())
+                    queue_out.close()
+        finally:
+            self._results_in.close()
+
+    async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
+        closing = self._driver.closing
+        async with queue:
+            try:
+                if isinstance(self._messages, AsyncIterable):
+                    async for message in self._messages:
+                        await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
+                        if closing.is_set():
+                            break
+                else:
+                    for message in self._messages:
+                        await _put(queue, message)
+                        if closing.is_set():
+                            break  # what is queued ends FAILED (ShutdownError)
+            except Exception as exc:  # the caller's iterable failed: their exception
+                self._failure = exc
+
+    async def _work(
+        self,
+        messages: MemoryObjectReceiveStream[object],
+        results: MemoryObjectSendStream[SendResult],
+    ) -> None:
+        async with messages, results:
+            feed = _QueueFeed(self._driver, messages, results, self._before_send)
+            # a gone consumer takes no results: stop taking messages too
+            with contextlib.suppress(_ConsumerGone):
+                await self._driver.serve(feed)
+
+
+async def _put(stream: MemoryObjectSendStream[object], item: object) -> None:
+    """Put without yielding to the loop when there is room (anyio's send always yields)."""
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
