@@ -61,9 +61,12 @@ class Wire(asyncio.Protocol):
         self._aborted = False
         self._paused = False
         self._flushed: asyncio.Future[None] | None = None
-        # high-water 0: pause_writing fires whenever bytes are queued in this process and
-        # resume_writing when all of them reached the kernel, so flush() is exact.
-        transport.set_write_buffer_limits(high=0, low=0)
+        # pause_writing fires whenever bytes are queued in this process and resume_writing
+        # when all of them left, so flush() is exact. A socket transport pauses above
+        # high-water, the TLS one at or above it: high=1 there, or it would pause for
+        # good with nothing queued.
+        tls = transport.get_extra_info("ssl_object") is not None
+        transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
         transport.set_protocol(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
