@@ -107,3 +107,34 @@ async def test_a_late_reply_is_a_timeout_and_each_timer_ends_with_its_read() -> 
     assert await wire.read_reply(0.05) == Reply(250, "first")
     asyncio.get_running_loop().call_later(0.1, wire.data_received, b"250 second\r\n")
     assert await wire.read_reply(None) == Reply(250, "second")  # waits past 0.05 s
+
+
+async def test_a_server_half_close_drops_what_is_still_queued_at_once() -> None:
+    """Bug 1: after the server's FIN, bytes still queued here must never be sent.
+
+    The server stops reading, so a large write stays queued in the transport; then it
+    half-closes. The queued bytes (the rest of a body, its final dot) must be dropped
+    right there, not flushed by a graceful close while the client counts them as lost.
+    """
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    accepted = asyncio.get_running_loop().create_future()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result((reader, writer))
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport, _ = await asyncio.get_running_loop().create_connection(
+        asyncio.Protocol, "127.0.0.1", port
+    )
+    wire = Wire(transport)
+    _, server_writer = await accepted
+    wire.write(b"x" * (64 * 1024 * 1024))  # far more than the kernel buffers take
+    assert transport.get_write_buffer_size() > 0
+    server_writer.write_eof()
+    with pytest.raises(WireClosed):
+        await wire.read_reply(5)
+    assert transport.get_write_buffer_size() == 0  # dropped, not left to be flushed
+    assert transport.is_closing()
+    server_writer.transport.abort()
+    server.close()
