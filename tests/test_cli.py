@@ -313,7 +313,7 @@ def test_ctrl_c_lets_in_flight_sends_finish_and_resume_completes_the_batch(
     assert len(read_report(report)) == 400
 
 
-# --- serve, check, demo -----------------------------------------------------------------
+# --- serve, demo ----------------------------------------------------------------------
 
 
 def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Path) -> None:
@@ -331,23 +331,6 @@ def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Pa
     assert process.returncode == 130
     [stored] = mailbox.Maildir(maildir).values()
     assert stored["Subject"] == "hi there"
-
-
-def test_check_shows_extensions_tls_certificate_and_auth_but_never_the_password() -> None:
-    capture = CaptureServer(tls="starttls", auth={"user": PASSWORD})
-    with capture.run_in_thread() as relay:
-        base = f"127.0.0.1:{relay.port}?tls=starttls&ca_file={relay.ca_file}"
-        code, output = invoke("check", f"smtp://user:{PASSWORD}@{base}")
-        bad_code, bad_output = invoke("check", f"smtp://user:wrong-{PASSWORD}@{base}")
-    assert code == 0, output
-    assert "STARTTLS" in output
-    assert re.search(r"TLS: TLSv1\.[23], cipher \S+ \(\d+ bits\)", output)
-    assert "certificate: subject" in output
-    assert "expires" in output
-    assert "AUTH: ok as user" in output
-    assert bad_code == 1
-    assert "AUTH: FAILED as user: 535" in bad_output
-    assert PASSWORD not in output + bad_output
 
 
 def test_demo_sends_personalised_mails_into_a_maildir(tmp_path: Path) -> None:
@@ -443,13 +426,6 @@ def test_invalid_rate_is_a_usage_error_and_sends_nothing(
     assert server.messages == []
 
 
-def test_check_of_a_plaintext_server_says_so(server: CaptureServer) -> None:
-    code, output = invoke("check", server.url)
-    assert code == 0, output
-    assert "TLS: none (plaintext connection)" in output
-    assert "AUTH: not tried" in output
-
-
 def test_missing_cli_extra_prints_the_install_command(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -503,12 +479,3 @@ def test_second_ctrl_c_aborts_sends_on_the_wire_and_reports_them_unknown(
     assert final["u3@example.com"] == 1  # stored before the stall, and not sent again
     assert max(final.values()) == 1
     assert len(final) == 40
-
-
-def test_check_over_implicit_tls_shows_the_certificate() -> None:
-    with CaptureServer(tls="implicit").run_in_thread() as relay:
-        code, output = invoke("check", f"{relay.url}?ca_file={relay.ca_file}")
-    assert code == 0, output
-    assert output.splitlines()[0] == f"server: implicit://127.0.0.1:{relay.port}"
-    assert "TLS: TLSv1." in output
-    assert "certificate: subject" in output

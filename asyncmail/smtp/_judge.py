@@ -150,10 +150,10 @@ def _rcpt_refusals(x: Exchange) -> dict[str, DeliveryError]:
 
 def judge(x: Exchange) -> Attempt:
     """Decide what the transaction recorded in ``x`` achieved (see the module's rules)."""
-    for reply, phase, _ in _steps(x):
-        if not valid_reply(reply, phase):  # rule 1
+    for i, (reply, phase, _) in enumerate(_steps(x)):
+        if not valid_reply(reply, phase):  # rule 1: as if it broke there (no later replies)
             why = f"reply {reply} to {phase.value} is out of step"
-            x = replace(x, broke=why, garbled=True, phase=phase)
+            x = replace(x, broke=why, garbled=True, phase=phase, rcpt=x.rcpt[: max(i - 1, 0)])
             break
     if x.broke is not None:
         return _broken(x)
