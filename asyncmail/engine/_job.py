@@ -140,9 +140,11 @@ class Job:
             shutdown: The Mailer closed while the message waited for another attempt.
         """
         refused = dict(self.refused)
-        closing = ShutdownError("the Mailer closed before this message was delivered")
-        for rcpt in self.pending:
-            refused[rcpt] = closing if shutdown else self.errors.get(rcpt, closing)
+        closing = None
+        if shutdown or self.pending:
+            closing = ShutdownError("the Mailer closed before this message was delivered")
+            for rcpt in self.pending:
+                refused[rcpt] = closing if shutdown else self.errors.get(rcpt, closing)
         error: MailError | None = None
         if self.accepted:
             status = Status.DELIVERED
@@ -152,7 +154,7 @@ class Job:
         else:
             status = Status.FAILED
             last = self.last.error if self.last is not None else None
-            error = closing if shutdown else last or next(iter(refused.values()), None)
+            error = closing if shutdown else last or next(iter(refused.values()), closing)
         return SendResult(
             message=self.message,
             status=status,

@@ -212,6 +212,11 @@ class Wire(asyncio.Protocol):
             WireClosed: The connection broke before all of it left.
             TimeoutError: A piece did not leave within ``limit``.
         """
+        if len(data) <= CHUNK:  # most messages: one write
+            self.write(data)
+            if self._paused:
+                await self.flush(limit)
+            return
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             self.write(view[start : start + CHUNK])
