@@ -92,7 +92,8 @@ class Pool:
         self._waiters: deque[_Waiter] = deque()
         self._opened = 0
         self._closed_count = 0
-        self._closed = False
+        self._closed = False  # no more work is taken (refuse)
+        self._shut = False  # aclose ran
         # the server may allow fewer connections than we would open: then this is lowered
         # to what it accepted, and raised again by one every CAP_PROBE seconds
         self._cap = limits.max_connections
@@ -316,15 +317,21 @@ class Pool:
                 else:
                     conn.close()
 
-    async def aclose(self) -> None:
-        """Refuse new work, QUIT idle connections; busy ones close when released."""
-        if self._closed:
-            return
+    def refuse(self) -> None:
+        """Take no more work: waiters and later acquires get MailerClosedError, and a
+        connection released from now on is closed instead of handed on."""
         self._closed = True
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.gone:
                 waiter.give(_CLOSED)
+
+    async def aclose(self) -> None:
+        """Refuse new work, QUIT idle connections; busy ones close when released."""
+        if self._shut:
+            return
+        self._shut = True
+        self.refuse()
         idle, self._idle = self._idle, []
         self._closed_count += len(idle)
         with anyio.CancelScope(shield=True):
@@ -336,7 +343,8 @@ class Pool:
                 await self._quit_done.wait()
 
     def abort_busy(self) -> None:
-        """Drop connections busy or opening (used when a graceful close ran out of time)."""
+        """Refuse new work, drop connections busy or opening (a close that ran out of time)."""
+        self.refuse()
         for conn in self._busy:
             conn.abort()
         for scope in self._opening.values():

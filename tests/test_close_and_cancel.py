@@ -186,12 +186,6 @@ async def still_delivers(server: CaptureServer, i: int) -> None:
 # -- aclose() while sends are in progress -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: once close_timeout runs out, abort_busy() drops the held connection and its "
-    "release grants the freed slot to a queued waiter, which opens a new connection and "
-    "delivers after the close deadline (DELIVERED instead of ShutdownError)",
-)
 async def test_close_ends_sends_queued_for_a_connection_with_shutdown_error() -> None:
     """Sends still waiting for a connection when the close gives up never reach the server."""
     async with CaptureServer(faults=[Fault.stall("dot", times=1)]) as server:
@@ -464,18 +458,7 @@ async def test_close_during_send_many_gives_each_taken_message_one_result(hosted
 @pytest.mark.parametrize(
     "hosted",
     [
-        pytest.param(
-            True,
-            id="async-for",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: a bare break never stops the workers: the stream's _run task in the "
-                "Mailer's task group keeps the ResultStream alive, so __del__ (the only stop) "
-                "never runs; 4 workers keep both connections busy, blocked emitting results "
-                "nobody reads, in_flight stays 4, the next send() ends in PoolTimeout and "
-                "aclose() waits out the whole close_timeout",
-            ),
-        ),
+        pytest.param(True, id="async-for"),
         pytest.param(False, id="async-with"),
     ],
 )
@@ -520,16 +503,7 @@ async def test_breaking_out_of_send_many_leaves_the_mailer_usable(hosted: bool) 
 @pytest.mark.parametrize(
     "size",
     [
-        pytest.param(
-            "small",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: when the hook fails for the job chained behind a small (merged) "
-                "content, follow() returns None, so _content() calls follow() again after the "
-                "content left; the next job's group is written and appended second to 'chained', "
-                "but _chain() only takes chained[0]: that next message gets no result",
-            ),
-        ),
+        "small",
         "over_64k",
     ],
 )
@@ -597,12 +571,6 @@ async def test_send_many_with_a_failing_oauth_provider_fails_each_message_and_le
         assert delivered_to(server, 1) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: handshake() re-raises an asyncmail error with 'raise error from exc' where "
-    "map_error() returned exc itself, so the error becomes its own __cause__ and the "
-    "provider's RuntimeError is lost",
-)
 async def test_a_failing_oauth_provider_is_the_cause_of_the_error() -> None:
     failure = RuntimeError("identity provider down")
 
@@ -620,13 +588,6 @@ async def test_a_failing_oauth_provider_is_the_cause_of_the_error() -> None:
     assert caught.value.__cause__ is failure
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: ResultStream.__del__ calls CancelScope.cancel(), which needs a running loop: "
-    "a stream collected after its loop ended raises 'RuntimeError: no running event loop' "
-    "(an unraisable exception; pytest's filterwarnings=error turns it into an error)",
-)
 def test_a_result_stream_collected_after_its_loop_ended_raises_nothing() -> None:
     async def stream_of_two() -> object:
         async with CaptureServer() as server, mailer_for(server) as mailer:

@@ -210,7 +210,7 @@ class Driver:
         """What ``run`` calls once the content has left: the next job's group, if any."""
 
         def follow() -> bytes | None:
-            if self.limiter is not None or state.retries or self.closing.is_set():
+            if self.limiter is not None or state.retries or self.closing.is_set() or chained:
                 return None
             if not conn.has_room():
                 return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import email.message
+import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -117,6 +118,75 @@ class _QueueFeed:
             raise _ConsumerGone from None
 
 
+class _Work:
+    """The tasks behind one ResultStream. They hold this, never the ResultStream itself, so
+    dropping the stream (a bare ``break``) lets it be collected, which stops them."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        messages: Messages,
+        workers: int,
+        before_send: BeforeSend | None,
+    ) -> None:
+        self.driver = driver
+        self.messages = messages
+        self.workers = workers
+        self.before_send = before_send
+        send, receive = anyio.create_memory_object_stream[SendResult](workers)
+        self.results_in: MemoryObjectSendStream[SendResult] = send
+        self.results: MemoryObjectReceiveStream[SendResult] = receive
+        self.scope = anyio.CancelScope()
+        self.failure: BaseException | None = None
+
+    def stop(self) -> None:
+        """Cancel the workers and close the results; safe to call again, and with no loop."""
+        self.results.close()  # a worker already past its await stops on a closed stream
+        # the others at their next await (no running loop: it ended, and the tasks with it)
+        with contextlib.suppress(RuntimeError):
+            self.scope.cancel()
+
+    async def run(self) -> None:
+        queue_in, queue_out = anyio.create_memory_object_stream[object](self.workers)
+        try:
+            with self.scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._feed, queue_in)
+                    for _ in range(self.workers):
+                        tg.start_soon(self._work, queue_out.clone(), self.results_in.clone())
+                    queue_out.close()
+        finally:
+            self.results_in.close()
+
+    async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
+        closing = self.driver.closing
+        async with queue:
+            try:
+                if isinstance(self.messages, AsyncIterable):
+                    async for message in self.messages:
+                        await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
+                        if closing.is_set():
+                            break
+                else:
+                    for message in self.messages:
+                        await _put(queue, message)
+                        if closing.is_set():
+                            break  # what is queued ends FAILED (ShutdownError)
+            except Exception as exc:  # the caller's iterable failed: their exception
+                self.failure = exc
+
+    async def _work(
+        self,
+        messages: MemoryObjectReceiveStream[object],
+        results: MemoryObjectSendStream[SendResult],
+    ) -> None:
+        async with messages, results:
+            feed = _QueueFeed(self.driver, messages, results, self.before_send)
+            # a gone consumer takes no results: stop taking messages too
+            with contextlib.suppress(_ConsumerGone):
+                await self.driver.serve(feed)
+
+
 class ResultStream:
     """The results of ``send_many``: an async iterator, and an async context manager."""
 
@@ -129,18 +199,12 @@ class ResultStream:
         before_send: BeforeSend | None,
         host: TaskGroup | None,
     ) -> None:
-        self._driver = driver
-        self._messages = messages
-        self._workers = workers
-        self._before_send = before_send
+        self._work = _Work(driver, messages, workers, before_send)
         self._host = host
-        send, receive = anyio.create_memory_object_stream[SendResult](workers)
-        self._results_in: MemoryObjectSendStream[SendResult] = send
-        self._results: MemoryObjectReceiveStream[SendResult] = receive
-        self._scope = anyio.CancelScope()
         self._own: TaskGroup | None = None
         self._started = False
-        self._failure: BaseException | None = None
+        # dropped without aclose (a bare break out of async for): stop the workers
+        weakref.finalize(self, self._work.stop)
 
     # -- the async context manager: the tasks live in the caller's task -------------------
 
@@ -174,74 +238,25 @@ class ResultStream:
                     "or 'async with mailer.send_many(...) as results'"
                 )
             self._start(self._host)
+        results = self._work.results
         try:
             try:
-                return self._results.receive_nowait()
+                return results.receive_nowait()
             except anyio.WouldBlock:
-                return await self._results.receive()
+                return await results.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            failure, self._failure = self._failure, None
+            failure, self._work.failure = self._work.failure, None
             if failure is not None:
                 raise failure from None
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         """Stop: the workers are cancelled and no more results come."""
-        self._stop()
-
-    def _stop(self) -> None:
-        self._scope.cancel()  # first, so workers stop at their next await...
-        self._results.close()  # ...and one already past it stops on a closed stream
-
-    def __del__(self) -> None:  # dropped without aclose (a bare break): stop the workers
-        if self._started:
-            self._stop()
-
-    # -- the work ---------------------------------------------------------------------------
+        self._work.stop()
 
     def _start(self, group: TaskGroup) -> None:
         self._started = True
-        group.start_soon(self._run)
-
-    async def _run(self) -> None:
-        queue_in, queue_out = anyio.create_memory_object_stream[object](self._workers)
-        try:
-            with self._scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._feed, queue_in)
-                    for _ in range(self._workers):
-                        tg.start_soon(self._work, queue_out.clone(), self._results_in.clone())
-                    queue_out.close()
-        finally:
-            self._results_in.close()
-
-    async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
-        closing = self._driver.closing
-        async with queue:
-            try:
-                if isinstance(self._messages, AsyncIterable):
-                    async for message in self._messages:
-                        await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
-                        if closing.is_set():
-                            break
-                else:
-                    for message in self._messages:
-                        await _put(queue, message)
-                        if closing.is_set():
-                            break  # what is queued ends FAILED (ShutdownError)
-            except Exception as exc:  # the caller's iterable failed: their exception
-                self._failure = exc
-
-    async def _work(
-        self,
-        messages: MemoryObjectReceiveStream[object],
-        results: MemoryObjectSendStream[SendResult],
-    ) -> None:
-        async with messages, results:
-            feed = _QueueFeed(self._driver, messages, results, self._before_send)
-            # a gone consumer takes no results: stop taking messages too
-            with contextlib.suppress(_ConsumerGone):
-                await self._driver.serve(feed)
+        group.start_soon(self._work.run)
 
 
 async def _put(stream: MemoryObjectSendStream[object], item: object) -> None:

@@ -197,7 +197,7 @@ async def handshake(
         if isinstance(error, AuthenticationError) and client is not None:
             await _quit_after_refusal(client, timeouts)
         abort(client, sock)
-        if error is None:
+        if error is None or error is exc:
             raise
         raise error from exc
 

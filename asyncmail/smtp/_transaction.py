@@ -213,7 +213,8 @@ async def _content(
     x.phase = Phase.DATA_TRANSFER
     content = tx.content
     following = None
-    if follow is not None and len(content) <= MERGE_LIMIT:
+    asked = follow is not None and len(content) <= MERGE_LIMIT
+    if follow is not None and asked:
         # one write for this content and the next group. Should the kernel not take it
         # all and the connection then break, whether the final dot left is unknown.
         following = follow()
@@ -223,7 +224,7 @@ async def _content(
     await wire.send_content(content, t.data_transfer)
     x.dot_sent = True
     x.phase = Phase.FINAL_REPLY
-    if follow is not None and following is None:
+    if follow is not None and not asked:  # (follow is asked once per transaction)
         following = follow()
         if following:
             wire.write(following)
