@@ -462,7 +462,7 @@ def goals(rows: list[dict[str, Any]], link_rtt: dict[str, float]) -> list[str]:
     return out
 
 
-def fmt(v: Any, spec: str) -> str:
+def fmt(v: object, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 

@@ -21,6 +21,7 @@ from asyncmail import (
     Status,
     TemporaryFailure,
     TLSError,
+    TLSMode,
     UnknownOutcomeError,
 )
 from asyncmail.testing import CaptureServer, Fault
@@ -65,7 +66,7 @@ async def test_auth_535_is_permanent_and_not_retried(pipelining: bool) -> None:
 
 async def test_required_starttls_missing_fails_before_mail_from(pipelining: bool) -> None:
     async with CaptureServer(pipelining=pipelining) as server:
-        async with mailer_for(server, tls="starttls") as mailer:
+        async with mailer_for(server, tls=TLSMode.STARTTLS) as mailer:
             with pytest.raises(TLSError) as caught:
                 await mailer.send(message())
     assert caught.value.phase is Phase.STARTTLS

@@ -284,11 +284,14 @@ async def test_a_lowered_connection_cap_is_raised_again_later() -> None:
             await asyncio.gather(mailer.send(message(0)), mailer.send(message(1)))
             server.inject(Fault.reply("greeting", 421, "4.7.0 too many connections", times=1))
             await asyncio.gather(*(mailer.send(message(i)) for i in range(2, 8)))
-            pool = mailer._pool
-            assert pool._cap == 2
-            pool._cap_changed -= 31  # as if half a minute had passed (no sleeping in tests)
+            # TODO(engine rewrite): the cap is not observable (3 connections stay open under a
+            # cap of 2 here) and the pool reads time.monotonic() directly; with the cap in
+            # statistics() and a clock to patch, drop these private accesses.
+            pool = mailer._pool  # noqa: SLF001
+            assert pool._cap == 2  # noqa: SLF001
+            pool._cap_changed -= 31  # noqa: SLF001 (as if half a minute had passed, no sleeping)
             await asyncio.gather(*(mailer.send(message(i)) for i in range(8, 16)))
-            assert pool._cap == 3
+            assert pool._cap == 3  # noqa: SLF001
     assert len(server.messages) == 16
 
 

@@ -24,6 +24,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -127,15 +128,25 @@ def new_id(tag: str) -> str:
     return f"{RUN}-{tag}-{uuid.uuid4().hex[:6]}"
 
 
-def msg(tag: str, **kw: Any) -> tuple[str, Message]:
+def msg(
+    tag: str,
+    *,
+    sender: str = "Interop <sender@example.com>",
+    to: str | list[str] = "rcpt@example.net",
+    text: str | None = None,
+    attachments: Sequence[Attachment] = (),
+) -> tuple[str, Message]:
     ident = new_id(tag)
-    kw.setdefault("sender", "Interop <sender@example.com>")
-    kw.setdefault("to", "rcpt@example.net")
-    kw.setdefault("subject", f"interop {tag}")
-    kw.setdefault("text", f"hello from check {tag}\n")
-    headers = dict(kw.pop("headers", {}))
-    headers["X-Interop-Id"] = ident
-    return ident, Message(headers=headers, **kw)
+    text = f"hello from check {tag}\n" if text is None else text
+    message = Message(
+        sender=sender,
+        to=to,
+        subject=f"interop {tag}",
+        text=text,
+        attachments=attachments,
+        headers={"X-Interop-Id": ident},
+    )
+    return ident, message
 
 
 def url(port: int, *, auth: bool = False, scheme: str = "smtp", query: str = "") -> str:
