@@ -12,6 +12,7 @@ from asyncmail import (
     Message,
     RateLimit,
     RetryPolicy,
+    SendResult,
     Server,
     Timeouts,
     TLSMode,
@@ -101,6 +102,12 @@ def mailer_for(
     )
     options.setdefault("retry", NO_WAIT_RETRY)
     return Mailer(target, **options)
+
+
+def first_recipient(result: SendResult) -> str:
+    """The first envelope recipient of the ``Message`` a result is about."""
+    assert isinstance(result.message, Message)
+    return result.message.recipients[0]
 
 
 def copies(server: CaptureServer, recipient: str) -> int:

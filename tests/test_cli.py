@@ -12,7 +12,7 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from email.header import decode_header, make_header
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def template(tmp_path: Path) -> Path:
     return folder
 
 
-def write_csv(path: Path, rows: list[tuple[str, ...]], header: str = "email,name,code") -> Path:
+def write_csv(path: Path, rows: Sequence[tuple[str, ...]], header: str = "email,name,code") -> Path:
     with path.open("w", encoding="utf-8", newline="") as f:
         f.write(header + "\n")
         for row in rows:
@@ -128,7 +128,7 @@ def test_send_refused_by_the_server_exits_1_with_the_servers_words(tmp_path: Pat
 def test_batch_of_10000_with_4xx_and_5xx_refusals_writes_a_correct_report(
     tmp_path: Path, template: Path
 ) -> None:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for i in range(10_000):
         local = "busy" if i % 100 == 7 else "gone" if i % 100 == 42 else "user"
         rows.append((f"{local}{i}@example.com", f"Name {i}", str(i)))
