@@ -228,9 +228,9 @@ async def run_aiosmtplib_pool(args: argparse.Namespace, budget: Budget, tally: T
 
 
 async def run_asyncmail(args: argparse.Namespace, budget: Budget, tally: Tally) -> None:
-    from asyncmail import Mailer, Message, Status  # type: ignore[attr-defined]
+    from asyncmail import Mailer, Message, Status
 
-    def message(i: int) -> Any:
+    def message(i: int) -> Message:
         to, subject, text, html = fields(i)
         return Message(sender=SENDER, to=to, subject=subject, text=text, html=html)
 

@@ -73,8 +73,8 @@ def summarise(path: str, top: int = 40) -> None:
             total += int(count)
             for frame in set(stack.split(";")):
                 inclusive[frame.split(":")[0]] += int(count)
-    for frame, count in inclusive.most_common(top):
-        print(f"{100 * count / total:5.1f}%  {frame}")
+    for frame, samples in inclusive.most_common(top):
+        print(f"{100 * samples / total:5.1f}%  {frame}")
 
 
 if __name__ == "__main__":

@@ -462,7 +462,7 @@ def goals(rows: list[dict[str, Any]], link_rtt: dict[str, float]) -> list[str]:
     return out
 
 
-def fmt(v: Any, spec: str) -> str:
+def fmt(v: object, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
@@ -592,9 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", default="S1,S2,S3,S4", help="comma-separated subset of S1..S4")
     p.add_argument("--quick", action="store_true", help="small counts and caps: a smoke run")
     p.add_argument("--peers", default="", help="comma-separated peer filter (default: all)")
-    for sc in SCENARIOS:
-        p.add_argument(f"--{sc.lower()}-count", type=int, help=f"messages for {sc}")
-        p.add_argument(f"--{sc.lower()}-cap", type=float, help=f"time cap (s) per peer in {sc}")
+    for key in SCENARIOS:
+        p.add_argument(f"--{key.lower()}-count", type=int, help=f"messages for {key}")
+        p.add_argument(f"--{key.lower()}-cap", type=float, help=f"time cap (s) per peer in {key}")
     p.add_argument("--chart", default=str(HERE / "results.png"), help="where to write the PNG")
     p.add_argument(
         "--asyncmail-rev",

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TypedDict, Unpack
 
-from asyncmail import Mailer, Message, RetryPolicy, Server, Timeouts, TLSMode
+from asyncmail import (
+    Attachment,
+    Mailer,
+    Message,
+    RateLimit,
+    RetryPolicy,
+    SendResult,
+    Server,
+    Timeouts,
+    TLSMode,
+)
+from asyncmail._config import TokenProvider
+from asyncmail.message._address import AddressInput
 from asyncmail.testing import CaptureServer
 
 #: Retries without waiting: tests assert behaviour, never time.
@@ -15,8 +29,41 @@ SHORT_TIMEOUTS = Timeouts(
 )
 
 
-def message(i: int = 0, **overrides: Any) -> Message:
-    fields: dict[str, Any] = {
+class MessageFields(TypedDict, total=False):
+    """The keyword arguments of ``Message``."""
+
+    sender: AddressInput
+    to: AddressInput | Iterable[AddressInput]
+    cc: AddressInput | Iterable[AddressInput]
+    bcc: AddressInput | Iterable[AddressInput]
+    reply_to: AddressInput | Iterable[AddressInput]
+    subject: str
+    text: str | None
+    html: str | None
+    attachments: Iterable[Attachment]
+    headers: Mapping[str, str] | Iterable[tuple[str, str]]
+    return_path: str | None
+    message_id: str | None
+    date: datetime | None
+
+
+class MailerOptions(TypedDict, total=False):
+    """The keyword arguments of ``Mailer``."""
+
+    max_connections: int
+    max_messages_per_connection: int
+    idle_timeout: float
+    max_connection_age: float
+    pool_timeout: float
+    timeouts: Timeouts | None
+    retry: RetryPolicy | None
+    rate_limit: str | RateLimit | None
+    pipelining: bool
+    close_timeout: float
+
+
+def message(i: int = 0, **overrides: Unpack[MessageFields]) -> Message:
+    fields: MessageFields = {
         "sender": "商店 <shop@example.com>",
         "to": [f"张三 <user{i}@example.net>"],
         "subject": f"订单确认 #{i}",
@@ -27,27 +74,40 @@ def message(i: int = 0, **overrides: Any) -> Message:
     return Message(**fields)
 
 
-def mailer_for(server: CaptureServer, **options: Any) -> Mailer:
+def mailer_for(
+    server: CaptureServer,
+    *,
+    tls: TLSMode | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    oauth_token: TokenProvider | None = None,
+    allow_plaintext_auth: bool = False,
+    auth_mechanism: str | None = None,
+    local_hostname: str | None = None,
+    **options: Unpack[MailerOptions],
+) -> Mailer:
     """A Mailer for the capture server, trusting its CA when it speaks TLS."""
-    tls = {"none": TLSMode.NONE, "starttls": TLSMode.STARTTLS, "implicit": TLSMode.IMPLICIT}
-    server_options = {
-        key: options.pop(key)
-        for key in (
-            "username",
-            "password",
-            "oauth_token",
-            "allow_plaintext_auth",
-            "tls",
-            "auth_mechanism",
-            "local_hostname",
-        )
-        if key in options
-    }
-    server_options.setdefault("tls", tls[server.tls])
-    if server.tls != "none":
-        server_options["ssl_context"] = server.client_ssl_context()
+    modes = {"none": TLSMode.NONE, "starttls": TLSMode.STARTTLS, "implicit": TLSMode.IMPLICIT}
+    target = Server(
+        host=server.host,
+        port=server.port,
+        tls=modes[server.tls] if tls is None else tls,
+        ssl_context=server.client_ssl_context() if server.tls != "none" else None,
+        username=username,
+        password=password,
+        oauth_token=oauth_token,
+        allow_plaintext_auth=allow_plaintext_auth,
+        auth_mechanism=auth_mechanism,
+        local_hostname=local_hostname,
+    )
     options.setdefault("retry", NO_WAIT_RETRY)
-    return Mailer(Server(host=server.host, port=server.port, **server_options), **options)
+    return Mailer(target, **options)
+
+
+def first_recipient(result: SendResult) -> str:
+    """The first envelope recipient of the ``Message`` a result is about."""
+    assert isinstance(result.message, Message)
+    return result.message.recipients[0]
 
 
 def copies(server: CaptureServer, recipient: str) -> int:

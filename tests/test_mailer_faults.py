@@ -21,11 +21,12 @@ from asyncmail import (
     Status,
     TemporaryFailure,
     TLSError,
+    TLSMode,
     UnknownOutcomeError,
 )
 from asyncmail.testing import CaptureServer, Fault
 
-from ._support import SHORT_TIMEOUTS, copies, mailer_for, message
+from ._support import SHORT_TIMEOUTS, copies, first_recipient, mailer_for, message
 
 pytestmark = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "plain"])
 
@@ -65,7 +66,7 @@ async def test_auth_535_is_permanent_and_not_retried(pipelining: bool) -> None:
 
 async def test_required_starttls_missing_fails_before_mail_from(pipelining: bool) -> None:
     async with CaptureServer(pipelining=pipelining) as server:
-        async with mailer_for(server, tls="starttls") as mailer:
+        async with mailer_for(server, tls=TLSMode.STARTTLS) as mailer:
             with pytest.raises(TLSError) as caught:
                 await mailer.send(message())
     assert caught.value.phase is Phase.STARTTLS
@@ -248,7 +249,7 @@ async def test_mixed_faults_give_one_result_per_input(pipelining: bool) -> None:
         async with mailer_for(server, retry=RetryPolicy(attempts=2, base_delay=0)) as mailer:
             results = [r async for r in mailer.send_many(message(i) for i in range(20))]
     assert len(results) == 20
-    by_to = {r.message.recipients[0]: r for r in results}
+    by_to = {first_recipient(r): r for r in results}
     assert len(by_to) == 20
     assert by_to["user3@example.net"].status is Status.FAILED
     assert by_to["user5@example.net"].status is Status.FAILED

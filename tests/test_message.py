@@ -50,7 +50,7 @@ def test_message_is_immutable() -> None:
 
 def test_message_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Message("shop@example.com", "bob@example.org")  # type: ignore[misc]
+        Message("shop@example.com", "bob@example.org")  # type: ignore[call-arg]
 
 
 def test_recipients_are_deduplicated_case_insensitively_on_domain_keeping_first_spelling() -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 import pytest
 
 from asyncmail import MailerClosedError, Message, PoolTimeout, RetryPolicy, Status, Timeouts
 from asyncmail.testing import CaptureServer, Fault
 
-from ._support import mailer_for, message
+from ._support import first_recipient, mailer_for, message
 
 
 async def test_a_warm_pool_reuses_one_connection_for_sequential_sends() -> None:
@@ -181,7 +181,7 @@ async def test_send_many_takes_an_async_iterable_and_keeps_each_message() -> Non
     async with CaptureServer() as server:
         async with mailer_for(server) as mailer:
             results = [r async for r in mailer.send_many(source(), concurrency=3)]
-    assert sorted(r.message.recipients[0] for r in results) == sorted(
+    assert sorted(first_recipient(r) for r in results) == sorted(
         f"user{i}@example.net" for i in range(12)
     )
     assert len(server.messages) == 12
@@ -284,11 +284,14 @@ async def test_a_lowered_connection_cap_is_raised_again_later() -> None:
             await asyncio.gather(mailer.send(message(0)), mailer.send(message(1)))
             server.inject(Fault.reply("greeting", 421, "4.7.0 too many connections", times=1))
             await asyncio.gather(*(mailer.send(message(i)) for i in range(2, 8)))
-            pool = mailer._pool
-            assert pool._cap == 2
-            pool._cap_changed -= 31  # as if half a minute had passed (no sleeping in tests)
+            # TODO(engine rewrite): the cap is not observable (3 connections stay open under a
+            # cap of 2 here) and the pool reads time.monotonic() directly; with the cap in
+            # statistics() and a clock to patch, drop these private accesses.
+            pool = mailer._pool  # noqa: SLF001
+            assert pool._cap == 2  # noqa: SLF001
+            pool._cap_changed -= 31  # noqa: SLF001 (as if half a minute had passed, no sleeping)
             await asyncio.gather(*(mailer.send(message(i)) for i in range(8, 16)))
-            assert pool._cap == 3
+            assert pool._cap == 3  # noqa: SLF001
     assert len(server.messages) == 16
 
 
@@ -300,6 +303,9 @@ async def test_breaking_out_of_send_many_at_any_point_leaves_the_mailer_working(
             for stop_after in range(1, 25):
                 seen = 0
                 stream = mailer.send_many((message(i) for i in range(100)), concurrency=3)
+                # TODO(engine rewrite): send_many() is annotated AsyncIterator, yet the README
+                # closes it with contextlib.aclosing(); annotate it AsyncGenerator, drop this.
+                assert isinstance(stream, AsyncGenerator)
                 async with contextlib.aclosing(stream) as results:
                     async for result in results:
                         assert result.status is Status.DELIVERED

@@ -16,18 +16,19 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, auth_mechanism
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, auth_mechanism
+from aiosmtpd.smtp import Session as SMTPSession
 
 from ._faults import Fault, Phase
-from ._records import CapturedMessage, Session
+from ._records import CapturedMessage, SessionLog
 
 if TYPE_CHECKING:
     import ssl
 
-    from ._server import CaptureServer
+    from ._server import CaptureServer, ServerLink
 
 __all__ = ["CaptureSMTP"]
 
@@ -54,7 +55,7 @@ _PHASE_OF_COMMAND: dict[str, Phase] = {
 }
 
 
-def _command(name: str) -> Any:
+def _command(name: str) -> Callable[[CaptureSMTP, str | None], Coroutine[Any, Any, None]]:
     """An ``smtp_<name>`` override that runs the base method through ``CaptureSMTP._dispatch``."""
     base = getattr(SMTP, f"smtp_{name}")
 
@@ -69,20 +70,32 @@ class _Hooks:
     """aiosmtpd's handler object: forwards its hooks to the protocol instance."""
 
     async def handle_EHLO(
-        self, server: CaptureSMTP, session: Any, envelope: Any, hostname: str, lines: list[str]
+        self,
+        server: CaptureSMTP,
+        session: SMTPSession,
+        envelope: Envelope,
+        hostname: str,
+        lines: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return server._ehlo_lines(lines)
+        return server.ehlo_lines(lines)
 
-    async def handle_DATA(self, server: CaptureSMTP, session: Any, envelope: Any) -> str:
-        return await server._on_message(envelope)
+    async def handle_DATA(
+        self, server: CaptureSMTP, session: SMTPSession, envelope: Envelope
+    ) -> str:
+        return await server.on_message(envelope)
 
 
 class CaptureSMTP(SMTP):
     """One client connection of a CaptureServer."""
 
     def __init__(
-        self, owner: CaptureServer, *, tls_context: ssl.SSLContext | None, implicit_tls: bool
+        self,
+        owner: CaptureServer,
+        link: ServerLink,
+        *,
+        tls_context: ssl.SSLContext | None,
+        implicit_tls: bool,
     ) -> None:
         offered = set(PASSWORD_MECHANISMS if owner.auth is not None else ())
         offered.update(TOKEN_MECHANISMS if owner.xoauth2_tokens is not None else ())
@@ -99,9 +112,10 @@ class CaptureSMTP(SMTP):
             loop=asyncio.get_running_loop(),
         )
         self._owner = owner
+        self._link = link
         self._implicit_tls = implicit_tls
         self._mechanisms = sorted(offered)
-        self._record: Session | None = None
+        self._record: SessionLog | None = None
         self._task: asyncio.Task[Any] | None = None
         self._lost: asyncio.Future[None] = self.loop.create_future()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -127,10 +141,10 @@ class CaptureSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._record is None:
-            self._record = self._owner._open_session(self, transport, tls=self._implicit_tls)
+            self._record = self._link.open_session(self, transport, self._implicit_tls)
             self.rearm_idle_timer()
         else:  # the same connection again, now wrapped in TLS by STARTTLS
-            self._record._set_tls()
+            self._record.tls = True
 
     def connection_lost(self, error: Exception | None) -> None:
         try:
@@ -139,14 +153,14 @@ class CaptureSMTP(SMTP):
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
             if self._record is not None:
-                self._record._set_closed()
-                self._owner._close_session(self)
+                self._record.closed = True
+                self._link.close_session(self)
             if not self._lost.done():
                 self._lost.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         if self._record is not None and self._owner.record_chunks:
-            self._record._add_chunk(data)
+            self._record.add_chunk(data)
         if self._swallowing:
             return
         if self._mid_data is not None:
@@ -195,13 +209,13 @@ class CaptureSMTP(SMTP):
             self._idle_timer = None
         if self._busy:
             return
-        after = self._owner._faults.idle_after()
+        after = self._link.faults.idle_after()
         if after is not None and self.transport is not None:
             self._idle_timer = self.loop.call_later(after, self._on_idle)
 
     def _on_idle(self) -> None:
         self._idle_timer = None
-        if self._owner._faults.take_idle():
+        if self._link.faults.take_idle():
             self.hang_up()
 
     async def _forever(self) -> NoReturn:
@@ -216,7 +230,7 @@ class CaptureSMTP(SMTP):
 
     async def _handle_client(self) -> None:
         self._task = asyncio.current_task()
-        fault = self._owner._faults.take("greeting")
+        fault = self._link.faults.take("greeting")
         if fault is None:
             await super()._handle_client()
             return
@@ -237,7 +251,7 @@ class CaptureSMTP(SMTP):
     ) -> None:
         assert self._record is not None
         shown = arg.split()[0] if name == "AUTH" and arg else arg  # never record AUTH secrets
-        self._record._add_command(f"{name} {shown}" if shown else name)
+        self._record.add_command(f"{name} {shown}" if shown else name)
         self._busy = True  # not idle: the idle clock stops until the command is answered
         self.rearm_idle_timer()
         try:
@@ -254,12 +268,12 @@ class CaptureSMTP(SMTP):
             await self.push(refusal)
             return
         phase = _PHASE_OF_COMMAND.get(name)
-        fault = self._owner._faults.take(phase, arg or "") if phase else None
+        fault = self._link.faults.take(phase, arg or "") if phase else None
         if fault is not None:
             await self._apply(fault)
             return
         if name == "DATA":
-            self._mid_data = self._owner._faults.take("mid_data")
+            self._mid_data = self._link.faults.take("mid_data")
             self._content_bytes = 0
         try:
             await run(arg)
@@ -267,7 +281,7 @@ class CaptureSMTP(SMTP):
             self._mid_data = None
         session = self.session
         if name == "AUTH" and session is not None and session.authenticated and session.auth_data:
-            self._record._set_authenticated(str(session.auth_data))
+            self._record.authenticated_as = str(session.auth_data)
 
     async def _apply(self, fault: Fault) -> None:
         """Do what a reply/disconnect/stall fault says, in place of the normal answer."""
@@ -281,7 +295,8 @@ class CaptureSMTP(SMTP):
             self.hang_up()
         await self._forever()
 
-    def _ehlo_lines(self, lines: list[str]) -> list[str]:
+    def ehlo_lines(self, lines: list[str]) -> list[str]:
+        """aiosmtpd's EHLO reply lines with PIPELINING and the AUTH this connection offers."""
         lines = [line for line in lines if not line.startswith("250-AUTH")]
         extra = ["250-PIPELINING"] if self._owner.pipelining else []
         if self._mechanisms and self._auth_refusal() is None:
@@ -305,12 +320,15 @@ class CaptureSMTP(SMTP):
 
     # --- messages -----------------------------------------------------------------------
 
-    async def _on_message(self, envelope: Any) -> str:
+    async def on_message(self, envelope: Envelope) -> str:
+        """Store (unless a fault refuses it) one message; return the reply to its data."""
         assert self._record is not None
-        data: bytes = envelope.original_content
-        fault = self._owner._faults.take("dot", data.decode("utf-8", "replace"))
+        # aiosmtpd sets both before it calls the DATA hook
+        assert envelope.original_content is not None and envelope.mail_from is not None
+        data = envelope.original_content
+        fault = self._link.faults.take("dot", data.decode("utf-8", "replace"))
         if fault is None or fault.kind != "reply" or (fault.code or 0) < 300:
-            self._owner._store(
+            self._link.store(
                 CapturedMessage(
                     envelope_sender=envelope.mail_from,
                     recipients=tuple(envelope.rcpt_tos),
@@ -332,8 +350,13 @@ class CaptureSMTP(SMTP):
     # --- authentication -----------------------------------------------------------------
 
     def _check_password(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> Any:
+        self,
+        server: SMTP,
+        session: SMTPSession,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: LoginPassword,
+    ) -> AuthResult:
         user = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
         expected = (self._owner.auth or {}).get(user)
@@ -342,7 +365,7 @@ class CaptureSMTP(SMTP):
         return AuthResult(success=False, handled=False)
 
     @auth_mechanism("CRAM-MD5")
-    async def auth_CRAM_MD5(self, _: Any, args: list[str]) -> Any:
+    async def auth_CRAM_MD5(self, _: SMTP, args: list[str]) -> AuthResult:
         """RFC 2195: the client proves the password with an HMAC-MD5 of a fresh challenge."""
         if len(args) != 1:
             await self.push("501 5.5.4 CRAM-MD5 takes no initial response")
@@ -360,7 +383,7 @@ class CaptureSMTP(SMTP):
         return AuthResult(success=False, handled=False)
 
     @auth_mechanism("XOAUTH2")
-    async def auth_XOAUTH2(self, _: Any, args: list[str]) -> Any:
+    async def auth_XOAUTH2(self, _: SMTP, args: list[str]) -> AuthResult:
         """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; refusal is a 334 JSON, then 535."""
         if len(args) == 1:
             blob = await self.challenge_auth("")

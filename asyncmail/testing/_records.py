@@ -41,90 +41,82 @@ class CapturedMessage:
         return email.message_from_bytes(self.data, policy=policy.default)
 
 
+class SessionLog:
+    """The writable side of a ``Session``: the server's protocol records into it as it goes."""
+
+    __slots__ = ("authenticated_as", "chunks", "closed", "commands", "id", "lock", "peer", "tls")
+
+    def __init__(self, *, id: int, peer: tuple[str, int], tls: bool) -> None:
+        self.lock = threading.Lock()
+        self.id = id
+        self.peer = peer
+        self.tls = tls
+        self.chunks: list[bytes] = []
+        self.commands: list[str] = []
+        self.closed = False
+        self.authenticated_as: str | None = None
+
+    def add_chunk(self, chunk: bytes) -> None:
+        with self.lock:
+            self.chunks.append(chunk)
+
+    def add_command(self, command: str) -> None:
+        with self.lock:
+            self.commands.append(command)
+
+
 class Session:
     """One client connection as the server saw it; live, updated by the server as it goes.
 
     Attributes are read-only for tests; collections are returned as snapshots.
     """
 
-    __slots__ = (
-        "_authenticated_as",
-        "_chunks",
-        "_closed",
-        "_commands",
-        "_id",
-        "_lock",
-        "_peer",
-        "_tls",
-    )
+    __slots__ = ("_log",)
 
-    def __init__(self, *, id: int, peer: tuple[str, int], tls: bool) -> None:
-        self._lock = threading.Lock()
-        self._id = id
-        self._peer = peer
-        self._tls = tls
-        self._chunks: list[bytes] = []
-        self._commands: list[str] = []
-        self._closed = False
-        self._authenticated_as: str | None = None
+    def __init__(self, log: SessionLog) -> None:
+        self._log = log
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        log = self._log
+        state = "closed" if log.closed else "open"
         return (
-            f"<Session id={self._id} peer={self._peer!r} tls={self._tls} {state} "
-            f"commands={len(self._commands)}>"
+            f"<Session id={log.id} peer={log.peer!r} tls={log.tls} {state} "
+            f"commands={len(log.commands)}>"
         )
 
     @property
     def id(self) -> int:
         """Connection number on this server, from 0 in order of arrival."""
-        return self._id
+        return self._log.id
 
     @property
     def peer(self) -> tuple[str, int]:
         """The client's address and port."""
-        return self._peer
+        return self._log.peer
 
     @property
     def tls(self) -> bool:
         """Whether the connection is encrypted (implicit TLS or after STARTTLS)."""
-        return self._tls
+        return self._log.tls
 
     @property
     def closed(self) -> bool:
         """Whether the connection has ended."""
-        return self._closed
+        return self._log.closed
 
     @property
     def authenticated_as(self) -> str | None:
         """The user name of the last successful AUTH on this connection."""
-        return self._authenticated_as
+        return self._log.authenticated_as
 
     @property
     def chunks(self) -> tuple[bytes, ...]:
         """Every read from the client, as received (after TLS); only with ``record_chunks``."""
-        with self._lock:
-            return tuple(self._chunks)
+        with self._log.lock:
+            return tuple(self._log.chunks)
 
     @property
     def commands(self) -> tuple[str, ...]:
         """The commands the server processed, e.g. ``"MAIL FROM:<a@b>"``; AUTH secrets omitted."""
-        with self._lock:
-            return tuple(self._commands)
-
-    def _add_chunk(self, chunk: bytes) -> None:
-        with self._lock:
-            self._chunks.append(chunk)
-
-    def _add_command(self, command: str) -> None:
-        with self._lock:
-            self._commands.append(command)
-
-    def _set_tls(self) -> None:
-        self._tls = True
-
-    def _set_authenticated(self, user: str) -> None:
-        self._authenticated_as = user
-
-    def _set_closed(self) -> None:
-        self._closed = True
+        with self._log.lock:
+            return tuple(self._log.commands)

@@ -21,16 +21,18 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._faults import Fault, FaultBook
-from ._records import CapturedMessage, Session
+from ._records import CapturedMessage, Session, SessionLog
 
 if TYPE_CHECKING:
+    import trustme
+
     from ._protocol import CaptureSMTP
     from ._thread import ServerThread
     from ._tls import TLSMaterial
@@ -53,6 +55,20 @@ def _load_backend() -> tuple[type[CaptureSMTP], type[TLSMaterial]]:
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
         raise ModuleNotFoundError(_EXTRA_HINT, name=exc.name) from exc
     return CaptureSMTP, TLSMaterial
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLink:
+    """What a connection's protocol may do to its CaptureServer, handed to it explicitly."""
+
+    #: The armed faults, taken as the commands they match arrive.
+    faults: FaultBook
+    #: Called when a client connects: (protocol, transport, tls) -> the session's log.
+    open_session: Callable[[CaptureSMTP, asyncio.BaseTransport, bool], SessionLog]
+    #: Called when the connection is gone.
+    close_session: Callable[[CaptureSMTP], None]
+    #: Keeps an accepted message and wakes whoever waits for messages.
+    store: Callable[[CapturedMessage], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +158,17 @@ class CaptureServer:
         if self.tls != "none":
             self._tls_material = tls_class.create()
         server_context = self._tls_material.server_context if self._tls_material else None
+        link = ServerLink(
+            faults=self._faults,
+            open_session=self._open_session,
+            close_session=self._close_session,
+            store=self._store,
+        )
         try:
             self._server = await loop.create_server(
                 lambda: protocol_class(
                     self,
+                    link,
                     tls_context=server_context if self.tls == "starttls" else None,
                     implicit_tls=self.tls == "implicit",
                 ),
@@ -205,7 +228,7 @@ class CaptureServer:
         return f"{scheme}://{HOST}:{self._port}" + ("?tls=none" if self.tls == "none" else "")
 
     @property
-    def ca(self) -> Any:
+    def ca(self) -> trustme.CA:
         """The ``trustme.CA`` that signed the server certificate."""
         return self._require_tls().ca
 
@@ -335,16 +358,16 @@ class CaptureServer:
     # --- called by the protocol, on the server's loop -----------------------------------
 
     def _open_session(
-        self, protocol: CaptureSMTP, transport: asyncio.BaseTransport, *, tls: bool
-    ) -> Session:
+        self, protocol: CaptureSMTP, transport: asyncio.BaseTransport, tls: bool
+    ) -> SessionLog:
         peer = transport.get_extra_info("peername")
         with self._lock:
-            session = Session(id=self._opened, peer=(peer[0], peer[1]), tls=tls)
+            log = SessionLog(id=self._opened, peer=(peer[0], peer[1]), tls=tls)
             self._opened += 1
             self._live.add(protocol)
             self._max_concurrent = max(self._max_concurrent, len(self._live))
-            self._sessions.append(session)
-        return session
+            self._sessions.append(Session(log))
+        return log
 
     def _close_session(self, protocol: CaptureSMTP) -> None:
         with self._lock:

@@ -7,7 +7,6 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trustme
 
@@ -21,7 +20,7 @@ SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 class TLSMaterial:
     """A CA, the server context it signed, and the CA as a PEM file in a private temp dir."""
 
-    ca: Any
+    ca: trustme.CA
     server_context: ssl.SSLContext
     ca_file: Path
 

@@ -24,6 +24,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ class Box:
                 except FileNotFoundError:
                     continue
                 msg = email.message_from_bytes(raw, policy=email.policy.default)
-                self.seen[f.name] = msg  # type: ignore[assignment]
+                self.seen[f.name] = msg
         for msg in self.seen.values():
             mid = msg.get("X-Interop-Id")
             if mid:
@@ -127,15 +128,27 @@ def new_id(tag: str) -> str:
     return f"{RUN}-{tag}-{uuid.uuid4().hex[:6]}"
 
 
-def msg(tag: str, **kw: Any) -> tuple[str, Message]:
+def msg(
+    tag: str,
+    *,
+    sender: str = "Interop <sender@example.com>",
+    to: str | list[str] = "rcpt@example.net",
+    subject: str | None = None,
+    text: str | None = None,
+    html: str | None = None,
+    attachments: Sequence[Attachment] = (),
+) -> tuple[str, Message]:
     ident = new_id(tag)
-    kw.setdefault("sender", "Interop <sender@example.com>")
-    kw.setdefault("to", "rcpt@example.net")
-    kw.setdefault("subject", f"interop {tag}")
-    kw.setdefault("text", f"hello from check {tag}\n")
-    headers = dict(kw.pop("headers", {}))
-    headers["X-Interop-Id"] = ident
-    return ident, Message(headers=headers, **kw)
+    message = Message(
+        sender=sender,
+        to=to,
+        subject=f"interop {tag}" if subject is None else subject,
+        text=f"hello from check {tag}\n" if text is None else text,
+        html=html,
+        attachments=attachments,
+        headers={"X-Interop-Id": ident},
+    )
+    return ident, message
 
 
 def url(port: int, *, auth: bool = False, scheme: str = "smtp", query: str = "") -> str:
@@ -180,7 +193,7 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
     prof = PROFILES[profile_name]
     box = Box(prof["maildir"])
     ca = f"ca_file={CA}"
-    sub = prof.get("submission")
+    sub: int = prof["submission"]
 
     def want(name: str) -> bool:
         return only is None or any(name.startswith(o) for o in only)
@@ -498,7 +511,8 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
             r = await mailer.send(m)
         counts = await box.wait({ident: 1})
         got = box.get(ident)
-        same = bool(got) and got[0].get_body(("plain",)).get_content().replace("\r\n", "\n") == body
+        plain = got[0].get_body(("plain",)) if got else None
+        same = plain is not None and plain.get_content().replace("\r\n", "\n") == body
         record(
             "dot-stuffing + 5000-char line intact",
             r.ok and counts[ident] == 1 and same,
@@ -550,21 +564,22 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
             )
         if prof.get("conn_limit2"):
             pairs = [msg(f"climit{i}") for i in range(300)]
-            statuses: Counter[str] = Counter()
-            errors: Counter[str] = Counter()
+            limited: Counter[str] = Counter()
+            refusals: Counter[str] = Counter()
             t0 = time.monotonic()
             async with Mailer(url(prof["conn_limit2"]), max_connections=10) as mailer:
                 async for r in mailer.send_many(m for _, m in pairs):
-                    statuses[r.status.value] += 1
+                    limited[r.status.value] += 1
                     if r.error is not None:
-                        errors[f"{type(r.error).__name__} {r.error.code}"] += 1
+                        code = r.error.code if isinstance(r.error, DeliveryError) else None
+                        refusals[f"{type(r.error).__name__} {code}"] += 1
             dt = time.monotonic() - t0
             counts = await box.wait({i: 1 for i, _ in pairs}, limit=60)
             dups = sum(1 for i, _ in pairs if counts[i] > 1)
             record(
                 "server allows 2 conns, pool wants 10",
-                statuses == Counter({"delivered": 300}) and not dups,
-                f"{dict(statuses)} errors={dict(errors)} duplicated={dups} {dt:.1f}s",
+                limited == Counter({"delivered": 300}) and not dups,
+                f"{dict(limited)} errors={dict(refusals)} duplicated={dups} {dt:.1f}s",
             )
 
     # -- CLI --------------------------------------------------------------------------------
@@ -599,8 +614,8 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                     + out.replace("\n", " | ")[:300],
                 )
             ident = new_id("cli")
-            body = BASE / "cli-body.txt"
-            body.write_text("CLI body 正文\n", encoding="utf-8")
+            body_file = BASE / "cli-body.txt"
+            body_file.write_text("CLI body 正文\n", encoding="utf-8")
             p = await asyncio.to_thread(
                 subprocess.run,
                 [
@@ -613,7 +628,7 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                     "--subject",
                     f"CLI 主题 {ident}",
                     "--text",
-                    str(body),
+                    str(body_file),
                     "--url",
                     submission,
                 ],
