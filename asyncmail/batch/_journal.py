@@ -215,10 +215,6 @@ class JournalState:
             return None
         return _NAMES[self._status[row]]
 
-    def counts(self) -> dict[str, int]:
-        """How many rows are in each state."""
-        return {tag: self._status.count(code) for tag, code in _CODES.items()}
-
 
 def in_flight_rows(path: str | Path) -> list[tuple[int, str]]:
     """The (row, email) pairs of a journal whose last event is a start, in journal order."""

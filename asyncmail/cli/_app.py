@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -23,7 +23,7 @@ from ._progress import show_progress, summary_table
 
 __all__ = ["cli"]
 
-EXIT_OK, EXIT_NOT_ALL_DELIVERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_NOT_ALL_DELIVERED, EXIT_INTERRUPTED = 0, 1, 130  # 2 (usage) is click's
 DRY_RUN_SHOWN_PROBLEMS = 10
 T = TypeVar("T")
 
@@ -247,8 +247,6 @@ async def batch_with_progress(
     console: Console,
     interactive: bool,
     interval: float,
-    *,
-    on_signal: Callable[[], None] | None = None,
 ) -> Counts:
     """Run a batch with progress and a summary; the first Ctrl-C stops it cleanly."""
     counts, stop = Counts(), asyncio.Event()
