@@ -379,7 +379,7 @@ def test_resume_reports_an_interrupted_send_unknown_and_resends_it_only_when_ask
     )
     report = tmp_path / "report.csv"
     # What a run killed while row 1 was being sent leaves behind.
-    (tmp_path / "report.csv.journal").write_text("# asyncmail journal v1\nS 1 a@example.com\n")
+    (tmp_path / "report.csv.journal").write_text("# asyncmail journal v2\nS 1 1 a@example.com\n")
     args = ["batch", str(recipients), "-t", str(template), "--from", SENDER, "--url", server.url]
     code, output = invoke(*args, "--resume", str(report))
     assert code == 1, output

@@ -199,7 +199,9 @@ def batch(
     """Send one personalised mail per row of RECIPIENTS (CSV with an 'email' column, or JSONL).
 
     Every send is journaled before it starts, so --resume after a crash or Ctrl-C never
-    sends anyone a second copy. Exit code 1 when any recipient failed or is unknown.
+    sends anyone a second copy. Recipients are known by address (and, for an address listed
+    twice, by which of its rows), not by row number: rows may be added, removed or reordered
+    before resuming. Exit code 1 when any recipient failed or is unknown.
     """
     if resume is not None and report is not None and resume != report:
         raise _usage("--resume names the report to continue; give --report only if it matches")
