@@ -342,6 +342,16 @@ def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Pa
     assert stored["Subject"] == "hi there"
 
 
+def test_serve_on_a_busy_port_says_so_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    with CaptureServer().run_in_thread() as busy:
+        process = _spawn_batch(["serve", "--port", str(busy.port), "--maildir", str(tmp_path)])
+        output = process.communicate(timeout=30)[0]
+    assert process.returncode == 1, output
+    assert output.splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{busy.port}: Address already in use"
+    ]
+
+
 def test_check_shows_extensions_tls_certificate_and_auth_but_never_the_password() -> None:
     capture = CaptureServer(tls="starttls", auth={"user": PASSWORD})
     with capture.run_in_thread() as relay:

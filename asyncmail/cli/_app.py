@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -20,6 +23,11 @@ from ..batch._template import Template
 from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, Counts, check_first_row, run_batch
 from ._progress import show_progress, summary_table
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from ..testing import CapturedMessage
 
 __all__ = ["cli"]
 
@@ -334,18 +342,31 @@ def serve(port: int, host: str, maildir: Path) -> None:
 
     For development: point your app at smtp://127.0.0.1:1025 and read what it sends.
     """
-    from ._serve import MaildirServer
+    from ._serve import maildir_server
 
-    def show(sender: str, recipients: tuple[str, ...], headers: Any) -> None:
-        subject = headers.get("Subject", "")
-        click.echo(f"received from={sender} to={','.join(recipients)} subject={subject!r}")
+    def show(message: CapturedMessage, headers: EmailMessage) -> None:
+        sender, to = message.envelope_sender, ",".join(message.recipients)
+        click.echo(f"received from={sender} to={to} subject={headers.get('Subject', '')!r}")
+
+    server = maildir_server(maildir, port=port, host=host, on_stored=show)
 
     async def go() -> None:
-        async with MaildirServer(maildir, port=port, host=host, on_message=show) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(server)
+            except OSError as exc:  # the port is taken, the host is not an address here...
+                raise click.ClickException(f"cannot listen on {host}:{port}: {_why(exc)}") from None
             click.echo(f"listening on {server.url}, storing in {maildir}/ (Ctrl-C to stop)")
             await asyncio.Event().wait()
 
     _run(go())
+
+
+def _why(exc: OSError) -> str:
+    """What went wrong, without the errno and address that the message says already."""
+    if exc.errno and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 @cli.command()
