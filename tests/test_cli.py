@@ -431,6 +431,27 @@ def test_batch_reads_json_lines_with_nested_values(server: CaptureServer, tmp_pa
     assert "'items' is undefined" in failed["reply"]
 
 
+def test_a_lone_surrogate_in_a_json_address_fails_that_row_and_the_batch_goes_on(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"): the journal must still write that row."""
+    (tmp_path / "r.jsonl").write_text(
+        '{"email": "a@example.com", "name": "A", "code": 1}\n'
+        '{"email": "\\ud800x@example.com", "name": "\\ud800", "code": 2}\n'
+        '{"email": "b@example.com", "name": "B", "code": 3}\n',
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.csv"
+    code, output = invoke(
+        *("batch", str(tmp_path / "r.jsonl"), "-t", str(template), "--from", SENDER),
+        *("--url", server.url, "--report", str(report), "--no-progress"),
+    )
+    assert code == 1, output
+    assert copies(server) == {"a@example.com": 1, "b@example.com": 1}
+    status = {r["row"]: (r["email"], r["status"]) for r in read_report(report)}
+    assert status["2"] == ("?x@example.com", "failed")
+
+
 def test_interactive_mode_shows_a_live_bar_with_counts(
     server: CaptureServer, tmp_path: Path, template: Path
 ) -> None:
