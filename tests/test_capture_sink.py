@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import mailbox
+import os
+import socket
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
 
-from asyncmail.cli._serve import maildir_server
+from asyncmail.cli._serve import cannot_listen, maildir_server
 from asyncmail.testing import CapturedMessage, CaptureServer
 
 
@@ -93,3 +96,14 @@ async def test_maildir_server_stores_each_message_as_a_file_and_keeps_none(
     [file] = (tmp_path / "md" / "new").iterdir()
     assert b"\r\n" not in file.read_bytes()  # local line ends, as Maildir readers expect
     assert shown == [("alice@example.com", "kept on disk")]
+
+
+def test_why_serve_cannot_listen_is_one_plain_line() -> None:
+    taken = OSError(errno.EADDRINUSE, "error while attempting to bind on address ...: in use")
+    unknown_host = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert cannot_listen("127.0.0.1", 1025, taken) == (
+        f"cannot listen on 127.0.0.1:1025: {os.strerror(errno.EADDRINUSE)}"
+    )
+    assert cannot_listen("mail.invalid", 25, unknown_host) == (
+        "cannot listen on mail.invalid:25: Name or service not known"
+    )

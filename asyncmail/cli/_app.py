@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Coroutine
@@ -342,7 +340,7 @@ def serve(port: int, host: str, maildir: Path) -> None:
 
     For development: point your app at smtp://127.0.0.1:1025 and read what it sends.
     """
-    from ._serve import maildir_server
+    from ._serve import cannot_listen, maildir_server
 
     def show(message: CapturedMessage, headers: EmailMessage) -> None:
         sender, to = message.envelope_sender, ",".join(message.recipients)
@@ -355,18 +353,11 @@ def serve(port: int, host: str, maildir: Path) -> None:
             try:
                 await stack.enter_async_context(server)
             except OSError as exc:  # the port is taken, the host is not an address here...
-                raise click.ClickException(f"cannot listen on {host}:{port}: {_why(exc)}") from None
+                raise click.ClickException(cannot_listen(host, port, exc)) from None
             click.echo(f"listening on {server.url}, storing in {maildir}/ (Ctrl-C to stop)")
             await asyncio.Event().wait()
 
     _run(go())
-
-
-def _why(exc: OSError) -> str:
-    """What went wrong, without the errno and address that the message says already."""
-    if exc.errno and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc)
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..testing import CapturedMessage, CaptureServer
 
-__all__ = ["MaildirSink", "maildir_server"]
+__all__ = ["MaildirSink", "cannot_listen", "maildir_server"]
 
 HOST = "127.0.0.1"
 _HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_")
@@ -69,3 +69,12 @@ def maildir_server(
     """
     sink = MaildirSink(maildir, on_stored=on_stored)
     return CaptureServer(host=host, port=port, record=False, on_message=sink)
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """One line saying why the server could not start (the port is taken...), no errno."""
+    if exc.errno and not isinstance(exc, socket.gaierror):
+        reason = os.strerror(exc.errno)
+    else:  # a host name that does not resolve: the resolver's own words
+        reason = exc.strerror or str(exc)
+    return f"cannot listen on {host}:{port}: {reason}"
