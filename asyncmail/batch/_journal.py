@@ -17,9 +17,10 @@ row was before. Rows that cannot be sent (``BadRow``) are numbered the same way,
 their email column holds, and are tried again on every run.
 
 In memory a recipient is a 64-bit digest of (occurrence, address), in compact tables (see
-``_digests``): a resumed run of ten million rows holds about 350 MB, building the report about
-200 MB. Two recipients of one list share a digest with odds around 3 in a million for ten
-million rows; they would then share one status, so one could be skipped or sent again.
+``_digests``): a resumed run of ten million rows holds about 350 MB (450 MB while a table
+grows), building its report about 250 MB; dicts would take several gigabytes. Two
+recipients of one list share a digest with odds around 3 in a million for ten million rows;
+they would then share one status, so one could be skipped or sent again.
 
 The journal file
 ----------------
