@@ -49,11 +49,6 @@ class Recipient:
     name: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
-    def key(self) -> str:
-        """Row number and address: identifies the recipient across runs of the same file."""
-        return f"{self.row} {self.email}"
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BadRow:
@@ -68,11 +63,6 @@ class BadRow:
     row: int
     email: str
     reason: str
-
-    @property
-    def key(self) -> str:
-        """Row number and address, as for ``Recipient.key``."""
-        return f"{self.row} {self.email}"
 
 
 def detect_format(path: Path) -> Format:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, MessageError
@@ -37,7 +38,7 @@ class Rendered:
     html: str | None
 
 
-def _jinja() -> Any:
+def _jinja() -> ModuleType:
     try:
         import jinja2
     except ImportError:
@@ -159,7 +160,7 @@ class Template:
         sender: AddressInput,
         to: AddressInput | Iterable[AddressInput],
         variables: Mapping[str, Any] | None = None,
-        **more_variables: Any,
+        **more_variables: object,
     ) -> Message:
         """Render one ``Message`` for one recipient.
 

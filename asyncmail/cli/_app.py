@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -21,9 +22,14 @@ from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, Counts, check_first_row, run_batch
 from ._progress import show_progress, summary_table
 
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from ..testing import CapturedMessage
+
 __all__ = ["cli"]
 
-EXIT_OK, EXIT_NOT_ALL_DELIVERED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_NOT_ALL_DELIVERED, EXIT_INTERRUPTED = 0, 1, 130  # 2 (usage) is click's
 DRY_RUN_SHOWN_PROBLEMS = 10
 T = TypeVar("T")
 
@@ -199,7 +205,9 @@ def batch(
     """Send one personalised mail per row of RECIPIENTS (CSV with an 'email' column, or JSONL).
 
     Every send is journaled before it starts, so --resume after a crash or Ctrl-C never
-    sends anyone a second copy. Exit code 1 when any recipient failed or is unknown.
+    sends anyone a second copy. Recipients are known by address (and, for an address listed
+    twice, by which of its rows), not by row number: rows may be added, removed or reordered
+    before resuming. Exit code 1 when any recipient failed or is unknown.
     """
     if resume is not None and report is not None and resume != report:
         raise _usage("--resume names the report to continue; give --report only if it matches")
@@ -247,8 +255,6 @@ async def batch_with_progress(
     console: Console,
     interactive: bool,
     interval: float,
-    *,
-    on_signal: Callable[[], None] | None = None,
 ) -> Counts:
     """Run a batch with progress and a summary; the first Ctrl-C stops it cleanly."""
     counts, stop = Counts(), asyncio.Event()
@@ -334,14 +340,20 @@ def serve(port: int, host: str, maildir: Path) -> None:
 
     For development: point your app at smtp://127.0.0.1:1025 and read what it sends.
     """
-    from ._serve import MaildirServer
+    from ._serve import cannot_listen, maildir_server
 
-    def show(sender: str, recipients: tuple[str, ...], headers: Any) -> None:
-        subject = headers.get("Subject", "")
-        click.echo(f"received from={sender} to={','.join(recipients)} subject={subject!r}")
+    def show(message: CapturedMessage, headers: EmailMessage) -> None:
+        sender, to = message.envelope_sender, ",".join(message.recipients)
+        click.echo(f"received from={sender} to={to} subject={headers.get('Subject', '')!r}")
+
+    server = maildir_server(maildir, port=port, host=host, on_stored=show)
 
     async def go() -> None:
-        async with MaildirServer(maildir, port=port, host=host, on_message=show) as server:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(server)
+            except OSError as exc:  # the port is taken, the host is not an address here...
+                raise click.ClickException(cannot_listen(host, port, exc)) from None
             click.echo(f"listening on {server.url}, storing in {maildir}/ (Ctrl-C to stop)")
             await asyncio.Event().wait()
 

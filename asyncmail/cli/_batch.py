@@ -2,13 +2,16 @@
 
 The order of events for one recipient is what makes ``--resume`` safe after a ``kill -9``:
 
-1. the row is read and rendered (a bad row is journaled ``F`` and never sent);
+1. the row is read, numbered among the rows of its address (see ``batch._journal``: a
+   recipient is its address and occurrence, never its row number) and rendered (a bad row is
+   journaled ``F`` and never sent);
 2. ``before_send`` journals ``S`` and flushes, right before the first SMTP transaction;
 3. the result is journaled ``D``, ``F`` or ``U``.
 
-A resumed run never sends a row whose last line is ``D``, nor one whose last line is ``S``
-or ``U`` (it may have been delivered) unless ``resend_unknown`` is set. Failed rows are tried
-again. The report CSV is rebuilt from the journal at the end of every run.
+A resumed run never sends a recipient whose last line is ``D``, nor one whose last line is
+``S`` or ``U`` (it may have been delivered) unless ``resend_unknown`` is set, wherever its row
+moved in the list meanwhile. Failed ones are tried again. The report CSV is rebuilt from the
+journal at the end of every run.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .._config import RetryPolicy
 from .._exceptions import (
@@ -31,12 +33,13 @@ from .._exceptions import (
 )
 from ..batch._journal import (
     DELIVERED,
-    INFLIGHT_REPLY,
     STARTED,
     UNKNOWN,
     Journal,
     JournalState,
+    Occurrences,
     ReportRow,
+    identity,
     journal_path,
     write_report,
 )
@@ -137,13 +140,14 @@ def check_first_row(recipients: Path, template: Template, sender: str) -> int:
     return 0
 
 
-def _result_row(recipient: Recipient, result: SendResult) -> ReportRow:
+def _result_row(recipient: Recipient, occurrence: int, result: SendResult) -> ReportRow:
     error = result.error
     if result.status is Status.DELIVERED or error is None:
         reply = result.reply
         return ReportRow(
             row=recipient.row,
             email=recipient.email,
+            occurrence=occurrence,
             status=result.status.value,
             smtp_code=reply.code if reply else None,
             enhanced_code=reply.enhanced_code if reply else None,
@@ -154,6 +158,7 @@ def _result_row(recipient: Recipient, result: SendResult) -> ReportRow:
     return ReportRow(
         row=recipient.row,
         email=recipient.email,
+        occurrence=occurrence,
         status=result.status.value,
         smtp_code=getattr(error, "code", None),
         enhanced_code=getattr(error, "enhanced_code", None),
@@ -170,7 +175,9 @@ class _Run:
         self.stop = stop
         self.journal: Journal | None = None
         self.state = JournalState()
-        self.pending: dict[int, tuple[Message, Recipient]] = {}
+        self.occurrences = Occurrences()
+        # id(message) -> the message (kept alive so its id stays unique), its row, occurrence
+        self.pending: dict[int, tuple[Message, Recipient, int]] = {}
         self.started: set[int] = set()
         self.server_failures = 0
 
@@ -187,12 +194,10 @@ class _Run:
         if exists:
             self.state = JournalState.replay(jpath)
         self.journal = Journal(jpath)
-        if exists:
-            for row, email in list(self.state.in_flight.items()):
-                if not options.resend_unknown:  # maybe delivered: never re-sent unasked
-                    row_ = ReportRow(row=row, email=email, status="unknown", reply=INFLIGHT_REPLY)
-                    self.journal.finished(row_)
-                    self.state.record(row, email, UNKNOWN)
+        if exists and not options.resend_unknown:  # maybe delivered: never re-sent unasked
+            for unknown in self.state.in_flight():
+                self.journal.finished(unknown)
+                self.state.record(identity(unknown.email, unknown.occurrence), UNKNOWN)
 
     def _finish(self, row: ReportRow) -> None:
         assert self.journal is not None
@@ -204,6 +209,17 @@ class _Run:
         else:
             self.counts.unknown += 1
 
+    def _fail(self, item: Recipient | BadRow, occurrence: int, reason: str) -> None:
+        self._finish(
+            ReportRow(
+                row=item.row,
+                email=item.email,
+                occurrence=occurrence,
+                status="failed",
+                reply=reason,
+            )
+        )
+
     async def messages(self) -> AsyncIterator[Message]:
         options = self.options
         for number, item in enumerate(read_recipients(options.recipients)):
@@ -213,12 +229,11 @@ class _Run:
                 await asyncio.sleep(0)
             if self.stop.is_set():
                 return
+            who = self.occurrences.next(item.email)
             if isinstance(item, BadRow):
-                self._finish(
-                    ReportRow(row=item.row, email=item.email, status="failed", reply=item.reason)
-                )
+                self._fail(item, who.occurrence, item.reason)
                 continue
-            last = self.state.last(item.row, item.email)
+            last = self.state.last(who)
             if last == DELIVERED or (last in (STARTED, UNKNOWN) and not options.resend_unknown):
                 self.counts.skipped += 1
                 continue
@@ -227,25 +242,23 @@ class _Run:
                     sender=options.sender, to=_address(item), variables=item.variables
                 )
             except MessageError as exc:
-                self._finish(
-                    ReportRow(row=item.row, email=item.email, status="failed", reply=str(exc))
-                )
+                self._fail(item, who.occurrence, str(exc))
                 continue
-            self.pending[id(message)] = (message, item)
+            self.pending[id(message)] = (message, item, who.occurrence)
             self.counts.in_flight += 1
             yield message
 
-    def before_send(self, message: Any) -> None:
-        _, recipient = self.pending[id(message)]
+    def before_send(self, message: object) -> None:
+        _, recipient, occurrence = self.pending[id(message)]
         assert self.journal is not None
-        self.journal.started(recipient.row, recipient.email)
+        self.journal.started(recipient.row, recipient.email, occurrence)
         self.started.add(id(message))
 
     def on_result(self, result: SendResult) -> None:
-        _, recipient = self.pending.pop(id(result.message))
+        _, recipient, occurrence = self.pending.pop(id(result.message))
         self.started.discard(id(result.message))
         self.counts.in_flight -= 1
-        self._finish(_result_row(recipient, result))
+        self._finish(_result_row(recipient, occurrence, result))
         if isinstance(result.error, _SERVER_ERRORS) and not result.accepted:
             self.server_failures += 1
             limit = max(GIVE_UP_AFTER, 2 * self.options.concurrency)
@@ -260,11 +273,12 @@ class _Run:
         if self.journal is None:
             return
         for key in list(self.started):
-            _, recipient = self.pending.pop(key)
+            _, recipient, occurrence = self.pending.pop(key)
             self._finish(
                 ReportRow(
                     row=recipient.row,
                     email=recipient.email,
+                    occurrence=occurrence,
                     status="unknown",
                     reply="the run was aborted while this message was being sent",
                 )

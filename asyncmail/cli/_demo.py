@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ..batch._template import Template
 from ._batch import BatchOptions
-from ._serve import MaildirServer
+from ._serve import maildir_server
 
 __all__ = ["DEMO_DATA", "run_demo"]
 
@@ -54,7 +54,7 @@ async def run_demo(
     maildir = maildir or work / "maildir"
     template = Template.from_dir(DEMO_DATA / "template")
     recipients = _recipients(count, work)
-    async with MaildirServer(maildir) as server:
+    async with maildir_server(maildir) as server:
         console.print(f"capture server listening on {server.url}")
         options = BatchOptions(
             recipients=recipients,
@@ -67,7 +67,7 @@ async def run_demo(
         started = time.monotonic()
         counts = await batch_with_progress(options, console, interactive, interval=1.0)
         elapsed = time.monotonic() - started
-        received = server.count
+        received = server.statistics().messages
     rate = counts.delivered / elapsed if elapsed > 0 else 0.0
     console.print(
         f"sent {counts.delivered} personalised mails in {elapsed:.2f} s ({rate:.0f} mails/s); "

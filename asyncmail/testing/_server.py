@@ -13,6 +13,12 @@ Sync code (or another event loop) runs it in a thread::
 
     with CaptureServer().run_in_thread() as server:
         smtplib.SMTP(server.host, server.port).sendmail(...)
+
+A long-running server hands each message to a sink and keeps nothing in memory; that is how
+``asyncmail serve`` fills a Maildir::
+
+    async with CaptureServer(port=1025, record=False, on_message=write_to_disk) as server:
+        ...
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["CaptureServer", "CaptureStatistics"]
 
 TLSMode = Literal["none", "starttls", "implicit"]
-#: Interface the server listens on.
+#: Interface the server listens on unless told otherwise.
 HOST = "127.0.0.1"
 #: Default timeout of ``wait_for_messages``, in seconds.
 WAIT_TIMEOUT = 5.0
@@ -95,6 +101,16 @@ class CaptureServer:
         smtputf8: Advertise and accept SMTPUTF8.
         record_chunks: Keep every raw read from each client in ``Session.chunks``.
         faults: Faults armed from the start; see ``Fault``.
+        host: The interface to listen on. The TLS certificate covers only localhost,
+            127.0.0.1 and ::1.
+        port: The port to listen on; 0 lets the OS pick a free one (see ``port``).
+        on_message: Called with each message as it is stored (what ``messages`` holds), on
+            the server's event loop, before the client gets its reply: a sink, such as a
+            writer to disk. If it raises, the client gets a 500 reply and the message is not
+            recorded.
+        record: Keep accepted messages in ``messages`` and connections in ``sessions``. With
+            False nothing is kept (``statistics()`` still counts), so the memory of a
+            long-running server stays flat; ``wait_for_messages`` then cannot be used.
     """
 
     def __init__(
@@ -110,6 +126,10 @@ class CaptureServer:
         smtputf8: bool = True,
         record_chunks: bool = False,
         faults: Iterable[Fault] = (),
+        host: str = HOST,
+        port: int = 0,
+        on_message: Callable[[CapturedMessage], object] | None = None,
+        record: bool = True,
     ) -> None:
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(f"tls must be 'none', 'starttls' or 'implicit', not {tls!r}")
@@ -117,6 +137,8 @@ class CaptureServer:
             raise ValueError("require_starttls needs tls='starttls'")
         if require_auth and auth is None and xoauth2_tokens is None:
             raise ValueError("require_auth needs auth= or xoauth2_tokens=")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {port}")
         self.tls: TLSMode = tls
         self.require_starttls = require_starttls
         self.auth = dict(auth) if auth is not None else None
@@ -126,10 +148,15 @@ class CaptureServer:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.record_chunks = record_chunks
+        self.record = record
+        self._host = host
+        self._requested_port = port
+        self._on_message = on_message
         self._faults = FaultBook(tuple(faults))
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
         self._messages: list[CapturedMessage] = []
+        self._accepted = 0
         self._sessions: list[Session] = []
         self._live: set[CaptureSMTP] = set()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -144,7 +171,7 @@ class CaptureServer:
     def __repr__(self) -> str:
         return (
             f"<CaptureServer {self._state} {self.url if self._port else ''} "
-            f"messages={len(self._messages)} live={len(self._live)} opened={self._opened}>"
+            f"messages={self._accepted} live={len(self._live)} opened={self._opened}>"
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -172,8 +199,8 @@ class CaptureServer:
                     tls_context=server_context if self.tls == "starttls" else None,
                     implicit_tls=self.tls == "implicit",
                 ),
-                HOST,
-                0,
+                self._host,
+                self._requested_port,
                 ssl=server_context if self.tls == "implicit" else None,
             )
         except BaseException:
@@ -214,7 +241,7 @@ class CaptureServer:
     @property
     def host(self) -> str:
         """The address the server listens on."""
-        return HOST
+        return self._host
 
     @property
     def port(self) -> int:
@@ -225,7 +252,8 @@ class CaptureServer:
     def url(self) -> str:
         """``smtp://127.0.0.1:PORT?tls=none``, ``smtp://127.0.0.1:PORT`` or ``smtps://...``."""
         scheme = "smtps" if self.tls == "implicit" else "smtp"
-        return f"{scheme}://{HOST}:{self._port}" + ("?tls=none" if self.tls == "none" else "")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{scheme}://{host}:{self._port}" + ("?tls=none" if self.tls == "none" else "")
 
     @property
     def ca(self) -> trustme.CA:
@@ -272,7 +300,7 @@ class CaptureServer:
         """A frozen snapshot of the server's counts."""
         with self._lock:
             return CaptureStatistics(
-                messages=len(self._messages),
+                messages=self._accepted,
                 open_connections=len(self._live),
                 connections_opened=self._opened,
                 max_concurrent_connections=self._max_concurrent,
@@ -281,6 +309,7 @@ class CaptureServer:
     def clear(self) -> None:
         """Forget captured messages and sessions (the lists are emptied in place)."""
         with self._lock:
+            self._accepted = 0
             self._messages.clear()
             self._sessions.clear()
 
@@ -294,7 +323,9 @@ class CaptureServer:
 
         Raises:
             TimeoutError: Fewer messages arrived within ``timeout`` seconds.
+            RuntimeError: The server keeps no messages (``record=False``).
         """
+        self._require_record()
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while True:
@@ -316,11 +347,17 @@ class CaptureServer:
 
         Raises:
             TimeoutError: Fewer messages arrived within ``timeout`` seconds.
+            RuntimeError: The server keeps no messages (``record=False``).
         """
+        self._require_record()
         with self._received:
             if not self._received.wait_for(lambda: len(self._messages) >= count, timeout):
                 raise TimeoutError(f"{len(self._messages)} of {count} messages after {timeout}s")
             return list(self._messages)
+
+    def _require_record(self) -> None:
+        if not self.record:
+            raise RuntimeError("this CaptureServer keeps no messages to wait for (record=False)")
 
     # --- faults and connections ---------------------------------------------------------
 
@@ -366,7 +403,8 @@ class CaptureServer:
             self._opened += 1
             self._live.add(protocol)
             self._max_concurrent = max(self._max_concurrent, len(self._live))
-            self._sessions.append(Session(log))
+            if self.record:
+                self._sessions.append(Session(log))
         return log
 
     def _close_session(self, protocol: CaptureSMTP) -> None:
@@ -374,8 +412,12 @@ class CaptureServer:
             self._live.discard(protocol)
 
     def _store(self, message: CapturedMessage) -> None:
+        if self._on_message is not None:
+            self._on_message(message)
         with self._received:
-            self._messages.append(message)
+            self._accepted += 1
+            if self.record:
+                self._messages.append(message)
             self._received.notify_all()
             waiters = list(self._waiters)
         for loop, future in waiters:
