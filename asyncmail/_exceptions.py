@@ -39,12 +39,10 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-if TYPE_CHECKING:
-    from email.message import EmailMessage
-
-    from .message._message import Message
+#: The type of message a SendResult reports on (an asyncmail Message, a stdlib EmailMessage).
+MessageT = TypeVar("MessageT", covariant=True)
 
 __all__ = [
     "AuthenticationError",
@@ -140,7 +138,7 @@ class DeliveryError(MailError):
         phase: Phase | None = None,
         recipient: str | None = None,
         enhanced_code: str | None = None,
-        result: SendResult | None = None,
+        result: SendResult[Any] | None = None,
     ) -> None:
         self.text = text
         self.code = code
@@ -158,11 +156,6 @@ class DeliveryError(MailError):
         if getattr(self, "_frozen", False) and not name.startswith("__"):
             raise AttributeError(f"{type(self).__name__} is immutable")
         super().__setattr__(name, value)
-
-    def _bind(self, result: SendResult) -> None:
-        """Attach the SendResult this error explains; once, before it is raised."""
-        if self.result is None:
-            object.__setattr__(self, "result", result)
 
     def __str__(self) -> str:
         parts = []
@@ -315,7 +308,7 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class SendResult:
+class SendResult(Generic[MessageT]):
     """The single outcome of one message handed to ``send()`` or ``send_many()``.
 
     Attributes:
@@ -333,7 +326,7 @@ class SendResult:
             A DeliveryError, or a MessageError for invalid input in send_many().
     """
 
-    message: Message | EmailMessage | Any
+    message: MessageT
     status: Status
     message_id: str | None = None
     accepted: tuple[str, ...] = ()
@@ -344,8 +337,11 @@ class SendResult:
     error: MailError | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.error, DeliveryError):
-            self.error._bind(self)
+        error = self.error
+        if isinstance(error, DeliveryError) and error.result is None:
+            # the one place an error is completed: bound to the result it explains,
+            # once, before anyone raises it (it is immutable from then on)
+            object.__setattr__(error, "result", self)
 
     @property
     def ok(self) -> bool:

@@ -41,8 +41,9 @@ class Conn:
 class ScriptedServer:
     """An SMTP server on 127.0.0.1 whose every reply a test can replace."""
 
-    def __init__(self, *, extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"),
-                 tls: bool = False) -> None:
+    def __init__(
+        self, *, extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"), tls: bool = False
+    ) -> None:
         self.extensions = extensions
         self.messages: list[Stored] = []
         self.connections = 0
@@ -98,8 +99,10 @@ class ScriptedServer:
             self.commands.append(command)
             verb = command[:4].upper()
             if verb in ("EHLO", "HELO"):
-                conn.say(*(f"250-{e}" for e in ("scripted", *self.extensions[:-1])),
-                         f"250 {self.extensions[-1] if self.extensions else 'OK'}")
+                conn.say(
+                    *(f"250-{e}" for e in ("scripted", *self.extensions[:-1])),
+                    f"250 {self.extensions[-1] if self.extensions else 'OK'}",
+                )
             elif verb == "MAIL":
                 sender, conn.rcpts = command[10:].split(">")[0].lstrip("<"), []
                 conn.say("250 2.1.0 OK")

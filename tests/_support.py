@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from asyncmail import (
     Attachment,
@@ -104,7 +104,7 @@ def mailer_for(
     return Mailer(target, **options)
 
 
-def first_recipient(result: SendResult) -> str:
+def first_recipient(result: SendResult[Any]) -> str:
     """The first envelope recipient of the ``Message`` a result is about."""
     assert isinstance(result.message, Message)
     return result.message.recipients[0]

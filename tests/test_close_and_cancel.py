@@ -119,7 +119,7 @@ class ChokeHop:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def mailer(self, **options: Any) -> Mailer:
+    def mailer(self, **options: Any) -> Mailer:  # noqa: ANN401 (Mailer's keyword arguments)
         options.setdefault("retry", NO_WAIT_RETRY)
         return Mailer(Server(host="127.0.0.1", port=self.port, tls=TLSMode.NONE), **options)
 
@@ -160,7 +160,7 @@ class ChokeHop:
             self._tasks.discard(task)
 
 
-async def shutdown_of(send: Awaitable[SendResult]) -> ShutdownError:
+async def shutdown_of(send: Awaitable[SendResult[Any]]) -> ShutdownError:
     """The ShutdownError a send raises, checked to carry its FAILED result."""
     with pytest.raises(ShutdownError) as caught:
         await send
@@ -409,8 +409,8 @@ class Source:
             yield self.make(i)
 
 
-def recipients_of(results: list[SendResult]) -> list[str]:
-    return [r.message.recipients[0] for r in results]  # type: ignore[union-attr]
+def recipients_of(results: list[SendResult[Message]]) -> list[str]:
+    return [r.message.recipients[0] for r in results]
 
 
 @pytest.mark.parametrize("hosted", [True, False], ids=["async-for", "async-with"])
@@ -418,12 +418,12 @@ async def test_close_during_send_many_gives_each_taken_message_one_result(hosted
     source = Source(500)
     async with CaptureServer() as server:
         mailer = mailer_for(server, max_connections=2, close_timeout=LONG_CLOSE)
-        results: list[SendResult] = []
+        results: list[SendResult[Any]] = []
         with anyio.fail_after(HANG):
             async with mailer:
                 closer: asyncio.Task[None] | None = None
 
-                async def consume(stream: AsyncIterator[SendResult]) -> None:
+                async def consume(stream: AsyncIterator[SendResult[Any]]) -> None:
                     nonlocal closer
                     async for result in stream:
                         results.append(result)
@@ -465,7 +465,7 @@ async def test_close_during_send_many_gives_each_taken_message_one_result(hosted
 async def test_breaking_out_of_send_many_leaves_the_mailer_usable(hosted: bool) -> None:
     async with CaptureServer() as server:
         mailer = mailer_for(server, max_connections=2, close_timeout=LONG_CLOSE)
-        results: list[SendResult] = []
+        results: list[SendResult[Any]] = []
         try:
             async with mailer:
                 try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict, Unpack
 
 import pytest
 from hypothesis import given
@@ -40,13 +40,24 @@ def r(code: int) -> Reply:
     return Reply(code, f"{code // 100}.0.0 reply {code}" if code >= 200 else "odd")
 
 
+class _Extra(TypedDict, total=False):
+    """The Exchange fields a case may set besides the replies."""
+
+    reused: bool
+    broke: str | None
+    timed_out: bool
+    garbled: bool
+    phase: Phase
+
+
 def x(
     *recipients: str,
     mail: int | None = None,
     rcpt: tuple[int, ...] = (),
     data: int | None = None,
     final: int | None = None,
-    **kwargs: Any,
+    dot_sent: bool = False,
+    **kwargs: Unpack[_Extra],
 ) -> Exchange:
     """An Exchange from reply codes (the texts do not matter to judge)."""
     return Exchange(
@@ -55,11 +66,12 @@ def x(
         rcpt=[r(code) for code in rcpt],
         data=None if data is None else r(data),
         final=None if final is None else r(final),
+        dot_sent=dot_sent,
         **kwargs,
     )
 
 
-def sent(*recipients: str, rcpt: tuple[int, ...], final: int, **kwargs: Any) -> Exchange:
+def sent(*recipients: str, rcpt: tuple[int, ...], final: int, **kwargs: Unpack[_Extra]) -> Exchange:
     """A transaction that got as far as the final reply."""
     return x(*recipients, mail=250, rcpt=rcpt, data=354, final=final, dot_sent=True, **kwargs)
 

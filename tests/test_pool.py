@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -193,7 +193,8 @@ async def test_invalid_messages_in_send_many_become_failed_results() -> None:
     broken = email.message.EmailMessage()  # no From, no To
     async with CaptureServer() as server:
         async with mailer_for(server) as mailer:
-            results = [r async for r in mailer.send_many([message(0), broken, message(1)])]
+            inputs: list[Message | email.message.EmailMessage] = [message(0), broken, message(1)]
+            results = [r async for r in mailer.send_many(inputs)]
     assert len(results) == 3
     statuses = sorted(r.status.value for r in results)
     assert statuses == ["delivered", "delivered", "failed"]
@@ -303,9 +304,6 @@ async def test_breaking_out_of_send_many_at_any_point_leaves_the_mailer_working(
             for stop_after in range(1, 25):
                 seen = 0
                 stream = mailer.send_many((message(i) for i in range(100)), concurrency=3)
-                # TODO(engine rewrite): send_many() is annotated AsyncIterator, yet the README
-                # closes it with contextlib.aclosing(); annotate it AsyncGenerator, drop this.
-                assert isinstance(stream, AsyncGenerator)
                 async with contextlib.aclosing(stream) as results:
                     async for result in results:
                         assert result.status is Status.DELIVERED

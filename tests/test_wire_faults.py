@@ -31,10 +31,12 @@ TIMEOUTS = Timeouts(connect=5, greeting=2, command=2, data_start=2, data_transfe
 
 
 def mailer(server: ScriptedServer, **options: object) -> Mailer:
-    tls = {"tls": TLSMode.IMPLICIT, "ssl_context": server.client_context()} if server.ca else {
-        "tls": TLSMode.NONE
-    }
-    target = Server(host="127.0.0.1", port=server.port, **tls)  # type: ignore[arg-type]
+    tls = (
+        {"tls": TLSMode.IMPLICIT, "ssl_context": server.client_context()}
+        if server.ca
+        else {"tls": TLSMode.NONE}
+    )
+    target = Server(host="127.0.0.1", port=server.port, **tls)
     options.setdefault("retry", RETRY)
     options.setdefault("timeouts", TIMEOUTS)
     return Mailer(target, **options)  # type: ignore[arg-type]
@@ -110,7 +112,9 @@ async def test_tls_stall_mid_body_times_out_as_a_failure_before_the_dot() -> Non
     assert server.copies("a@example.net") == 1
 
 
-async def test_drop_after_dot_leaves_accepted_unknown_and_retries_the_one_refused_with_450() -> None:
+async def test_drop_after_dot_leaves_accepted_unknown_and_retries_the_one_refused_with_450() -> (
+    None
+):
     """Bug 9: B got 450 and A 250, then the connection dropped after the dot."""
     async with ScriptedServer() as server:
         server.rcpt_reply = lambda conn, rcpt: (

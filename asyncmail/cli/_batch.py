@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._config import RetryPolicy
 from .._exceptions import (
@@ -140,7 +141,7 @@ def check_first_row(recipients: Path, template: Template, sender: str) -> int:
     return 0
 
 
-def _result_row(recipient: Recipient, occurrence: int, result: SendResult) -> ReportRow:
+def _result_row(recipient: Recipient, occurrence: int, result: SendResult[Any]) -> ReportRow:
     error = result.error
     if result.status is Status.DELIVERED or error is None:
         reply = result.reply
@@ -254,7 +255,7 @@ class _Run:
         self.journal.started(recipient.row, recipient.email, occurrence)
         self.started.add(id(message))
 
-    def on_result(self, result: SendResult) -> None:
+    def on_result(self, result: SendResult[Any]) -> None:
         _, recipient, occurrence = self.pending.pop(id(result.message))
         self.started.discard(id(result.message))
         self.counts.in_flight -= 1

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -60,7 +60,7 @@ class Feed(Protocol):
     def ready(self) -> Job | None:
         """The next job if one is waiting now, else None; never waits."""
 
-    async def emit(self, result: SendResult) -> None:
+    async def emit(self, result: SendResult[Any]) -> None:
         """Hand a final result on."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from .._exceptions import (
     DeliveryError,
@@ -28,7 +28,7 @@ from ..smtp._transaction import dot_stuff
 __all__ = ["BeforeSend", "Job"]
 
 #: Called with each message right before its first transaction (a write-ahead hook).
-BeforeSend: TypeAlias = Callable[[object], object]
+BeforeSend: TypeAlias = Callable[[Any], object]
 
 
 class Job:
@@ -133,7 +133,7 @@ class Job:
             self.errors[rcpt] = error
         self.last = Attempt(Status.FAILED, error=error)
 
-    def result(self, *, shutdown: bool = False) -> SendResult:
+    def result(self, *, shutdown: bool = False) -> SendResult[Any]:
         """The final SendResult; open recipients end with their latest error.
 
         Args:

@@ -6,6 +6,8 @@ result, or abandoned when the caller's task is cancelled (then there is no resul
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 
 from .._exceptions import SendResult, Status
@@ -51,7 +53,7 @@ class Ledger:
     def admit(self) -> None:
         self.in_flight += 1
 
-    def finish(self, result: SendResult) -> SendResult:
+    def finish(self, result: SendResult[Any]) -> SendResult[Any]:
         """Count a final result and let its message leave."""
         self.counts[result.status] += 1
         self._leave()

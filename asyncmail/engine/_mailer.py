@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -57,6 +57,7 @@ __all__ = ["Mailer", "MailerStatistics"]
 logger = logging.getLogger("asyncmail")
 
 AnyMessage = Message | EmailMessage
+M = TypeVar("M", bound=AnyMessage)
 
 DEFAULT_CLOSE_TIMEOUT = 30.0
 #: After a close timed out and dropped the busy connections, how long their sends get to end.
@@ -81,7 +82,7 @@ class _One:
 
     def __init__(self, job: Job) -> None:
         self._job: Job | None = job
-        self.result: SendResult | None = None
+        self.result: SendResult[Any] | None = None
 
     async def next(self) -> Job | None:
         job, self._job = self._job, None
@@ -90,7 +91,7 @@ class _One:
     def ready(self) -> Job | None:
         return None
 
-    async def emit(self, result: SendResult) -> None:
+    async def emit(self, result: SendResult[Any]) -> None:
         self.result = result
 
 
@@ -220,7 +221,7 @@ class Mailer:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def send(self, message: AnyMessage) -> SendResult:
+    async def send(self, message: M) -> SendResult[M]:
         """Send one message.
 
         Returns:
@@ -248,10 +249,10 @@ class Mailer:
 
     def send_many(
         self,
-        messages: Iterable[AnyMessage] | AsyncIterable[AnyMessage],
+        messages: Iterable[M] | AsyncIterable[M],
         *,
         concurrency: int | None = None,
-        before_send: BeforeSend | None = None,
+        before_send: Callable[[M], object] | None = None,
     ) -> ResultStream:
         """Send a stream of messages; one SendResult per input, in completion order.
 

@@ -18,7 +18,7 @@ import email.message
 import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
@@ -48,14 +48,14 @@ class _QueueFeed:
         self,
         driver: Driver,
         messages: MemoryObjectReceiveStream[object],
-        results: MemoryObjectSendStream[SendResult],
+        results: MemoryObjectSendStream[SendResult[Any]],
         before_send: BeforeSend | None,
     ) -> None:
         self.driver = driver
         self.messages = messages
         self.results = results
         self.before_send = before_send
-        self._early: list[SendResult] = []  # results made without I/O, not yet emitted
+        self._early: list[SendResult[Any]] = []  # results made without I/O, not yet emitted
 
     async def next(self) -> Job | None:
         while True:
@@ -98,7 +98,7 @@ class _QueueFeed:
             self._early.append(ledger.finish(result))
             return None
 
-    async def emit(self, result: SendResult) -> None:
+    async def emit(self, result: SendResult[Any]) -> None:
         await self._flush()
         await self._put(result)
 
@@ -106,7 +106,7 @@ class _QueueFeed:
         while self._early:
             await self._put(self._early.pop(0))
 
-    async def _put(self, result: SendResult) -> None:
+    async def _put(self, result: SendResult[Any]) -> None:
         try:
             try:
                 self.results.send_nowait(result)
@@ -133,15 +133,16 @@ class _Work:
         self.messages = messages
         self.workers = workers
         self.before_send = before_send
-        send, receive = anyio.create_memory_object_stream[SendResult](workers)
-        self.results_in: MemoryObjectSendStream[SendResult] = send
-        self.results: MemoryObjectReceiveStream[SendResult] = receive
+        send, receive = anyio.create_memory_object_stream[SendResult[Any]](workers)
+        self.results_in: MemoryObjectSendStream[SendResult[Any]] = send
+        self.results: MemoryObjectReceiveStream[SendResult[Any]] = receive
         self.scope = anyio.CancelScope()
         self.failure: BaseException | None = None
 
     def stop(self) -> None:
         """Cancel the workers and close the results; safe to call again, and with no loop."""
         self.results.close()  # a worker already past its await stops on a closed stream
+        self.results_in.close()  # (the workers hold clones; this one is only for them)
         # the others at their next await (no running loop: it ended, and the tasks with it)
         with contextlib.suppress(RuntimeError):
             self.scope.cancel()
@@ -178,7 +179,7 @@ class _Work:
     async def _work(
         self,
         messages: MemoryObjectReceiveStream[object],
-        results: MemoryObjectSendStream[SendResult],
+        results: MemoryObjectSendStream[SendResult[Any]],
     ) -> None:
         async with messages, results:
             feed = _QueueFeed(self.driver, messages, results, self.before_send)
@@ -230,7 +231,7 @@ class ResultStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> SendResult:
+    async def __anext__(self) -> SendResult[Any]:
         if not self._started:
             if self._host is None:
                 raise MailerClosedError(

@@ -88,6 +88,29 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+#: aiosmtplib errors without a reply, to the class that says the same (first match wins).
+_NO_REPLY: tuple[tuple[type[Exception], type[DeliveryError]], ...] = (
+    (smtp_errors.SMTPTimeoutError, SMTPTimeoutError),  # (SMTPConnectTimeoutError too)
+    (smtp_errors.SMTPConnectError, ConnectError),
+    (smtp_errors.SMTPServerDisconnected, ServerDisconnected),
+    (smtp_errors.SMTPNotSupported, NotSupportedError),
+)
+
+
+def _reply_error(exc: smtp_errors.SMTPResponseException, phase: Phase) -> DeliveryError:
+    """An aiosmtplib error that carries the server's reply, classified by its code."""
+    recipient = None
+    if isinstance(exc, smtp_errors.SMTPConnectResponseError):
+        phase = Phase.GREETING
+    elif isinstance(exc, smtp_errors.SMTPRecipientRefused):
+        phase, recipient = Phase.RCPT, exc.recipient
+    elif isinstance(exc, smtp_errors.SMTPSenderRefused):
+        phase = Phase.MAIL
+    elif isinstance(exc, smtp_errors.SMTPAuthenticationError):
+        phase = Phase.AUTH
+    return error_for_reply(exc.code, exc.message, phase=phase, recipient=recipient)
+
+
 def map_error(exc: BaseException, phase: Phase) -> DeliveryError:
     """Translate an aiosmtplib (or socket) error into asyncmail's tree. The one boundary.
 
@@ -98,28 +121,16 @@ def map_error(exc: BaseException, phase: Phase) -> DeliveryError:
     tls_failure = _ssl_cause(exc)
     if tls_failure is not None:
         return TLSError(f"TLS failed: {tls_failure}", phase=phase)
-    if isinstance(exc, smtp_errors.SMTPConnectResponseError):
-        return error_for_reply(exc.code, exc.message, phase=Phase.GREETING)
-    if isinstance(exc, smtp_errors.SMTPRecipientRefused):
-        return error_for_reply(exc.code, exc.message, phase=Phase.RCPT, recipient=exc.recipient)
-    if isinstance(exc, smtp_errors.SMTPSenderRefused):
-        return error_for_reply(exc.code, exc.message, phase=Phase.MAIL)
-    if isinstance(exc, smtp_errors.SMTPAuthenticationError):
-        return error_for_reply(exc.code, exc.message, phase=Phase.AUTH)
     if isinstance(exc, smtp_errors.SMTPResponseException):
-        return error_for_reply(exc.code, exc.message, phase=phase)
+        return _reply_error(exc, phase)
     if isinstance(exc, smtp_errors.SMTPRecipientsRefused):
         errors = [map_error(e, Phase.RCPT) for e in exc.recipients]
         transient = [e for e in errors if e.retryable]
         return (transient or errors or [PermanentError("all recipients refused", phase=phase)])[0]
-    if isinstance(exc, smtp_errors.SMTPTimeoutError):  # (SMTPConnectTimeoutError too)
-        return SMTPTimeoutError(str(exc), phase=phase)
-    if isinstance(exc, smtp_errors.SMTPConnectError):
-        return ConnectError(str(exc), phase=Phase.CONNECT)
-    if isinstance(exc, smtp_errors.SMTPServerDisconnected):
-        return ServerDisconnected(str(exc), phase=phase)
-    if isinstance(exc, smtp_errors.SMTPNotSupported):
-        return NotSupportedError(str(exc), phase=phase)
+    for source, target in _NO_REPLY:
+        if isinstance(exc, source):
+            where = Phase.CONNECT if target is ConnectError else phase
+            return target(str(exc), phase=where)
     if isinstance(exc, smtp_errors.SMTPException):
         return PermanentError(exc.message, phase=phase)
     if isinstance(exc, TimeoutError):

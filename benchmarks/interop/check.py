@@ -457,9 +457,13 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
         em["X-Interop-Id"] = ident
         em.set_content("plain body\n")
         async with Mailer(submission) as mailer:
-            r = await mailer.send(em)
+            sent = await mailer.send(em)
         counts = await box.wait({ident: 1})
-        record("stdlib EmailMessage", r.ok and counts[ident] == 1, f"{r!r} copies={counts[ident]}")
+        record(
+            "stdlib EmailMessage",
+            sent.ok and counts[ident] == 1,
+            f"{sent!r} copies={counts[ident]}",
+        )
 
     # -- concurrency ------------------------------------------------------------------------
     if want("concurrent"):
