@@ -332,3 +332,18 @@ async def test_a_message_over_the_servers_size_limit_is_refused_before_sending()
     assert caught.value.enhanced_code == "5.3.4"
     assert not caught.value.retryable
     assert not any(c.upper().startswith("MAIL") for s in server.sessions for c in s.commands)
+
+
+async def test_a_stdlib_message_that_cannot_go_on_the_wire_fails_before_any_connection() -> None:
+    """A line over 998 octets is a MessageError raised before connecting, not after."""
+    import email.message
+
+    msg = email.message.EmailMessage()
+    msg["From"] = "shop@example.com"
+    msg["To"] = "a@example.net"
+    msg.set_content("x" * 2000 + "\n", cte="8bit")
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            with pytest.raises(MessageError):
+                await mailer.send(msg)
+    assert server.statistics().connections_opened == 0

@@ -28,7 +28,6 @@ from .._config import RetryPolicy
 from .._exceptions import (
     DeliveryError,
     MailerClosedError,
-    MessageError,
     NotSupportedError,
     Phase,
     SendResult,
@@ -155,20 +154,10 @@ class Driver:
         """
         first = True
         group_sent = False
-        tx = self._prepare(conn, job)
+        tx: Prepared | Attempt | None = self._prepare(conn, job)
         while True:
-            chained: list[tuple[Job, Prepared | Attempt]] = []
-            attempt: Attempt | None
-            if isinstance(tx, Attempt):  # refused before any I/O
-                job.begin(self.clock())
-                attempt = tx
-            elif group_sent or await self._start(state, job):
-                follow = self._follower(state, conn, chained) if tx.pipelined else None
-                attempt = await run(conn, tx, group_sent=group_sent, follow=follow)
-                if attempt.needs_rset and attempt.reusable:
-                    attempt = replace(attempt, reusable=await reset(conn))
-            else:
-                attempt = None  # the write-ahead hook failed: the job already has its result
+            chained: list[tuple[Job, Prepared | Attempt | None]] = []
+            attempt = await self._one(state, conn, job, tx, group_sent, chained)
             if attempt is not None:
                 if attempt.stale and first:
                     job.unbook()
@@ -176,11 +165,7 @@ class Driver:
                     return job, False
                 await self._settle(state, job, attempt)
                 if not attempt.reusable:
-                    for following, ftx in chained:  # its group went nowhere: not an attempt
-                        if isinstance(ftx, Prepared):
-                            following.unbook()
-                        following.due = self.clock()
-                        state.retries.appendleft(following)
+                    await self._requeue(state, chained)
                     return None, False
             if chained:
                 job, tx = chained[0]
@@ -191,6 +176,43 @@ class Driver:
                     return None, True
                 job, tx, group_sent = nxt, self._prepare(conn, nxt), False
             first = False
+
+    async def _one(
+        self,
+        state: _Run,
+        conn: Connection,
+        job: Job,
+        tx: Prepared | Attempt | None,
+        group_sent: bool,
+        chained: list[tuple[Job, Prepared | Attempt | None]],
+    ) -> Attempt | None:
+        """One job's transaction on ``conn``; None when it ended without one (hook failed)."""
+        if tx is None:  # its write-ahead hook failed when it was to be chained
+            await self._finish(state, job)
+            return None
+        if isinstance(tx, Attempt):  # refused before any I/O
+            job.begin(self.clock())
+            return tx
+        if not group_sent and not await self._start(state, job):
+            return None  # the write-ahead hook failed: the job already has its result
+        follow = self._follower(state, conn, chained) if tx.pipelined else None
+        attempt = await run(conn, tx, group_sent=group_sent, follow=follow)
+        if attempt.needs_rset and attempt.reusable:
+            attempt = replace(attempt, reusable=await reset(conn))
+        return attempt
+
+    async def _requeue(
+        self, state: _Run, chained: list[tuple[Job, Prepared | Attempt | None]]
+    ) -> None:
+        """The connection ended under jobs chained behind: they go first on the next one."""
+        for following, ftx in chained:
+            if ftx is None:
+                await self._finish(state, following)
+                continue
+            if isinstance(ftx, Prepared):  # its group went nowhere: not an attempt
+                following.unbook()
+            following.due = self.clock()
+            state.retries.appendleft(following)
 
     def _ready(self, state: _Run, conn: Connection) -> Job | None:
         """The next job to run on ``conn`` now, if one is waiting and ``conn`` may take it."""
@@ -205,7 +227,10 @@ class Driver:
         return job
 
     def _follower(
-        self, state: _Run, conn: Connection, chained: list[tuple[Job, Prepared | Attempt]]
+        self,
+        state: _Run,
+        conn: Connection,
+        chained: list[tuple[Job, Prepared | Attempt | None]],
     ) -> Callable[[], bytes | None]:
         """What ``run`` calls once the content has left: the next job's group, if any."""
 
@@ -218,14 +243,15 @@ class Driver:
             if job is None:
                 return None
             state.held.add(job)
-            tx = self._prepare(conn, job)
+            tx: Prepared | Attempt | None = self._prepare(conn, job)
             if isinstance(tx, Prepared):
                 try:
                     job.announce(state.feed.before_send)
                 except DeliveryError as exc:
-                    tx = failed(job.pending, exc)
+                    job.fail(exc)  # not sent: its result is handed on after this transaction
+                    tx = None
             chained.append((job, tx))
-            if isinstance(tx, Attempt):
+            if not isinstance(tx, Prepared):
                 return None
             job.begin(self.clock())
             return tx.group
@@ -255,12 +281,10 @@ class Driver:
                 phase=Phase.MAIL,
             )
             return failed(job.pending, error)
-        try:
-            sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
-            rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
-            content, eight_bit = job.content_for(smtputf8)
-        except MessageError as exc:
-            return failed(job.pending, NotSupportedError(str(exc), phase=Phase.MAIL))
+        # (valid: checked, and rendered for this mode, when the job was made)
+        sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
+        rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
+        content, eight_bit = job.content_for(smtputf8)
         pipelining = self.pipelining and conn.supports("pipelining")
         return prepare(
             conn,

@@ -20,7 +20,7 @@ from .._exceptions import (
     ShutdownError,
     Status,
 )
-from ..message._envelope import Envelope, message_bytes
+from ..message._envelope import Envelope, envelope_of, message_bytes
 from ..message._message import Message
 from ..smtp._judge import Attempt
 from ..smtp._transaction import dot_stuff
@@ -68,6 +68,17 @@ class Job:
         self.started = 0.0
         self.due = 0.0  # when a retry may start (the engine's clock)
         self.announced = False  # before_send was called
+
+    @classmethod
+    def of(cls, message: Message | email.message.Message) -> Job:
+        """A job for ``message``, validated and rendered before any I/O.
+
+        Raises:
+            MessageError: The message is invalid, or cannot be put on the wire as it is.
+        """
+        job = cls(message, envelope_of(message))
+        job.content_for(job.envelope.needs_smtputf8)
+        return job
 
     def announce(self, before_send: BeforeSend | None) -> None:
         """Call the write-ahead hook once, before the first transaction that may deliver.

@@ -44,7 +44,6 @@ from .._exceptions import (
     Status,
 )
 from .._pool import Pool, PoolStatistics
-from ..message._envelope import envelope_of
 from ..message._message import Message
 from ._driver import Driver
 from ._job import BeforeSend, Job
@@ -236,7 +235,7 @@ class Mailer:
             MailerClosedError: The Mailer was already closed.
         """
         self._check_open()
-        feed = _One(Job(message, envelope_of(message)))
+        feed = _One(Job.of(message))
         self._ledger.admit()
         await self._driver.serve(feed)
         result = feed.result

@@ -25,7 +25,6 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._exceptions import MailerClosedError, MessageError, SendResult, ShutdownError, Status
-from ..message._envelope import envelope_of
 from ..message._message import Message
 from ._job import BeforeSend, Job
 
@@ -92,7 +91,7 @@ class _QueueFeed:
                 raise ShutdownError("the Mailer closed before this message was sent")
             if not isinstance(message, Message | email.message.Message):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
-            return Job(message, envelope_of(message))
+            return Job.of(message)
         except (MessageError, ShutdownError) as exc:
             result = SendResult(message=message, status=Status.FAILED, error=exc)
             self._early.append(ledger.finish(result))
