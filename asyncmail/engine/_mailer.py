@@ -252,7 +252,7 @@ class Mailer:
         *,
         concurrency: int | None = None,
         before_send: Callable[[M], object] | None = None,
-    ) -> ResultStream:
+    ) -> ResultStream[M]:
         """Send a stream of messages; one SendResult per input, in completion order.
 
         The input is consumed lazily through a bounded queue, so memory stays flat for

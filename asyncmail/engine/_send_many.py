@@ -18,7 +18,7 @@ import email.message
 import weakref
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["ResultStream"]
 
 Messages = Iterable[object] | AsyncIterable[object]
+#: The message type of a stream: its results carry the messages as they were given.
+M = TypeVar("M")
 
 
 class _ConsumerGone(Exception):
@@ -158,19 +160,23 @@ class _Work:
         finally:
             self.results_in.close()
 
+    def _done(self) -> bool:
+        """Stop reading the input: the Mailer is closing, or the consumer stopped listening."""
+        return self.driver.closing.is_set() or self.scope.cancel_called
+
     async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
-        closing = self.driver.closing
+        # (a put that does not wait does not see a cancel: hence the check after each one)
         async with queue:
             try:
                 if isinstance(self.messages, AsyncIterable):
                     async for message in self.messages:
                         await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
-                        if closing.is_set():
+                        if self._done():
                             break
                 else:
                     for message in self.messages:
                         await _put(queue, message)
-                        if closing.is_set():
+                        if self._done():
                             break  # what is queued ends FAILED (ShutdownError)
             except Exception as exc:  # the caller's iterable failed: their exception
                 self.failure = exc
@@ -187,7 +193,7 @@ class _Work:
                 await self.driver.serve(feed)
 
 
-class ResultStream:
+class ResultStream(Generic[M]):
     """The results of ``send_many``: an async iterator, and an async context manager."""
 
     def __init__(
@@ -230,7 +236,7 @@ class ResultStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> SendResult[Any]:
+    async def __anext__(self) -> SendResult[M]:
         if not self._started:
             if self._host is None:
                 raise MailerClosedError(
