@@ -8,6 +8,8 @@ import email.policy
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncmail import Message, MessageError
 from asyncmail.message._envelope import Envelope, envelope_of, message_bytes, smtp_address
@@ -247,3 +249,36 @@ def test_stdlib_idn_domains_in_headers_become_idna_without_smtputf8() -> None:
 def test_stdlib_non_ascii_local_part_in_headers_without_smtputf8_is_refused() -> None:
     with pytest.raises(MessageError, match=r"用户@example\.com"):
         message_bytes(stdlib(From="a@example.com", To="用户@example.com"), smtputf8=False)
+
+
+def test_one_mailbox_spelt_as_unicode_and_as_idna_is_one_recipient() -> None:
+    """例え.jp and XN--R8JZ45G.jp are one domain: the server must not get two RCPT TOs."""
+    spellings = ["user@例え.jp", "user@XN--R8JZ45G.jp", "user@xn--r8jz45g.JP", "other@例え.jp"]
+    message = Message(sender="a@example.com", to=spellings[:2], cc=spellings[2], bcc=spellings[3])
+    assert envelope_of(message).recipients == ("user@例え.jp", "other@例え.jp")
+    stdlib_message = stdlib(
+        From="a@example.com", To=", ".join(spellings[:2]), Cc=spellings[2], Bcc=spellings[3]
+    )
+    assert envelope_of(stdlib_message).recipients == ("user@例え.jp", "other@例え.jp")
+
+
+_MAILBOX = st.sampled_from(
+    [
+        *("a@example.com", "A@example.com", "a@EXAMPLE.com"),
+        *("b@例え.jp", "b@XN--R8JZ45G.jp", "用户@例子.中国", "c@[192.0.2.1]"),
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(to=st.lists(_MAILBOX, min_size=1, max_size=5), bcc=st.lists(_MAILBOX, max_size=3))
+def test_a_message_and_a_stdlib_message_agree_on_the_recipients(
+    to: list[str], bcc: list[str]
+) -> None:
+    ours = envelope_of(Message(sender="s@example.com", to=to, bcc=bcc)).recipients
+    headers = {"From": "s@example.com", "To": ", ".join(to)}
+    if bcc:
+        headers["Bcc"] = ", ".join(bcc)
+    theirs = envelope_of(stdlib(**headers)).recipients
+    assert ours == theirs
+    assert set(ours) <= {*to, *bcc} and to[0] in ours

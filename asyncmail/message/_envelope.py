@@ -22,7 +22,7 @@ from email.headerregistry import AddressHeader
 from typing import Any
 
 from .._exceptions import MessageError
-from ._address import validate_addr_spec, wire_addr_spec
+from ._address import unique_addresses, validate_addr_spec, wire_addr_spec
 from ._message import Message, new_message_id
 
 __all__ = ["Envelope", "envelope_of", "message_bytes", "smtp_address"]
@@ -163,18 +163,14 @@ def _stdlib_addresses(message: email.message.Message) -> tuple[str, tuple[str, .
     if not senders:
         raise MessageError(f"{sender_field}: the message has no sender address")
     sender = senders[0]
-    seen: set[str] = set()
-    recipients: list[str] = []
-    for field in (f"{prefix}To", f"{prefix}Cc", f"{prefix}Bcc"):
-        for addr in _header_addresses(message, field):
-            local, _, domain = addr.rpartition("@")
-            key = f"{local}@{domain.lower()}"
-            if key not in seen:
-                seen.add(key)
-                recipients.append(addr)
+    recipients = unique_addresses(
+        addr
+        for field in (f"{prefix}To", f"{prefix}Cc", f"{prefix}Bcc")
+        for addr in _header_addresses(message, field)
+    )
     if not recipients:
         raise MessageError(f"{prefix}To: the message has no recipients in To, Cc or Bcc")
-    return sender, tuple(recipients)
+    return sender, recipients
 
 
 def _header_addresses(message: email.message.Message, field: str) -> Iterator[str]:

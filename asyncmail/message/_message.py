@@ -20,6 +20,7 @@ from ._address import (
     parse_address,
     parse_addresses,
     split_address_list,
+    unique_addresses,
     validate_addr_spec,
 )
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
@@ -242,15 +243,7 @@ class Message:
     @property
     def recipients(self) -> tuple[str, ...]:
         """Every envelope recipient (to, cc, bcc), de-duplicated, first spelling kept."""
-        seen: set[str] = set()
-        out: list[str] = []
-        for address in (*self.to, *self.cc, *self.bcc):
-            local, _, domain = address.addr.rpartition("@")
-            key = f"{local}@{domain.lower()}"
-            if key not in seen:
-                seen.add(key)
-                out.append(address.addr)
-        return tuple(out)
+        return unique_addresses(address.addr for address in (*self.to, *self.cc, *self.bcc))
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """Render the RFC 5322 message with CRLF line ends, ready for DATA (not dot-stuffed).
