@@ -31,7 +31,7 @@ from ._headers import fold_unstructured
 if TYPE_CHECKING:
     from ._message import Attachment, Message
 
-__all__ = ["body_bytes", "current_date", "format_date", "render"]
+__all__ = ["body_bytes", "crlf_lines", "current_date", "format_date", "render"]
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -198,11 +198,22 @@ def body_bytes(text: object, field: str) -> tuple[bytes, int]:
     except UnicodeEncodeError:
         raise MessageError(f"{field}: not encodable as UTF-8") from None
     high_at_least = (len(data) - len(text)) * 4 // 3
-    if b"\r" in data:
+    return crlf_lines(data), high_at_least
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Return ``data`` with CRLF line ends only, the last line ended too.
+
+    CRLF, a bare CR and a bare LF each become one CRLF, so no line end reaches the wire
+    that a server could read differently (SMTP smuggling). This is asyncmail's one line
+    end normaliser: text bodies and the wire content of anything not rendered here
+    (``message._content``) go through it.
+    """
+    if b"\r" in data:  # text from Python mostly has LF only: skip two passes
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
-    return data.replace(b"\n", b"\r\n"), high_at_least
+    return data.replace(b"\n", b"\r\n")
 
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
