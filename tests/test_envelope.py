@@ -282,3 +282,12 @@ def test_a_message_and_a_stdlib_message_agree_on_the_recipients(
     theirs = envelope_of(stdlib(**headers)).recipients
     assert ours == theirs
     assert set(ours) <= {*to, *bcc} and to[0] in ours
+
+
+def test_a_nul_octet_in_a_stdlib_body_is_refused_before_io() -> None:
+    """SMTP carries no NUL (RFC 5321 2.3.8); message_bytes, as the engine calls it, refuses."""
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"] = "a@example.com", "b@example.com"
+    msg.set_content("a\x00b\n", cte="7bit")
+    with pytest.raises(MessageError, match="NUL"):
+        message_bytes(msg, smtputf8=False)
