@@ -35,7 +35,7 @@ from email.headerregistry import AddressHeader
 from .._exceptions import MessageError, NotSupportedError, Phase
 from ._address import wire_addr_spec
 from ._message import Message
-from ._render import crlf_lines, render
+from ._render import crlf_lines
 
 __all__ = ["WireContent", "check_headers", "content_bytes", "dot_stuff", "wire_content"]
 
@@ -102,7 +102,7 @@ def wire_content(
     if type(message) is Message:  # the hot path: no scan for bare CR/LF or NUL
         # our renderer's output is CRLF-only, NUL-free and ASCII unless smtputf8, by
         # construction (property-tested in tests/test_content.py)
-        raw = render(message, smtputf8=smtputf8)
+        raw = message.to_bytes(smtputf8=smtputf8)
         eight_bit = smtputf8 and not raw.isascii()
     else:
         raw = content_bytes(message, smtputf8=smtputf8, message_id=message_id)
@@ -125,7 +125,7 @@ def content_bytes(
     arguments and errors are the same (no ``NotSupportedError`` here).
     """
     if type(message) is Message:
-        return render(message, smtputf8=smtputf8)  # CRLF-only and NUL-free by construction
+        return message.to_bytes(smtputf8=smtputf8)  # CRLF-only, NUL-free by construction
     if isinstance(message, Message):  # a subclass may render anything
         raw = message.to_bytes(smtputf8=smtputf8)
         if not isinstance(raw, bytes):
