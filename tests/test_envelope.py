@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from asyncmail import Message, MessageError
 from asyncmail.message._envelope import Envelope, envelope_of, message_bytes, smtp_address
+from asyncmail.testing import CaptureServer
+
+from ._support import mailer_for
 
 
 def stdlib(**headers: str) -> email.message.EmailMessage:
@@ -291,3 +294,29 @@ def test_a_nul_octet_in_a_stdlib_body_is_refused_before_io() -> None:
     msg.set_content("a\x00b\n", cte="7bit")
     with pytest.raises(MessageError, match="NUL"):
         message_bytes(msg, smtputf8=False)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(sender="a@example.com", to="b@example.com", reply_to="用户@example.com"),
+        Message(sender="店@example.com", return_path="bounce@example.com", to="b@example.com"),
+        stdlib(From="a@example.com", To="b@example.com", Reply_To="用户@example.com"),
+        stdlib(From="店 <店@example.com>", Sender="s@example.com", To="b@example.com"),
+    ],
+    ids=["reply-to", "from-with-return-path", "stdlib-reply-to", "stdlib-from-with-sender"],
+)
+async def test_a_non_ascii_local_part_only_in_a_header_is_sent_with_smtputf8(
+    message: Message | email.message.EmailMessage,
+) -> None:
+    """Headers with such an address have no ASCII form: the transaction needs SMTPUTF8."""
+    assert envelope_of(message).needs_smtputf8
+    async with CaptureServer() as server, mailer_for(server) as mailer:
+        await mailer.send(message)
+    [stored] = server.messages
+    assert "SMTPUTF8" in stored.mail_options
+
+
+def test_a_non_ascii_display_name_alone_needs_no_smtputf8() -> None:
+    assert not envelope_of(Message(sender="店 <a@example.com>", to="b@例え.jp")).needs_smtputf8
+    assert not envelope_of(stdlib(From="店 <a@example.com>", To="b@例え.jp")).needs_smtputf8

@@ -37,7 +37,14 @@ from ._address import wire_addr_spec
 from ._message import Message
 from ._render import crlf_lines
 
-__all__ = ["WireContent", "check_headers", "content_bytes", "dot_stuff", "wire_content"]
+__all__ = [
+    "WireContent",
+    "check_headers",
+    "content_bytes",
+    "dot_stuff",
+    "headers_need_smtputf8",
+    "wire_content",
+]
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _FOLDED_BREAK = re.compile(r"\r?\n[ \t]")
@@ -114,6 +121,30 @@ def wire_content(
         raw = _seven_bit(message, smtputf8=smtputf8, message_id=message_id)
         eight_bit = False
     return WireContent(_stuffed(raw), len(raw), eight_bit, smtputf8)
+
+
+def headers_need_smtputf8(message: Message | email.message.Message) -> bool:
+    """Whether an address header (not Bcc) of ``message`` has a non-ASCII local part.
+
+    Such headers have no ASCII form, so the transaction needs SMTPUTF8 (RFC 6531, 6532)
+    even when every envelope address is ASCII: a Reply-To, or a From behind a return
+    path or Sender. A non-ASCII display name or domain alone has an ASCII form.
+    """
+    if isinstance(message, Message):
+        mailboxes = (message.sender, *message.to, *message.cc, *message.reply_to)
+        return not all(m.addr.isascii() or m.addr.rpartition("@")[0].isascii() for m in mailboxes)
+    for name, value in message.raw_items():
+        text = str(value)
+        if text.isascii() or name.lower() not in _ADDRESS_FIELDS:
+            continue
+        try:
+            header = email_policy.default.header_factory(name, text)
+        except Exception:  # malformed: serialising the message reports that, precisely
+            continue
+        addresses = header.addresses if isinstance(header, AddressHeader) else ()
+        if any(not address.username.isascii() for address in addresses):
+            return True
+    return False
 
 
 def content_bytes(

@@ -15,7 +15,7 @@ from email.headerregistry import AddressHeader
 
 from .._exceptions import MessageError
 from ._address import unique_addresses, validate_addr_spec, wire_addr_spec
-from ._content import check_headers, content_bytes
+from ._content import check_headers, content_bytes, headers_need_smtputf8
 from ._message import Message, new_message_id
 
 __all__ = ["Envelope", "envelope_of", "message_bytes", "smtp_address"]
@@ -32,8 +32,9 @@ class Envelope:
         sender: The reverse-path addr-spec (Unicode allowed); ``""`` is the null path ``<>``.
         recipients: The forward-paths: de-duplicated, in order, never empty.
         message_id: The Message-ID header value, if the message has one.
-        needs_smtputf8: Whether an envelope address has a non-ASCII local part. IDN domains
-            alone do not need SMTPUTF8: they have an ASCII (IDNA) form.
+        needs_smtputf8: Whether an envelope address, or an address in a header such as
+            Reply-To, has a non-ASCII local part: the transaction must declare SMTPUTF8.
+            IDN domains alone do not need it: they have an ASCII (IDNA) form.
     """
 
     sender: str
@@ -70,6 +71,7 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
     else:
         raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
     needs = any(not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients))
+    needs = needs or headers_need_smtputf8(message)
     return Envelope(sender, recipients, message_id, needs)
 
 
