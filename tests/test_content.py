@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncmail import Message, MessageError, NotSupportedError, Phase
+from asyncmail import Mailer, Message, MessageError, NotSupportedError, Phase, Server, TLSMode
 from asyncmail.message._content import WireContent, wire_content
 from asyncmail.testing import CaptureServer
 
@@ -331,15 +332,11 @@ class _No8BitMime:
 
 @_PENDING
 async def test_eight_bit_content_reaches_a_server_without_8bitmime_re_encoded() -> None:
-    from aiosmtpd.smtp import SMTP
-
     handler = _No8BitMime()
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     try:
-        from asyncmail import Mailer, Server, TLSMode
-
         server = Server(host="127.0.0.1", port=port, tls=TLSMode.NONE)
         async with Mailer(server) as mailer:
             await mailer.send(stdlib_message(cte="8bit"))
