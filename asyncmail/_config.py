@@ -10,7 +10,9 @@ All are frozen, keyword-only dataclasses that validate themselves; change one wi
     smtp://relay.internal:25?tls=opportunistic  STARTTLS when offered
 
 Other URL options: ``auth=plain|login|cram-md5``, ``ca_file=PATH``,
-``local_hostname=NAME`` and ``allow_plaintext_auth=true``.
+``local_hostname=NAME`` and ``allow_plaintext_auth=true``. A password holding ``#``, ``/``,
+``?`` or ``@`` is written percent-encoded (``%23``, ``%2F``, ``%3F``, ``%40``); no error
+ever quotes the user name or password.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from ._exceptions import ConfigError
 
@@ -91,7 +94,8 @@ class Server:
             and host names, TLS 1.2 at least. (The one exception: a loopback host with
             the default mode, where plaintext is allowed anyway, gets TLS without
             certificate checks when the server offers STARTTLS.)
-        ca_file: A PEM file of CA certificates to trust instead of the system's.
+        ca_file: A PEM file of CA certificates to trust instead of the system's; it must
+            exist when the Server is made.
         local_hostname: The name sent with EHLO; by default the local FQDN.
         allow_plaintext_auth: Allow AUTH over an unencrypted connection. Off by default:
             a server advertising AUTH without TLS never receives the password.
@@ -141,6 +145,9 @@ class Server:
             object.__setattr__(self, "auth_mechanism", mechanism)
         if self.ssl_context is not None and self.ca_file is not None:
             raise ConfigError("give either ssl_context or ca_file, not both")
+        if self.ca_file is not None and not os.path.isfile(self.ca_file):
+            what = "is not a file" if os.path.exists(self.ca_file) else "does not exist"
+            raise ConfigError(f"ca_file {self.ca_file!r} {what}")
 
     @property
     def tls_mode(self) -> TLSMode:
@@ -191,48 +198,14 @@ class Server:
     def from_url(cls, url: str, **overrides: object) -> Server:
         """Parse ``smtp://`` or ``smtps://`` URLs; user and password are percent-decoded.
 
+        No part of the user name or password ever appears in an error: when the URL is
+        ambiguous (an unencoded ``#``, ``/`` or ``?`` in the password ends the host part
+        early), the error says to percent-encode it instead of guessing.
+
         Raises:
             ConfigError: The URL is not a valid SMTP URL.
         """
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"invalid SMTP URL: {exc}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in ("smtp", "smtps"):
-            raise ConfigError(f"SMTP URL must start with smtp:// or smtps://, not {scheme!r}://")
-        if not parts.hostname:
-            raise ConfigError("SMTP URL has no host")
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        tls: TLSMode | None = TLSMode.IMPLICIT if scheme == "smtps" else None
-        if "tls" in query:
-            try:
-                tls = TLSMode(query.pop("tls").lower())
-            except ValueError:
-                modes = ", ".join(m.value for m in TLSMode)
-                raise ConfigError(f"URL option tls must be one of {modes}") from None
-        if scheme == "smtps" and tls is not TLSMode.IMPLICIT:
-            raise ConfigError("smtps:// means implicit TLS; use smtp:// with ?tls=...")
-        if tls is TLSMode.IMPLICIT and scheme == "smtp" and port is None:
-            port = _DEFAULT_PORTS[TLSMode.IMPLICIT]
-        kwargs: dict[str, object] = {
-            "host": parts.hostname,
-            "port": port,
-            "tls": tls,
-            "username": unquote(parts.username) if parts.username else None,
-            "password": unquote(parts.password) if parts.password is not None else None,
-        }
-        if "auth" in query:
-            kwargs["auth_mechanism"] = query.pop("auth")
-        for key in ("local_hostname", "ca_file"):
-            if key in query:
-                kwargs[key] = query.pop(key)
-        if "allow_plaintext_auth" in query:
-            flag = query.pop("allow_plaintext_auth").lower()
-            kwargs["allow_plaintext_auth"] = flag in ("1", "true", "yes")
-        if query:
-            raise ConfigError(f"unknown SMTP URL option(s): {', '.join(sorted(query))}")
+        kwargs = _parse_url(url)
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]
 
@@ -247,6 +220,122 @@ class Server:
         if not url:
             raise ConfigError("no server given and ASYNCMAIL_URL is not set")
         return cls.from_url(url)
+
+
+_SCHEME_HINT = (
+    "write smtp:// (STARTTLS, port 587) or smtps:// (implicit TLS, port 465) before the host, "
+    "as in smtps://user:password@smtp.example.com"
+)
+_PERCENT_HINT = "percent-encode the password (%23 for #, %2F for /, %3F for ?, %40 for @)"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+def _parse_url(url: str) -> dict[str, object]:
+    """Split an SMTP URL into ``Server`` keyword arguments.
+
+    The URL is split by hand rather than by ``urllib``, whose errors quote the text they
+    choke on (a port that is really half a password, say). Every message here is built
+    from fixed text, the host and the options, never from the user info, which is the
+    text before the last ``@`` of the host part. An ``@`` after the host part means that
+    split is in doubt, so nothing is guessed.
+    """
+    scheme, authority, tail = _split_url(url)
+    userinfo, _, hostport = authority.rpartition("@")
+    host, port = _host_and_port(hostport)
+    query = _url_options(tail)
+    tls: TLSMode | None = TLSMode.IMPLICIT if scheme == "smtps" else None
+    if "tls" in query:
+        try:
+            tls = TLSMode(query.pop("tls").lower())
+        except ValueError:
+            modes = ", ".join(m.value for m in TLSMode)
+            raise ConfigError(f"URL option tls must be one of {modes}") from None
+    if scheme == "smtps" and tls is not TLSMode.IMPLICIT:
+        raise ConfigError("smtps:// means implicit TLS; use smtp:// with ?tls=...")
+    if tls is TLSMode.IMPLICIT and scheme == "smtp" and port is None:
+        port = _DEFAULT_PORTS[TLSMode.IMPLICIT]
+    user, colon, password = userinfo.partition(":")
+    kwargs: dict[str, object] = {
+        "host": host,
+        "port": port,
+        "tls": tls,
+        "username": unquote(user) if user else None,
+        "password": unquote(password) if colon else None,
+    }
+    if "auth" in query:
+        kwargs["auth_mechanism"] = query.pop("auth")
+    for key in ("local_hostname", "ca_file"):
+        if key in query:
+            kwargs[key] = query.pop(key)
+    if "allow_plaintext_auth" in query:
+        flag = query.pop("allow_plaintext_auth").lower()
+        kwargs["allow_plaintext_auth"] = flag in ("1", "true", "yes")
+    if query:
+        raise ConfigError(f"unknown SMTP URL option(s): {', '.join(sorted(query))}")
+    return kwargs
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """The scheme (lower case), the host part with its user info, and the rest."""
+    if not isinstance(url, str):
+        raise ConfigError(f"SMTP URL must be a str, not {type(url).__name__}")
+    url = url.strip()
+    if _CONTROL.search(url):
+        raise ConfigError("SMTP URL must not contain control characters (CR, LF, tab...)")
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        raise ConfigError(f"SMTP URL has no scheme: {_SCHEME_HINT}")
+    if scheme.lower() not in ("smtp", "smtps"):
+        raise ConfigError(f"SMTP URL must start with smtp:// or smtps://: {_SCHEME_HINT}")
+    end = _AUTHORITY_END.search(rest)
+    authority, tail = (rest, "") if end is None else (rest[: end.start()], rest[end.start() :])
+    if "@" in tail:
+        raise ConfigError(
+            "SMTP URL has an '@' after its host part, so the user name or password seems to "
+            f"hold an unencoded '#', '/' or '?': {_PERCENT_HINT}. An '@' in an option value "
+            "is written %40."
+        )
+    return scheme.lower(), authority, tail
+
+
+def _host_and_port(hostport: str) -> tuple[str, int | None]:
+    """The host (lower case, an IPv6 literal without brackets) and the port, if given."""
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        host, after = hostport[1:close], hostport[close + 1 :]
+        if close < 0 or not _is_ipv6(host):
+            raise ConfigError("SMTP URL has an invalid IPv6 address in [brackets]")
+        if after and not after.startswith(":"):
+            raise ConfigError("SMTP URL has text after the ] of its IPv6 address")
+        port_text = after[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        raise ConfigError(f"SMTP URL has no host: {_SCHEME_HINT}")
+    if not port_text:
+        return host.lower(), None
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ConfigError("the port in the SMTP URL must be a number from 1 to 65535")
+    return host.lower(), int(port_text)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def _url_options(tail: str) -> dict[str, str]:
+    """The ``?name=value`` options of what follows the host part (percent-decoded)."""
+    if "#" in tail:
+        raise ConfigError("SMTP URL must not have a #fragment (a # in a value is written %23)")
+    path, _, query = tail.partition("?")
+    if path not in ("", "/"):
+        raise ConfigError("SMTP URL must not have a path after the host (a / is written %2F)")
+    return dict(parse_qsl(query, keep_blank_values=True))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncmail.smtp._transaction import dot_stuff
+from asyncmail.message._content import dot_stuff, wire_content
 
 
 def _unstuff(wire: bytes) -> bytes:
@@ -56,14 +56,13 @@ def test_a_message_reaches_the_wire_with_one_terminator_and_crlf_only(
     # The wire content of our own Message skips the bare CR/LF pass (its renderer is
     # CRLF-only by construction): this holds that to the same standard as dot_stuff.
     from asyncmail import Message
-    from asyncmail.engine._job import Job
-    from asyncmail.message._envelope import envelope_of
 
     message = Message(
         sender="a@example.com", to=(name, "b@example.net"), subject=name, text=text, html=html
     )
     for smtputf8 in (False, True):
-        wire, _ = Job(message, envelope_of(message)).content_for(smtputf8)
+        content = wire_content(message, message_id=None, smtputf8=smtputf8, eightbitmime=True)
+        wire = content.data
         assert (b"\r\n" + wire).count(b"\r\n.\r\n") == 1
         assert wire.endswith(b"\r\n.\r\n")
         assert re.search(rb"(?<!\r)\n|\r(?!\n)", wire) is None

@@ -8,9 +8,15 @@ import email.policy
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncmail import Message, MessageError
-from asyncmail.message._envelope import Envelope, envelope_of, message_bytes, smtp_address
+from asyncmail.message._content import content_bytes as message_bytes
+from asyncmail.message._envelope import Envelope, envelope_of, smtp_address
+from asyncmail.testing import CaptureServer
+
+from ._support import mailer_for
 
 
 def stdlib(**headers: str) -> email.message.EmailMessage:
@@ -247,3 +253,71 @@ def test_stdlib_idn_domains_in_headers_become_idna_without_smtputf8() -> None:
 def test_stdlib_non_ascii_local_part_in_headers_without_smtputf8_is_refused() -> None:
     with pytest.raises(MessageError, match=r"用户@example\.com"):
         message_bytes(stdlib(From="a@example.com", To="用户@example.com"), smtputf8=False)
+
+
+def test_one_mailbox_spelt_as_unicode_and_as_idna_is_one_recipient() -> None:
+    """例え.jp and XN--R8JZ45G.jp are one domain: the server must not get two RCPT TOs."""
+    spellings = ["user@例え.jp", "user@XN--R8JZ45G.jp", "user@xn--r8jz45g.JP", "other@例え.jp"]
+    message = Message(sender="a@example.com", to=spellings[:2], cc=spellings[2], bcc=spellings[3])
+    assert envelope_of(message).recipients == ("user@例え.jp", "other@例え.jp")
+    stdlib_message = stdlib(
+        From="a@example.com", To=", ".join(spellings[:2]), Cc=spellings[2], Bcc=spellings[3]
+    )
+    assert envelope_of(stdlib_message).recipients == ("user@例え.jp", "other@例え.jp")
+
+
+_MAILBOX = st.sampled_from(
+    [
+        *("a@example.com", "A@example.com", "a@EXAMPLE.com"),
+        *("b@例え.jp", "b@XN--R8JZ45G.jp", "用户@例子.中国", "c@[192.0.2.1]"),
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(to=st.lists(_MAILBOX, min_size=1, max_size=5), bcc=st.lists(_MAILBOX, max_size=3))
+def test_a_message_and_a_stdlib_message_agree_on_the_recipients(
+    to: list[str], bcc: list[str]
+) -> None:
+    ours = envelope_of(Message(sender="s@example.com", to=to, bcc=bcc)).recipients
+    headers = {"From": "s@example.com", "To": ", ".join(to)}
+    if bcc:
+        headers["Bcc"] = ", ".join(bcc)
+    theirs = envelope_of(stdlib(**headers)).recipients
+    assert ours == theirs
+    assert set(ours) <= {*to, *bcc} and to[0] in ours
+
+
+def test_a_nul_octet_in_a_stdlib_body_is_refused_before_io() -> None:
+    """SMTP carries no NUL (RFC 5321 2.3.8); message_bytes, as the engine calls it, refuses."""
+    msg = email.message.EmailMessage()
+    msg["From"], msg["To"] = "a@example.com", "b@example.com"
+    msg.set_content("a\x00b\n", cte="7bit")
+    with pytest.raises(MessageError, match="NUL"):
+        message_bytes(msg, smtputf8=False)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Message(sender="a@example.com", to="b@example.com", reply_to="用户@example.com"),
+        Message(sender="店@example.com", return_path="bounce@example.com", to="b@example.com"),
+        stdlib(From="a@example.com", To="b@example.com", Reply_To="用户@example.com"),
+        stdlib(From="店 <店@example.com>", Sender="s@example.com", To="b@example.com"),
+    ],
+    ids=["reply-to", "from-with-return-path", "stdlib-reply-to", "stdlib-from-with-sender"],
+)
+async def test_a_non_ascii_local_part_only_in_a_header_is_sent_with_smtputf8(
+    message: Message | email.message.EmailMessage,
+) -> None:
+    """Headers with such an address have no ASCII form: the transaction needs SMTPUTF8."""
+    assert envelope_of(message).needs_smtputf8
+    async with CaptureServer() as server, mailer_for(server) as mailer:
+        await mailer.send(message)
+    [stored] = server.messages
+    assert "SMTPUTF8" in stored.mail_options
+
+
+def test_a_non_ascii_display_name_alone_needs_no_smtputf8() -> None:
+    assert not envelope_of(Message(sender="店 <a@example.com>", to="b@例え.jp")).needs_smtputf8
+    assert not envelope_of(stdlib(From="店 <a@example.com>", To="b@例え.jp")).needs_smtputf8

@@ -7,6 +7,7 @@ reported DELIVERED has exactly one, and only UNKNOWN may have one the client can
 from __future__ import annotations
 
 import email.message
+import email.policy
 import os
 
 import pytest
@@ -175,12 +176,31 @@ def eight_bit_message() -> email.message.EmailMessage:
     return msg
 
 
-async def test_eight_bit_content_to_a_server_without_8bitmime_is_refused_before_any_mail() -> None:
-    """Bug 13: no raw 8-bit bytes to a server that did not offer 8BITMIME."""
+async def test_eight_bit_content_to_a_server_without_8bitmime_goes_re_encoded_in_7_bits() -> None:
+    """Bug 13: no raw 8-bit bytes to a server that did not offer 8BITMIME (RFC 6152 3.)."""
+    async with ScriptedServer(extensions=("PIPELINING",)) as server:
+        async with mailer(server) as m:
+            result = await m.send(eight_bit_message())
+    assert result.ok
+    mail = [c for c in server.commands if c.upper().startswith("MAIL")]
+    assert mail and "BODY=" not in mail[0]
+    [stored] = server.messages
+    assert stored.data.isascii()
+    parsed = email.message_from_bytes(stored.data, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    assert parsed.get_content() == "Grüße aus Köln\n"
+
+
+async def test_signed_eight_bit_content_to_a_server_without_8bitmime_is_refused_before_mail() -> (
+    None
+):
+    """Re-encoding would break the signature: refused before any MAIL, never sent raw."""
+    message = eight_bit_message()
+    message["DKIM-Signature"] = "v=1; a=rsa-sha256; d=example.com; s=s1; b=abc"
     async with ScriptedServer(extensions=("PIPELINING",)) as server:
         async with mailer(server) as m:
             with pytest.raises(NotSupportedError) as caught:
-                await m.send(eight_bit_message())
+                await m.send(message)
     assert "8BITMIME" in str(caught.value)
     assert not any(c.upper().startswith("MAIL") for c in server.commands)
     assert server.messages == []

@@ -281,20 +281,15 @@ class Driver:
                 phase=Phase.MAIL,
             )
             return failed(job.pending, error)
-        # (valid: checked, and rendered for this mode, when the job was made)
+        # (valid: checked, and rendered for a server with 8BITMIME, when the job was made)
         sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
         rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
-        content, eight_bit = job.content_for(smtputf8)
+        try:
+            content = job.content_for(smtputf8=smtputf8, eightbitmime=conn.supports("8bitmime"))
+        except NotSupportedError as exc:
+            return failed(job.pending, exc)
         pipelining = self.pipelining and conn.supports("pipelining")
-        return prepare(
-            conn,
-            sender,
-            rcpts,
-            content,
-            smtputf8=smtputf8,
-            eight_bit=eight_bit,
-            pipelining=pipelining,
-        )
+        return prepare(conn, sender, rcpts, content, pipelining=pipelining)
 
     async def _settle(self, state: _Run, job: Job, attempt: Attempt) -> None:
         """Book an attempt: schedule the job's retry, or hand on its result."""

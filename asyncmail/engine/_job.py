@@ -20,10 +20,10 @@ from .._exceptions import (
     ShutdownError,
     Status,
 )
-from ..message._envelope import Envelope, envelope_of, message_bytes
+from ..message._content import WireContent, wire_content
+from ..message._envelope import Envelope, envelope_of
 from ..message._message import Message
 from ..smtp._judge import Attempt
-from ..smtp._transaction import dot_stuff
 
 __all__ = ["BeforeSend", "Job"]
 
@@ -55,7 +55,7 @@ class Job:
     def __init__(self, message: Message | email.message.Message, envelope: Envelope) -> None:
         self.message = message
         self.envelope = envelope
-        self.content: dict[bool, tuple[bytes, bool]] = {}
+        self.content: dict[tuple[bool, bool], WireContent] = {}
         self.pending = list(envelope.recipients)
         self.accepted: list[str] = []
         self.unknown: list[str] = []
@@ -77,7 +77,7 @@ class Job:
             MessageError: The message is invalid, or cannot be put on the wire as it is.
         """
         job = cls(message, envelope_of(message))
-        job.content_for(job.envelope.needs_smtputf8)
+        job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
         return job
 
     def announce(self, before_send: BeforeSend | None) -> None:
@@ -107,16 +107,22 @@ class Job:
         """Take back a transaction that did not happen (a stale connection, an unsent group)."""
         self.attempts -= 1
 
-    def content_for(self, smtputf8: bool) -> tuple[bytes, bool]:
-        """The dot-stuffed content and whether it is 8-bit, made once per mode for retries."""
-        made = self.content.get(smtputf8)
+    def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:
+        """The bytes for the wire in this mode, made once and kept for retries.
+
+        Raises:
+            MessageError: The message cannot go on any wire as it is.
+            NotSupportedError: It is 8-bit and cannot reach a server without 8BITMIME.
+        """
+        key = (smtputf8, eightbitmime)
+        made = self.content.get(key)
         if made is None:
-            raw = message_bytes(
-                self.message, smtputf8=smtputf8, message_id=self.envelope.message_id
+            made = self.content[key] = wire_content(
+                self.message,
+                message_id=self.envelope.message_id,
+                smtputf8=smtputf8,
+                eightbitmime=eightbitmime,
             )
-            # our renderer is CRLF-only by construction; a subclass might not be
-            data = dot_stuff(raw, crlf_only=type(self.message) is Message)
-            made = self.content[smtputf8] = (data, not data.isascii())
         return made
 
     def settle(self, attempt: Attempt, *, retry_unknown: bool) -> list[str]:

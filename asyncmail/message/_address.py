@@ -24,6 +24,7 @@ __all__ = [
     "parse_address",
     "parse_addresses",
     "split_address_list",
+    "unique_addresses",
     "validate_addr_spec",
     "wire_addr_spec",
 ]
@@ -133,6 +134,24 @@ def ascii_domain(domain: str) -> str:
     if len(encoded) > _MAX_DOMAIN or not all(_LABEL.fullmatch(label) for label in labels):
         raise MessageError(f"invalid domain {domain!r}")
     return encoded
+
+
+def unique_addresses(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Return valid addr-specs without repeats of a mailbox, in order, first spelling kept.
+
+    Two spellings are one mailbox when their local parts are equal (case there is the
+    receiving host's business, RFC 5321) and their domains are equal in their IDNA form,
+    ignoring case: ``user@例え.jp`` and ``user@XN--R8JZ45G.jp`` get one RCPT TO.
+    """
+    seen: set[tuple[str, str]] = set()
+    unique: list[str] = []
+    for addr in addresses:
+        local, _, domain = addr.rpartition("@")
+        key = (local, (domain if domain.isascii() else ascii_domain(domain)).lower())
+        if key not in seen:
+            seen.add(key)
+            unique.append(addr)
+    return tuple(unique)
 
 
 def wire_addr_spec(addr: str, *, smtputf8: bool) -> str:

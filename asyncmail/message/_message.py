@@ -20,6 +20,7 @@ from ._address import (
     parse_address,
     parse_addresses,
     split_address_list,
+    unique_addresses,
     validate_addr_spec,
 )
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
@@ -186,36 +187,11 @@ class Message:
             if not isinstance(file, Attachment):
                 raise MessageError(f"attachments[{i}]: expected an Attachment")
         setattr_(self, "attachments", files)
-        extra: list[tuple[str, str]] = []
-        pairs: Iterable[tuple[str, str]] = ()
-        if headers:  # (the isinstance check against an ABC costs more than the loop)
-            pairs = headers.items() if isinstance(headers, Mapping) else headers
-        for name, value in pairs:
-            key = check_header_name(name, "headers")
-            check_text(value, "headers", name)
-            if key in MANAGED_HEADERS or key.startswith("content-"):
-                raise MessageError(
-                    f"headers[{name!r}]: asyncmail sets {name} itself; use the Message fields"
-                )
-            if key == "message-id":
-                if message_id is not None:
-                    raise MessageError("headers['Message-ID']: also given as message_id=")
-                message_id = value
-            elif key == "date":
-                if date is not None:
-                    raise MessageError("headers['Date']: also given as date=")
-                try:
-                    date = parsedate_to_datetime(value)
-                except (TypeError, ValueError):
-                    raise MessageError(f"headers[{name!r}]: invalid date {value!r}") from None
-            elif key == "reply-to":
-                if reply:
-                    raise MessageError("headers['Reply-To']: also given as reply_to=")
-                reply = parse_addresses(split_address_list(value), "reply_to")
-            else:
-                extra.append((name, value))
+        extra: tuple[tuple[str, str], ...] = ()
+        if headers:  # (the isinstance check against an ABC costs more than the test)
+            extra, message_id, date, reply = _header_fields(headers, message_id, date, reply)
         setattr_(self, "reply_to", reply)
-        setattr_(self, "headers", tuple(extra))
+        setattr_(self, "headers", extra)
         if return_path is not None and return_path != "":
             validate_addr_spec(return_path, "return_path")
         setattr_(self, "return_path", return_path)
@@ -242,15 +218,7 @@ class Message:
     @property
     def recipients(self) -> tuple[str, ...]:
         """Every envelope recipient (to, cc, bcc), de-duplicated, first spelling kept."""
-        seen: set[str] = set()
-        out: list[str] = []
-        for address in (*self.to, *self.cc, *self.bcc):
-            local, _, domain = address.addr.rpartition("@")
-            key = f"{local}@{domain.lower()}"
-            if key not in seen:
-                seen.add(key)
-                out.append(address.addr)
-        return tuple(out)
+        return unique_addresses(address.addr for address in (*self.to, *self.cc, *self.bcc))
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """Render the RFC 5322 message with CRLF line ends, ready for DATA (not dot-stuffed).
@@ -261,7 +229,52 @@ class Message:
         Raises:
             MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
         """
-        return render(self, smtputf8=smtputf8)
+        return render(self, (self._text_data, self._html_data), smtputf8=smtputf8)
+
+
+def _header_fields(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    message_id: str | None,
+    date: datetime | None,
+    reply: tuple[Address, ...],
+) -> tuple[tuple[tuple[str, str], ...], str | None, datetime | None, tuple[Address, ...]]:
+    """Split ``headers`` into the extra ones and the Message-ID, Date and Reply-To they set.
+
+    Returns:
+        The extra headers, then ``message_id``, ``date`` and ``reply`` as the headers
+        leave them.
+
+    Raises:
+        MessageError: for an invalid header, one asyncmail sets itself, or one also given
+            as its keyword argument.
+    """
+    extra: list[tuple[str, str]] = []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        key = check_header_name(name, "headers")
+        check_text(value, "headers", name)
+        if key in MANAGED_HEADERS or key.startswith("content-"):
+            raise MessageError(
+                f"headers[{name!r}]: asyncmail sets {name} itself; use the Message fields"
+            )
+        if key == "message-id":
+            if message_id is not None:
+                raise MessageError("headers['Message-ID']: also given as message_id=")
+            message_id = value
+        elif key == "date":
+            if date is not None:
+                raise MessageError("headers['Date']: also given as date=")
+            try:
+                date = parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                raise MessageError(f"headers[{name!r}]: invalid date {value!r}") from None
+        elif key == "reply-to":
+            if reply:
+                raise MessageError("headers['Reply-To']: also given as reply_to=")
+            reply = parse_addresses(split_address_list(value), "reply_to")
+        else:
+            extra.append((name, value))
+    return tuple(extra), message_id, date, reply
 
 
 def new_message_id(sender: str) -> str:

@@ -31,7 +31,7 @@ from ._headers import fold_unstructured
 if TYPE_CHECKING:
     from ._message import Attachment, Message
 
-__all__ = ["body_bytes", "current_date", "format_date", "render"]
+__all__ = ["body_bytes", "crlf_lines", "current_date", "format_date", "render"]
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -42,12 +42,20 @@ _B64_LINE = 76
 _PARAM_CHUNK = 60
 _BLOCK_LINES = 1024
 _date_cache: dict[tuple[datetime, object], str] = {}
+# A message's text and HTML bodies: CRLF-only UTF-8 and a hint (see ``body_bytes``).
+_Bodies = tuple[tuple[bytes, int] | None, tuple[bytes, int] | None]
 # The current second: its datetime and its header text, made once a second.
 _now: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
 
 
-def render(message: Message, *, smtputf8: bool) -> bytes:
+def render(message: Message, bodies: _Bodies, *, smtputf8: bool) -> bytes:
     """Return ``message`` as bytes for DATA: CRLF lines, no Bcc, not dot-stuffed.
+
+    Args:
+        message: The message.
+        bodies: Its text and HTML bodies as ``body_bytes`` made them (the Message keeps
+            them from construction), each None when absent.
+        smtputf8: Allow raw UTF-8 addresses in the headers.
 
     Raises:
         MessageError: when an address needs SMTPUTF8 and ``smtputf8`` is false.
@@ -65,7 +73,7 @@ def render(message: Message, *, smtputf8: bool) -> bytes:
     for name, value in message.headers:
         head.append(fold_unstructured(name, value))
     head.append("MIME-Version: 1.0")
-    content_head, body = _content(message, os.urandom(12).hex())
+    content_head, body = _content(message, bodies, os.urandom(12).hex())
     head.append(content_head)
     head.append("\r\n")
     body[0] = "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii")
@@ -134,13 +142,13 @@ def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -
 _Entity = tuple[str, "bytes | list[bytes]"]
 
 
-def _content(message: Message, token: str) -> tuple[str, list[bytes]]:
+def _content(message: Message, bodies: _Bodies, token: str) -> tuple[str, list[bytes]]:
     """Return the top entity's Content-* header lines and its body, in pieces.
 
     The first piece is a placeholder (``b""``) for the caller to put the header in, so
     the whole message is joined, and the bodies copied, once.
     """
-    text, html = message._text_data, message._html_data
+    text, html = bodies
     parts: list[_Entity] = []
     if text is not None:
         parts.append(_text_part(text, "plain"))
@@ -198,11 +206,22 @@ def body_bytes(text: object, field: str) -> tuple[bytes, int]:
     except UnicodeEncodeError:
         raise MessageError(f"{field}: not encodable as UTF-8") from None
     high_at_least = (len(data) - len(text)) * 4 // 3
-    if b"\r" in data:
+    return crlf_lines(data), high_at_least
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Return ``data`` with CRLF line ends only, the last line ended too.
+
+    CRLF, a bare CR and a bare LF each become one CRLF, so no line end reaches the wire
+    that a server could read differently (SMTP smuggling). This is asyncmail's one line
+    end normaliser: text bodies and the wire content of anything not rendered here
+    (``message._content``) go through it.
+    """
+    if b"\r" in data:  # text from Python mostly has LF only: skip two passes
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
-    return data.replace(b"\n", b"\r\n"), high_at_least
+    return data.replace(b"\n", b"\r\n")
 
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
