@@ -282,10 +282,15 @@ class Pool:
             await self.release(grant, reusable=True)
 
     async def release(self, conn: Connection, *, reusable: bool) -> None:
-        """Return a connection; anything not known to be clean is closed. Never fails."""
+        """Return a connection; anything not known to be clean is closed. Never fails.
+
+        The books change at once, before any await; only closing connections (if any)
+        waits, shielded from cancellation, so a cancelled caller still releases.
+        """
         to_close = self._release(conn, reusable)
         if to_close:
-            await self._retire(to_close)
+            with anyio.CancelScope(shield=True):
+                await self._retire(to_close)
 
     async def _retire(self, conns: list[Connection]) -> None:
         """Close connections that left the books: clean ones get QUIT, in the background.

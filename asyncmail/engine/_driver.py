@@ -119,10 +119,10 @@ class Driver:
     async def _backoff(self, job: Job) -> bool:
         """Wait until the job may be retried; False when the Mailer closes first."""
         delay = job.due - self.clock()
-        if delay > 0 and not self.closing.is_set():
+        if delay > 0 and not self.closing.fired:
             with anyio.move_on_after(delay):
                 await self.closing.wait()
-        return not self.closing.is_set()
+        return not self.closing.fired
 
     async def _session(self, state: _Run, job: Job) -> None:
         """Acquire a connection, run the job and what follows it, release the connection."""
@@ -140,9 +140,8 @@ class Driver:
             clean = False
             try:
                 redo, clean = await self._chain(state, conn, job)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.pool.release(conn, reusable=clean)
+            finally:  # (release shields what it must await: a cancel cannot skip it)
+                await self.pool.release(conn, reusable=clean)
             fresh = True  # a stale connection is replaced once, by a new one
 
     async def _chain(self, state: _Run, conn: Connection, job: Job) -> tuple[Job | None, bool]:
@@ -217,7 +216,7 @@ class Driver:
     def _ready(self, state: _Run, conn: Connection) -> Job | None:
         """The next job to run on ``conn`` now, if one is waiting and ``conn`` may take it."""
         wire = conn.wire
-        if state.retries or self.closing.is_set() or not conn.has_room():
+        if state.retries or self.closing.fired or not conn.has_room():
             return None
         if wire is None or wire.has_unread:  # an extra reply: the session is out of step
             return None
@@ -235,7 +234,7 @@ class Driver:
         """What ``run`` calls once the content has left: the next job's group, if any."""
 
         def follow() -> bytes | None:
-            if self.limiter is not None or state.retries or self.closing.is_set() or chained:
+            if self.limiter is not None or state.retries or self.closing.fired or chained:
                 return None
             if not conn.has_room():
                 return None
@@ -295,7 +294,7 @@ class Driver:
         """Book an attempt: schedule the job's retry, or hand on its result."""
         retry = job.settle(attempt, retry_unknown=self.retry.retry_unknown)
         if retry:
-            if self.closing.is_set():
+            if self.closing.fired:
                 await self._finish(state, job, shutdown=True)
                 return
             now = self.clock()

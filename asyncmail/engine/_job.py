@@ -134,7 +134,10 @@ class Job:
         elif attempt.status is Status.UNKNOWN and not retry_unknown:
             self.unknown += attempt.accepted
             self.unknown_error = attempt.error
-        retry = [r for r in attempt.accepted if attempt.status is Status.UNKNOWN and retry_unknown]
+        retry: list[str] = []
+        if attempt.status is Status.UNKNOWN and retry_unknown and attempt.error is not None:
+            retry += attempt.accepted  # at-least-once: the same Message-ID again
+            self.errors.update(dict.fromkeys(attempt.accepted, attempt.error))
         for rcpt, error in attempt.refused.items():
             if error.retryable:
                 retry.append(rcpt)
@@ -158,10 +161,10 @@ class Job:
         """
         refused = dict(self.refused)
         closing = None
-        if shutdown or self.pending:
+        if shutdown:
             closing = ShutdownError("the Mailer closed before this message was delivered")
-            for rcpt in self.pending:
-                refused[rcpt] = closing if shutdown else self.errors.get(rcpt, closing)
+        for rcpt in self.pending:
+            refused[rcpt] = closing or self.errors[rcpt]
         error: MailError | None = None
         if self.accepted:
             status = Status.DELIVERED
@@ -171,7 +174,7 @@ class Job:
         else:
             status = Status.FAILED
             last = self.last.error if self.last is not None else None
-            error = closing if shutdown else last or next(iter(refused.values()), closing)
+            error = closing or last or next(iter(refused.values()), None)
         return SendResult(
             message=self.message,
             status=status,

@@ -18,22 +18,20 @@ __all__ = ["Ledger", "Signal"]
 class Signal:
     """A flag that tasks can wait for; usable before any event loop runs."""
 
-    __slots__ = ("_event", "_set")
+    __slots__ = ("_event", "fired")
 
     def __init__(self) -> None:
-        self._set = False
+        self.fired = False
+        """Set, for good (a plain attribute: it is read for every message)."""
         self._event: anyio.Event | None = None
 
-    def is_set(self) -> bool:
-        return self._set
-
     def set(self) -> None:
-        self._set = True
+        self.fired = True
         if self._event is not None:
             self._event.set()
 
     async def wait(self) -> None:
-        if self._set:
+        if self.fired:
             return
         if self._event is None:
             self._event = anyio.Event()

@@ -89,7 +89,7 @@ class _QueueFeed:
         ledger = self.driver.ledger
         ledger.admit()
         try:
-            if self.driver.closing.is_set():
+            if self.driver.closing.fired:
                 raise ShutdownError("the Mailer closed before this message was sent")
             if not isinstance(message, Message | email.message.Message):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
@@ -100,7 +100,8 @@ class _QueueFeed:
             return None
 
     async def emit(self, result: SendResult[Any]) -> None:
-        await self._flush()
+        if self._early:
+            await self._flush()
         await self._put(result)
 
     async def _flush(self) -> None:
@@ -162,7 +163,7 @@ class _Work:
 
     def _done(self) -> bool:
         """Stop reading the input: the Mailer is closing, or the consumer stopped listening."""
-        return self.driver.closing.is_set() or self.scope.cancel_called
+        return self.driver.closing.fired or self.scope.cancel_called
 
     async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
         # (a put that does not wait does not see a cancel: hence the check after each one)

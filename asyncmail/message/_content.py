@@ -131,8 +131,11 @@ def headers_need_smtputf8(message: Message | email.message.Message) -> bool:
     path or Sender. A non-ASCII display name or domain alone has an ASCII form.
     """
     if isinstance(message, Message):
-        mailboxes = (message.sender, *message.to, *message.cc, *message.reply_to)
-        return not all(m.addr.isascii() or m.addr.rpartition("@")[0].isascii() for m in mailboxes)
+        for mailbox in (message.sender, *message.to, *message.cc, *message.reply_to):
+            addr = mailbox.addr
+            if not addr.isascii() and not addr.rpartition("@")[0].isascii():
+                return True
+        return False
     for name, value in message.raw_items():
         text = str(value)
         if text.isascii() or name.lower() not in _ADDRESS_FIELDS:

@@ -19,17 +19,57 @@ import struct
 import time
 import unicodedata
 from binascii import b2a_base64, b2a_qp
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote
 
 from .._exceptions import MessageError
 from ._address import Address, format_address
 from ._headers import fold_unstructured
 
-if TYPE_CHECKING:
-    from ._message import Attachment, Message
+
+class Attachment(Protocol):
+    """What the renderer reads of an attachment (``asyncmail.Attachment``)."""
+
+    @property
+    def filename(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def inline(self) -> bool: ...
+    @property
+    def content_id(self) -> str | None: ...
+
+
+class Message(Protocol):
+    """What the renderer reads of a message (``asyncmail.Message``), which imports it.
+
+    A protocol, not an import: the message module sits on top of this one.
+    """
+
+    @property
+    def sender(self) -> Address: ...
+    @property
+    def to(self) -> tuple[Address, ...]: ...
+    @property
+    def cc(self) -> tuple[Address, ...]: ...
+    @property
+    def reply_to(self) -> tuple[Address, ...]: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def date(self) -> datetime: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def attachments(self) -> Sequence[Attachment]: ...
+
 
 __all__ = ["body_bytes", "crlf_lines", "current_date", "format_date", "render"]
 

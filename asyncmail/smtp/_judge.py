@@ -148,20 +148,24 @@ def _rcpt_refusals(x: Exchange) -> dict[str, DeliveryError]:
     }
 
 
+def _all_accepted(x: Exchange) -> Attempt | None:
+    """The common case, decided at once: everything accepted, nothing broke."""
+    final, mail, data = x.final, x.mail, x.data
+    if final is None or x.broke is not None or not 200 <= final.code < 300:
+        return None
+    if data is None or data.code != 354 or mail is None or not 200 <= mail.code < 300:
+        return None
+    for reply in x.rcpt:
+        if not 200 <= reply.code < 300:
+            return None
+    return Attempt(Status.DELIVERED, accepted=x.recipients, reply=final)
+
+
 def judge(x: Exchange) -> Attempt:
     """Decide what the transaction recorded in ``x`` achieved (see the module's rules)."""
-    final = x.final
-    if (  # the common case, decided at once: everything accepted, nothing broke
-        final is not None
-        and x.broke is None
-        and 200 <= final.code < 300
-        and all(200 <= r.code < 300 for r in x.rcpt)
-        and x.data is not None
-        and x.data.code == 354
-        and x.mail is not None
-        and 200 <= x.mail.code < 300
-    ):
-        return Attempt(Status.DELIVERED, accepted=x.recipients, reply=final)
+    delivered = _all_accepted(x)
+    if delivered is not None:
+        return delivered
     for i, (reply, phase, _) in enumerate(_steps(x)):
         if not valid_reply(reply, phase):  # rule 1: as if it broke there (no later replies)
             why = f"reply {reply} to {phase.value} is out of step"
