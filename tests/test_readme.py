@@ -39,7 +39,6 @@ def test_message_example_builds_its_bytes() -> None:
 
 
 def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     with CaptureServer().run_in_thread() as server:
