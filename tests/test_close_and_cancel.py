@@ -605,3 +605,26 @@ def test_a_result_stream_collected_after_its_loop_ended_raises_nothing() -> None
     finally:
         sys.unraisablehook = hook
     assert unraisable == []
+
+
+async def test_a_send_cancelled_while_aclose_waits_for_it_lets_aclose_return() -> None:
+    """Bug 7: a cancelled send must wake the close that waits for in-flight sends.
+
+    The send is stuck after its dot; aclose() starts waiting for it (close_timeout is
+    huge); then the send is cancelled. aclose() must return at once, not after 1000 s.
+    """
+    async with CaptureServer(faults=[Fault.stall("dot", times=1)]) as server:
+        mailer = mailer_for(server, close_timeout=1000)
+        async with mailer:
+            sending = asyncio.ensure_future(mailer.send(message(0)))
+            await until(lambda: bool(server.messages))  # stored: it waits for the dot's reply
+            closing = asyncio.ensure_future(mailer.aclose())
+            await asyncio.sleep(0)  # aclose() runs to its wait for the send in flight
+            assert not closing.done()
+            sending.cancel()
+            with anyio.fail_after(HANG):
+                await closing
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+        assert mailer.statistics().in_flight == 0
+        assert mailer.statistics().failed == 0  # a cancelled send is not counted as failed
