@@ -339,3 +339,32 @@ async def test_a_retired_connection_says_quit_without_holding_up_the_send() -> N
             await asyncio.sleep(0.01)  # the client hangs up once its QUIT times out
         assert mailer.statistics().pool.closed == 2
     assert len(server.messages) == 2
+
+
+async def test_a_queued_acquire_cancelled_before_a_hand_over_raises_cancelled_and_gives_back() -> (
+    None
+):
+    """Bug 5: the waiter is handed a connection after its task was cancelled, before it ran.
+
+    The cancelled acquire must end in CancelledError (not an internal ValueError), and the
+    connection it was handed must go back to the pool.
+    """
+    from asyncmail import PoolLimits, Server, Timeouts, TLSMode
+    from asyncmail._pool import Pool
+
+    async with CaptureServer() as server:
+        target = Server(host=server.host, port=server.port, tls=TLSMode.NONE)
+        pool = Pool(target, PoolLimits(max_connections=1), Timeouts())
+        conn = await pool.acquire()
+        queued = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)  # it is now waiting in line
+        assert pool.statistics().waiting == 1
+        queued.cancel()  # its task will see the cancel when it next runs...
+        await pool.release(conn, reusable=True)  # ...after this hands it the connection
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        stats = pool.statistics()
+        assert (stats.busy, stats.idle, stats.waiting) == (0, 1, 0)
+        again = await pool.acquire()  # and the pool serves the next one
+        await pool.release(again, reusable=True)
+        await pool.aclose()
