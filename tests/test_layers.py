@@ -37,8 +37,6 @@ KNOWN_UPWARD_IMPORTS: frozenset[tuple[str, str]] = frozenset()
 #: Import cycles that exist today, each written from its smallest module name.
 KNOWN_CYCLES: frozenset[tuple[str, ...]] = frozenset(
     {
-        # TODO: the demo command and the app import each other lazily.
-        ("asyncmail.cli._app", "asyncmail.cli._demo"),
         # TODO(testing): type-only and lazy imports between the server and its protocol and
         # thread runner (testing/ takes lint fixes only while the engine is rewritten).
         ("asyncmail.testing._protocol", "asyncmail.testing._server"),

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..batch._template import Template
 from ._batch import BatchOptions
+from ._run import batch_with_progress, exit_code
 from ._serve import maildir_server
 
 __all__ = ["DEMO_DATA", "run_demo"]
@@ -48,7 +49,6 @@ async def run_demo(
     interactive: bool,
 ) -> int:
     """Run the demo; return the exit code of the batch."""
-    from ._app import batch_with_progress, exit_code
 
     work = Path(tempfile.mkdtemp(prefix="asyncmail-demo-"))
     maildir = maildir or work / "maildir"
