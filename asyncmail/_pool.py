@@ -90,6 +90,7 @@ class Pool:
         self._opening: dict[Connection, anyio.CancelScope] = {}
         self._connecting = 0
         self._waiters: deque[_Waiter] = deque()
+        self._open_conns: set[Connection] = set()  # opened and not yet disposed of
         self._opened = 0
         self._closed_count = 0
         self._closed = False  # no more work is taken (refuse)
@@ -207,6 +208,7 @@ class Pool:
                 raise
             self._connecting -= 1
             self._opened += 1
+            self._open_conns.add(conn)
             if self._closed:
                 await self._dispose([conn])
                 raise MailerClosedError("the Mailer was closed while connecting")
@@ -315,6 +317,7 @@ class Pool:
 
     async def _dispose(self, conns: list[Connection]) -> None:
         self._closed_count += len(conns)
+        self._open_conns.difference_update(conns)
         with anyio.CancelScope(shield=True):
             for conn in conns:
                 if conn.state is ConnState.IDLE:
@@ -339,6 +342,7 @@ class Pool:
         self.refuse()
         idle, self._idle = self._idle, []
         self._closed_count += len(idle)
+        self._open_conns.difference_update(idle)
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for conn in idle:
@@ -346,6 +350,15 @@ class Pool:
             if self._quitting:  # QUITs started in the background: they end within a timeout
                 self._quit_done = anyio.Event()
                 await self._quit_done.wait()
+
+    def abort_all(self) -> None:
+        """Drop every connection this pool opened that is still open. The last step of a
+        close: a QUIT that never got to run (its task group was cancelled first) must not
+        leave a socket behind."""
+        for conn in self._open_conns:
+            if not conn.is_closed:
+                conn.abort()
+        self._open_conns.clear()
 
     def abort_busy(self) -> None:
         """Refuse new work, drop connections busy or opening (a close that ran out of time)."""

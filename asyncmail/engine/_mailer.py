@@ -192,6 +192,7 @@ class Mailer:
             # is: it must not come out wrapped in an ExceptionGroup
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
+        self._pool.abort_all()  # (anything a cancelled task never closed)
         return None
 
     async def aclose(self) -> None:
