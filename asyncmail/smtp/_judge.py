@@ -128,15 +128,14 @@ def failed(
     )
 
 
-def _steps(x: Exchange) -> list[tuple[Reply, Phase, str | None]]:
-    steps: list[tuple[Reply, Phase, str | None]] = []
-    if x.mail is not None:
-        steps.append((x.mail, Phase.MAIL, None))
-    steps += [(r, Phase.RCPT, rcpt) for r, rcpt in zip(x.rcpt, x.recipients, strict=False)]
+def _steps(x: Exchange) -> list[tuple[Reply, Phase]]:
+    """Every reply recorded, in wire order, with the phase it answers."""
+    steps = [] if x.mail is None else [(x.mail, Phase.MAIL)]
+    steps += [(reply, Phase.RCPT) for reply in x.rcpt]
     if x.data is not None:
-        steps.append((x.data, Phase.DATA, None))
+        steps.append((x.data, Phase.DATA))
     if x.final is not None:
-        steps.append((x.final, Phase.FINAL_REPLY, None))
+        steps.append((x.final, Phase.FINAL_REPLY))
     return steps
 
 
@@ -166,15 +165,14 @@ def judge(x: Exchange) -> Attempt:
     delivered = _all_accepted(x)
     if delivered is not None:
         return delivered
-    for i, (reply, phase, _) in enumerate(_steps(x)):
+    for i, (reply, phase) in enumerate(_steps(x)):
         if not valid_reply(reply, phase):  # rule 1: as if it broke there (no later replies)
             why = f"reply {reply} to {phase.value} is out of step"
             x = replace(x, broke=why, garbled=True, phase=phase, rcpt=x.rcpt[: max(i - 1, 0)])
             break
     if x.broke is not None:
         return _broken(x)
-    steps = _steps(x)
-    for reply, phase, _ in steps:
+    for reply, phase in _steps(x):
         if reply.code == 421:  # rule 3
             error = error_for_reply(421, reply.text, phase=phase)
             stale = x.reused and phase is Phase.MAIL

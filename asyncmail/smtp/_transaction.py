@@ -177,19 +177,17 @@ async def _content(
     """The content and final dot, the next group behind it, then the final reply."""
     x.phase = Phase.DATA_TRANSFER
     content = tx.content
-    following = None
-    asked = follow is not None and len(content) <= MERGE_LIMIT
-    if follow is not None and asked:
+    if follow is not None and len(content) <= MERGE_LIMIT:
         # one write for this content and the next group. Should the kernel not take it
         # all and the connection then break, whether the final dot left is unknown.
-        following = follow()
+        following, follow = follow(), None  # (follow is asked once per transaction)
         if following:
             content += following
             x.dot_sent = True
     await wire.send_content(content, t.data_transfer)
     x.dot_sent = True
     x.phase = Phase.FINAL_REPLY
-    if follow is not None and not asked:  # (follow is asked once per transaction)
+    if follow is not None:
         following = follow()
         if following:
             wire.write(following)
