@@ -6,6 +6,7 @@
     ├── MessageError (ValueError)        bad input, raised before any network I/O
     ├── ConfigError (ValueError)         bad Mailer/Server options or URL
     ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
+    ├── OutboxError                      the outbox's store is unreachable, corrupt or foreign
     └── DeliveryError                    a message was not delivered; carries its SendResult
         ├── TransientError               a retry may help
         │   ├── TemporaryFailure         4xx reply
@@ -53,6 +54,7 @@ __all__ = [
     "MailerClosedError",
     "MessageError",
     "NotSupportedError",
+    "OutboxError",
     "PermanentError",
     "Phase",
     "PoolTimeout",
@@ -107,6 +109,13 @@ class MailerClosedError(MailError, RuntimeError):
 
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+
+class OutboxError(MailError):
+    """The outbox's store cannot be used: unreachable, corrupt, foreign or of another schema.
+
+    The message names the store's URL with any password replaced by ``***``.
+    """
 
 
 def parse_enhanced_code(text: str) -> str | None:

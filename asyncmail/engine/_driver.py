@@ -40,7 +40,7 @@ from ..smtp._judge import Attempt, failed
 from ..smtp._transaction import Prepared, prepare, reset, run
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
-from ._ratelimit import RateLimiter
+from ._ratelimit import Limiter
 from ._retry import backoff_delay, may_retry
 
 __all__ = ["Driver", "Feed"]
@@ -52,6 +52,10 @@ class Feed(Protocol):
     """Where a ``serve`` gets its jobs and puts its results."""
 
     before_send: BeforeSend | None
+    retry: RetryPolicy | None
+    """This feed's retry policy instead of the Mailer's (the outbox keeps its own schedule)."""
+    limiter: Limiter | None
+    """This feed's rate limiter instead of the Mailer's (the outbox's is shared by workers)."""
 
     async def next(self) -> Job | None:
         """The next job, waiting for one; None when there are no more."""
@@ -80,7 +84,7 @@ class Driver:
         pool: Pool,
         *,
         retry: RetryPolicy,
-        limiter: RateLimiter | None,
+        limiter: Limiter | None,
         pipelining: bool,
         ledger: Ledger,
         closing: Signal,
@@ -195,7 +199,7 @@ class Driver:
         if not group_sent and not await self._start(state, job):
             return None  # the write-ahead hook failed: the job already has its result
         follow = self._follower(state, conn, chained) if tx.pipelined else None
-        attempt = await run(conn, tx, group_sent=group_sent, follow=follow)
+        attempt = await run(conn, tx, group_sent=group_sent, follow=follow, gate=job.gate)
         if attempt.needs_rset and attempt.reusable:
             attempt = replace(attempt, reusable=await reset(conn))
         return attempt
@@ -234,7 +238,7 @@ class Driver:
         """What ``run`` calls once the content has left: the next job's group, if any."""
 
         def follow() -> bytes | None:
-            if self.limiter is not None or state.retries or self.closing.fired or chained:
+            if self._limiter(state) is not None or state.retries or self.closing.fired or chained:
                 return None
             if not conn.has_room():
                 return None
@@ -265,10 +269,15 @@ class Driver:
             job.fail(exc)
             await self._finish(state, job)
             return False
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        limiter = self._limiter(state)
+        if limiter is not None:
+            await limiter.acquire()
         job.begin(self.clock())
         return True
+
+    def _limiter(self, state: _Run) -> Limiter | None:
+        feed_limiter = state.feed.limiter
+        return self.limiter if feed_limiter is None else feed_limiter
 
     def _prepare(self, conn: Connection, job: Job) -> Prepared | Attempt:
         """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
@@ -292,14 +301,15 @@ class Driver:
 
     async def _settle(self, state: _Run, job: Job, attempt: Attempt) -> None:
         """Book an attempt: schedule the job's retry, or hand on its result."""
-        retry = job.settle(attempt, retry_unknown=self.retry.retry_unknown)
+        policy = state.feed.retry or self.retry
+        retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
         if retry:
             if self.closing.fired:
                 await self._finish(state, job, shutdown=True)
                 return
             now = self.clock()
-            delay = backoff_delay(self.retry, job.attempts)
-            if may_retry(self.retry, job.attempts, now - job.started, delay):
+            delay = backoff_delay(policy, job.attempts)
+            if may_retry(policy, job.attempts, now - job.started, delay):
                 logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
                 job.due = now + delay
                 state.retries.append(job)

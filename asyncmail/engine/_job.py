@@ -24,6 +24,7 @@ from ..message._content import WireContent, wire_content
 from ..message._envelope import Envelope, envelope_of
 from ..message._message import Message
 from ..smtp._judge import Attempt
+from ..smtp._transaction import Gate
 
 __all__ = ["BeforeSend", "Job"]
 
@@ -42,6 +43,7 @@ class Job:
         "due",
         "envelope",
         "errors",
+        "gate",
         "last",
         "message",
         "pending",
@@ -68,6 +70,7 @@ class Job:
         self.started = 0.0
         self.due = 0.0  # when a retry may start (the engine's clock)
         self.announced = False  # before_send was called
+        self.gate: Gate | None = None  # awaited before each content leaves (the outbox's)
 
     @classmethod
     def of(cls, message: Message | email.message.Message) -> Job:

@@ -48,7 +48,7 @@ from ..message._message import Message
 from ._driver import Driver
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
-from ._ratelimit import RateLimit, RateLimiter
+from ._ratelimit import Limiter, RateLimit, RateLimiter
 from ._send_many import ResultStream
 
 __all__ = ["Mailer", "MailerStatistics"]
@@ -78,6 +78,8 @@ class _One:
     """The feed of ``send()``: one job, one result."""
 
     before_send: BeforeSend | None = None
+    retry: RetryPolicy | None = None
+    limiter: Limiter | None = None
 
     def __init__(self, job: Job) -> None:
         self._job: Job | None = job
@@ -282,6 +284,17 @@ class Mailer:
             before_send=before_send,
             host=self._task_group,
         )
+
+    @property
+    def driver(self) -> Driver:
+        """The session driver, for feeds built above the engine (the outbox's workers).
+
+        Raises:
+            MailerClosedError: The Mailer is not open.
+        """
+        if self._state != "open":
+            raise MailerClosedError("the Mailer is not open: use it in 'async with'")
+        return self._driver
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
 from .._exceptions import ConfigError
 
-__all__ = ["RateLimit", "RateLimiter"]
+__all__ = ["Limiter", "RateLimit", "RateLimiter"]
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
 _UNITS |= {"h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -65,6 +66,13 @@ class RateLimit:
 
     def __str__(self) -> str:
         return f"{self.count:g}/{self.per:g}s"
+
+
+class Limiter(Protocol):
+    """What the driver waits on before each transaction (this process's, or a shared one)."""
+
+    async def acquire(self) -> None:
+        """Wait until the caller may start one transaction."""
 
 
 class RateLimiter:

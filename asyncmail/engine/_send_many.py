@@ -24,9 +24,11 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._config import RetryPolicy
 from .._exceptions import MailerClosedError, MessageError, SendResult, ShutdownError, Status
 from ..message._message import Message
 from ._job import BeforeSend, Job
+from ._ratelimit import Limiter
 
 if TYPE_CHECKING:
     from ._driver import Driver
@@ -44,6 +46,9 @@ class _ConsumerGone(Exception):
 
 class _QueueFeed:
     """A worker's feed: messages from the shared queue, results to the shared stream."""
+
+    retry: RetryPolicy | None = None
+    limiter: Limiter | None = None
 
     def __init__(
         self,

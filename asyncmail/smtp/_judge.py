@@ -12,6 +12,8 @@ The rules, in order:
 2. A broken, stalled or out-of-step connection: once the final dot has left, the recipients
    accepted at RCPT are UNKNOWN; before it, nothing was delivered and every open recipient
    may be tried again. RCPT refusals already received stay what they are.
+   2b. The content was withheld (the caller's gate refused after DATA's 354): nothing was
+   delivered, the session is dropped, and the open recipients fail with the gate's error.
 3. 421 anywhere: the server is closing; the transaction failed for every recipient, retryably.
 4. MAIL refused: every recipient fails with that reply.
 5. No recipient accepted: each fails with its own RCPT reply.
@@ -57,6 +59,8 @@ class Exchange:
     garbled: bool = False
     phase: Phase = Phase.MAIL
     """Where the transaction was when it broke."""
+    withheld: DeliveryError | None = None
+    """The gate before the content refused: no content left, and the session is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,10 @@ def judge(x: Exchange) -> Attempt:
             break
     if x.broke is not None:
         return _broken(x)
+    if x.withheld is not None:  # rule 2b: the caller withheld the content; nothing left
+        refused = _rcpt_refusals(x)
+        refused |= {r: x.withheld for r in x.recipients if r not in refused}
+        return Attempt(Status.FAILED, refused=refused, error=x.withheld, reusable=False)
     for reply, phase in _steps(x):
         if reply.code == 421:  # rule 3
             error = error_for_reply(421, reply.text, phase=phase)

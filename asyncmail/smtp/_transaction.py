@@ -13,17 +13,21 @@ cancellation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from .._config import Timeouts
-from .._exceptions import Phase, Rejected, Reply
+from .._exceptions import DeliveryError, Phase, Rejected, Reply
 from ..message._content import WireContent
 from ._connection import Connection
 from ._judge import Attempt, Exchange, content_wanted, failed, judge
 from ._wire import Wire, WireClosed
 
-__all__ = ["Prepared", "prepare", "reset", "run"]
+__all__ = ["Gate", "Prepared", "prepare", "reset", "run"]
+
+#: Awaited right before the content and its final dot leave; raising DeliveryError
+#: withholds them (the session is then dropped: after DATA's 354 there is no other way out).
+Gate = Callable[[], Awaitable[None]]
 
 logger = logging.getLogger("asyncmail")
 
@@ -96,6 +100,7 @@ async def run(
     *,
     group_sent: bool = False,
     follow: Callable[[], bytes | None] | None = None,
+    gate: Gate | None = None,
 ) -> Attempt:
     """Run a prepared transaction to its end: the I/O, recorded in an Exchange and judged.
 
@@ -107,6 +112,8 @@ async def run(
         follow: Called once the content has left (it must not raise); it may return the
             next transaction's pipelined group, written right behind the final dot (in the
             same write for small content), so the next transaction costs no extra round trip.
+        gate: Awaited once the server has said 354, right before the content and its final
+            dot leave (a durable "the dot may be out" record goes here).
     """
     wire = conn.wire
     assert wire is not None
@@ -123,7 +130,13 @@ async def run(
     try:
         await _envelope(wire, conn.timeouts, tx, x, group_sent=group_sent)
         if content_wanted(x):
-            await _content(wire, conn.timeouts, tx, x, follow)
+            if gate is not None:
+                try:
+                    await gate()
+                except DeliveryError as exc:
+                    x.withheld = exc
+            if x.withheld is None:
+                await _content(wire, conn.timeouts, tx, x, follow)
     except (WireClosed, TimeoutError) as exc:
         x.broke = str(exc)
         x.timed_out = isinstance(exc, TimeoutError)
