@@ -29,8 +29,8 @@ __all__ = [
     "Outcome",
     "Refusal",
     "State",
-    "lane_of",
     "lane_name",
+    "lane_of",
 ]
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigError
 from ..engine._ratelimit import Limiter, RateLimit
-from ._model import Lease, NewEntry, Outcome, OutboxStatistics, OutboxStatus, State
+from ._model import Lease, NewEntry, OutboxStatistics, OutboxStatus, Outcome, State
 
 __all__ = ["SCHEMA_VERSION", "Store", "open_store", "redact_url"]
 
