@@ -13,6 +13,7 @@ from ._exceptions import MailerClosedError as MailerClosedError
 from ._exceptions import MailError as MailError
 from ._exceptions import MessageError as MessageError
 from ._exceptions import NotSupportedError as NotSupportedError
+from ._exceptions import OutboxError as OutboxError
 from ._exceptions import PermanentError as PermanentError
 from ._exceptions import Phase as Phase
 from ._exceptions import PoolTimeout as PoolTimeout
@@ -40,6 +41,12 @@ from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
+from .outbox._deliver import Delivery as Delivery
+from .outbox._model import OutboxState as OutboxState
+from .outbox._model import OutboxStatistics as OutboxStatistics
+from .outbox._model import OutboxStatus as OutboxStatus
+from .outbox._model import Refusal as Refusal
+from .outbox._outbox import Outbox as Outbox
 
 __version__ = "0.1.0"
 
@@ -50,6 +57,7 @@ __all__ = (
     "BadRow",
     "ConfigError",
     "ConnectError",
+    "Delivery",
     "DeliveryError",
     "MailError",
     "Mailer",
@@ -58,6 +66,11 @@ __all__ = (
     "Message",
     "MessageError",
     "NotSupportedError",
+    "Outbox",
+    "OutboxError",
+    "OutboxState",
+    "OutboxStatistics",
+    "OutboxStatus",
     "PermanentError",
     "Phase",
     "PoolLimits",
@@ -66,6 +79,7 @@ __all__ = (
     "ProtocolError",
     "RateLimit",
     "Recipient",
+    "Refusal",
     "Rejected",
     "Reply",
     "ResultStream",

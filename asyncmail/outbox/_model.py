@@ -24,6 +24,7 @@ __all__ = [
     "FINAL_STATES",
     "Lease",
     "NewEntry",
+    "OutboxState",
     "OutboxStatistics",
     "OutboxStatus",
     "Outcome",
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class State(enum.StrEnum):
+class OutboxState(enum.StrEnum):
     """Where a message in the outbox is."""
 
     QUEUED = "queued"
@@ -50,6 +51,8 @@ class State(enum.StrEnum):
     UNKNOWN = "unknown"
     """The final dot left and no answer was recorded: it may have arrived (final)."""
 
+
+State = OutboxState  # (the short name, inside this package)
 
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.UNKNOWN})
 
@@ -119,6 +122,8 @@ class Lease:
     attempts: int
     first_attempt_at: float | None
     lane: int
+    unknown: tuple[str, ...] = ()
+    """Recipients of earlier attempts whose outcome is unknown."""
 
 
 @dataclass(frozen=True, slots=True)

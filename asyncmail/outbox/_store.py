@@ -16,11 +16,10 @@ from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .._exceptions import ConfigError
 from ..engine._ratelimit import Limiter, RateLimit
 from ._model import Lease, NewEntry, OutboxStatistics, OutboxStatus, Outcome, State
 
-__all__ = ["SCHEMA_VERSION", "Store", "open_store", "redact_url"]
+__all__ = ["SCHEMA_VERSION", "Store", "redact_url"]
 
 #: The layout of the stored records; a store of another version is refused at open.
 SCHEMA_VERSION = 1
@@ -119,29 +118,3 @@ def redact_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:
         return "<an unparseable URL>"
-
-
-def open_store(url: str) -> Store:
-    """The store a URL names (not yet opened).
-
-    ``sqlite:////abs/path.db`` or ``sqlite:///relative.db``; ``redis://[:password@]host:port/db?queue=NAME``
-    (``rediss://`` for TLS).
-
-    Raises:
-        ConfigError: Not an outbox URL.
-    """
-    if not isinstance(url, str):
-        raise ConfigError(f"an outbox URL must be a string, not {type(url).__name__}")
-    scheme = url.partition(":")[0].lower()
-    if scheme == "sqlite":
-        from ._sqlite import SQLiteStore
-
-        return SQLiteStore.from_url(url)
-    if scheme in ("redis", "rediss"):
-        from ._redis import RedisStore
-
-        return RedisStore.from_url(url)
-    raise ConfigError(
-        f"unsupported outbox URL {redact_url(url)!r}: use sqlite:////path/to/outbox.db "
-        "or redis://host:6379/0?queue=mail"
-    )

@@ -1,0 +1,385 @@
+"""Workers that deliver from an outbox's store through a Mailer's one session driver.
+
+A ``Delivery`` runs three kinds of task: a leaser that keeps a small buffer of leased
+messages (small, so a high-priority message never waits behind a local backlog), a
+heartbeat that renews every lease held while its send is in progress, and ``concurrency``
+workers, each a ``Driver.serve`` over a feed of that buffer. Each lease gets one attempt:
+its outcome goes back to the store (``_plan.plan``), and a retry waits in the store.
+
+Right before a message's content leaves, its gate records "the final dot may be out"
+(``mark_sending``) under the lease's token; a lease lost by then (another worker took it
+over) withholds the content and drops the session, so no recipient gets a second copy.
+
+Stopping (``stop()``, a deploy's SIGTERM): no new leases; the buffered messages go back to
+the store at once; the sends in progress finish, up to ``grace`` seconds. After that, or on
+``stop(now=True)``, they are cut off: a message whose dot may be out ends UNKNOWN, the
+others go back to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._config import RetryPolicy
+from .._exceptions import (
+    MailError,
+    OutboxError,
+    SendResult,
+    ShutdownError,
+    Status,
+    TransientError,
+)
+from ..engine._driver import Driver
+from ..engine._job import BeforeSend, Job
+from ..engine._ledger import Signal
+from ..engine._ratelimit import Limiter
+from ..smtp._transaction import Gate
+from ._codec import decode
+from ._model import Lease, Outcome, State
+from ._plan import plan
+from ._store import Store
+
+__all__ = ["Delivery", "Telemetry"]
+
+logger = logging.getLogger("asyncmail")
+
+#: Seconds a shielded clean-up (release, a last outcome) may take when stopping.
+CLEANUP_TIMEOUT = 5.0
+#: A lease's outcome that the store refused to take is retried this many times.
+FINISH_TRIES = 5
+DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
+ONE_ATTEMPT = RetryPolicy(attempts=1)
+
+
+class Telemetry(Protocol):
+    """Where a Delivery reports what happens (metrics and traces); see ``_telemetry``."""
+
+    def leased(self, count: int) -> None: ...
+
+    def finished(self, key: str, outcome: Outcome, seconds: float) -> None: ...
+
+
+class _NoTelemetry:
+    def leased(self, count: int) -> None:
+        pass
+
+    def finished(self, key: str, outcome: Outcome, seconds: float) -> None:
+        pass
+
+
+class _LeaseLost(TransientError):
+    """The gate refused: the lease is gone (or the store did not answer); nothing was sent."""
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    """A leased message this process holds."""
+
+    lease: Lease
+    job: Job | None = None
+    started: float = 0.0
+    marked: bool = False  # mark_sending succeeded: the dot may be out
+    lost: bool = False  # the lease is gone (renew failed, or another worker took it)
+    withheld: bool = False
+
+
+def worker_name() -> str:
+    """A name for this worker process, for operators: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Delivery:
+    """Delivers an outbox's messages until stopped. Made by ``Outbox.deliver``."""
+
+    def __init__(
+        self,
+        store: Store,
+        driver: Driver,
+        *,
+        concurrency: int,
+        limiter: Limiter | None,
+        retry: RetryPolicy,
+        lease_seconds: float,
+        resend_unknown: bool,
+        telemetry: Telemetry | None = None,
+        worker: str | None = None,
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.concurrency = concurrency
+        self.limiter = limiter
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self.resend_unknown = resend_unknown
+        self.telemetry: Telemetry = telemetry or _NoTelemetry()
+        self.worker = worker or worker_name()
+        self.held: dict[int, _Held] = {}  # by id() of the decoded message
+        self.stopping = Signal()
+        self._room: anyio.Event | None = None
+        self._send: MemoryObjectSendStream[_Held] | None = None
+        self._receive: MemoryObjectReceiveStream[_Held] | None = None
+        self.delivered = self.failed = self.unknown = self.retried = 0
+
+    def __repr__(self) -> str:
+        state = "stopping" if self.stopping.fired else "running"
+        return (
+            f"<Delivery {self.store.url} {state} worker={self.worker} held={len(self.held)} "
+            f"delivered={self.delivered} failed={self.failed} unknown={self.unknown}>"
+        )
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until ``stop()`` and the sends in progress are done."""
+        send, receive = anyio.create_memory_object_stream[_Held](2 * self.concurrency)
+        self._send, self._receive = send, receive
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat)
+                async with anyio.create_task_group() as workers:
+                    for _ in range(self.concurrency):
+                        workers.start_soon(self.driver.serve, _Feed(self, receive))
+                    await self._lease_until_stopped(send)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                await self._give_back()
+
+    def stop(self) -> None:
+        """Take no new leases; hand back the buffered ones; let the sends in progress end."""
+        self.stopping.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    async def _lease_until_stopped(self, send: MemoryObjectSendStream[_Held]) -> None:
+        async with send:  # (it holds at most 2 * concurrency: sending never blocks)
+            while not self.stopping.fired:
+                room = 2 * self.concurrency - len(self.held)
+                if room <= 0:
+                    self._room = anyio.Event()
+                    await self._room.wait()
+                    continue
+                try:
+                    leases = await self._lease(min(room, self.concurrency))
+                except OutboxError as exc:
+                    logger.warning("leasing from %s failed: %s", self.store.url, exc)
+                    with anyio.move_on_after(1.0):
+                        await self.stopping.wait()
+                    continue
+                if leases:
+                    self.telemetry.leased(len(leases))
+                for lease in leases:
+                    held = await self._hold(lease)
+                    if held is not None:
+                        await send.send(held)
+        # the workers end once the buffer is empty: what is left there goes back
+        await self._release_buffered()
+
+    async def _lease(self, count: int) -> list[Lease]:
+        return await self.store.lease(
+            self.worker, count, self.lease_seconds, wait=1.0, resend_unknown=self.resend_unknown
+        )
+
+    async def _hold(self, lease: Lease) -> _Held | None:
+        """Turn a lease into a job; a message that cannot be read back ends FAILED."""
+        held = _Held(lease)
+        try:
+            message = decode(lease.payload)
+            job = Job.of(message)
+        except MailError as exc:
+            outcome = plan(
+                lease,
+                SendResult(message=None, status=Status.FAILED, error=exc),
+                policy=self.retry,
+                now=time.time(),
+                resend_unknown=False,
+            )
+            await self._finish(held, outcome)
+            return None
+        job.pending = list(lease.pending)
+        job.gate = self._gate(held)
+        held.job = job
+        self.held[id(message)] = held
+        return held
+
+    def _gate(self, held: _Held) -> Gate:
+        async def gate() -> None:
+            if held.lost:
+                held.withheld = True
+                raise _LeaseLost("the outbox lease was lost; not sent")
+            try:
+                ok = await self.store.mark_sending(held.lease.key, held.lease.token)
+            except OutboxError as exc:
+                held.withheld = True
+                raise _LeaseLost(f"the outbox did not record the send: {exc}") from exc
+            if not ok:
+                held.lost = held.withheld = True
+                raise _LeaseLost("the outbox lease was taken over; not sent")
+            held.marked = True
+
+        return gate
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await anyio.sleep(self.lease_seconds / 3)
+            leases = [(h.lease.key, h.lease.token) for h in self.held.values() if not h.lost]
+            try:
+                lost = await self.store.renew(leases, self.lease_seconds)
+            except OutboxError as exc:
+                logger.warning("renewing leases in %s failed: %s", self.store.url, exc)
+                continue
+            for held in self.held.values():
+                if held.lease.key in lost:
+                    held.lost = True
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    async def emit(self, result: SendResult[Any]) -> None:
+        """A worker's result: store what it means for the message."""
+        held = self.held.pop(id(result.message), None)
+        self._wake()
+        if held is None:
+            return
+        if held.withheld or held.lost:
+            if not held.marked:
+                await self._release(held)
+            return  # (another worker has it, or its lease runs out and it is taken over)
+        if isinstance(result.error, ShutdownError) and not held.marked:
+            await self._release(held)  # the Mailer closed first: not an attempt
+            return
+        outcome = plan(
+            held.lease,
+            result,
+            policy=self.retry,
+            now=time.time(),
+            resend_unknown=self.resend_unknown,
+        )
+        await self._finish(held, outcome)
+
+    async def _finish(self, held: _Held, outcome: Outcome) -> None:
+        lease = held.lease
+        for n in range(FINISH_TRIES):
+            try:
+                if not await self.store.finish(lease.key, lease.token, outcome):
+                    logger.info("outbox lease of %r was lost before its outcome", lease.key)
+                    return
+                break
+            except OutboxError as exc:
+                logger.warning("recording the outcome of %r failed: %s", lease.key, exc)
+                await anyio.sleep(0.2 * 2**n)
+        else:
+            return  # the lease runs out; the next worker settles it
+        self._count(outcome)
+        self.telemetry.finished(lease.key, outcome, time.monotonic() - held.started)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.state is State.DELIVERED:
+            self.delivered += 1
+        elif outcome.state is State.FAILED:
+            self.failed += 1
+        elif outcome.state is State.UNKNOWN:
+            self.unknown += 1
+        else:
+            self.retried += 1
+
+    async def _release(self, held: _Held) -> None:
+        try:
+            await self.store.release(held.lease.key, held.lease.token)
+        except OutboxError as exc:
+            logger.warning("releasing %r failed (its lease runs out): %s", held.lease.key, exc)
+
+    async def give_back(self, held: _Held) -> None:
+        """A leased message not started: back to the store, for any worker."""
+        if held.job is not None:
+            self.held.pop(id(held.job.message), None)
+        await self._release(held)
+
+    async def _release_buffered(self) -> None:
+        receive = self._receive
+        if receive is None:
+            return
+        while True:
+            try:
+                held = receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            await self.give_back(held)
+
+    async def _give_back(self) -> None:
+        """After a cut-off: every message still held goes back, or ends UNKNOWN."""
+        await self._release_buffered()
+        for key in list(self.held):
+            held = self.held.pop(key)
+            if held.marked and not held.lost:
+                outcome = _died_after_dot(held.lease, time.time())
+                await self._finish(held, outcome)
+            elif not held.lost:
+                await self._release(held)
+
+
+class _Feed:
+    """One worker's feed: jobs from the shared buffer, results to the store."""
+
+    def __init__(self, delivery: Delivery, receive: MemoryObjectReceiveStream[_Held]) -> None:
+        self.delivery = delivery
+        self.receive = receive
+        self.before_send: BeforeSend | None = None
+        self.retry: RetryPolicy | None = ONE_ATTEMPT
+        self.limiter: Limiter | None = delivery.limiter
+
+    def _start(self, held: _Held) -> Job:
+        assert held.job is not None
+        held.started = time.monotonic()
+        self.delivery.driver.ledger.admit()
+        return held.job
+
+    async def next(self) -> Job | None:
+        if self.delivery.stopping.fired:
+            return None
+        try:
+            held = await self.receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+        if self.delivery.stopping.fired:
+            await self.delivery.give_back(held)
+            return None
+        return self._start(held)
+
+    def ready(self) -> Job | None:
+        if self.delivery.stopping.fired:
+            return None
+        try:
+            held = self.receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return None
+        return self._start(held)
+
+    async def emit(self, result: SendResult[Any]) -> None:
+        await self.delivery.emit(result)
+
+
+def _died_after_dot(lease: Lease, now: float) -> Outcome:
+    state = State.DELIVERED if lease.accepted else State.UNKNOWN
+    return Outcome(
+        state=state,
+        pending=(),
+        accepted=lease.accepted,
+        refused=lease.refused,
+        unknown=(*lease.unknown, *lease.pending),
+        attempts=lease.attempts + 1,
+        first_attempt_at=lease.first_attempt_at or now,
+        due=now,
+        error=DIED_AFTER_DOT,
+        reply=None,
+    )

@@ -1,0 +1,186 @@
+"""One SQLite connection per process and file, on its own thread, committing in groups.
+
+Every operation is a function of the connection, run on the connection's thread. The
+thread takes all the operations waiting, runs the writes in one ``BEGIN IMMEDIATE``
+transaction (each in its own savepoint, so one failing does not undo the others) and
+commits once: concurrent callers share one fsync (group commit). A busy database (another
+process writing) is waited out (``busy_timeout``), so "database is locked" never reaches
+a caller; anything SQLite still refuses becomes ``OutboxError``.
+
+This module is the outbox's one thread boundary: results come back to the event loop
+with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .._exceptions import OutboxError
+
+__all__ = ["Connection", "connection_for", "release_connection"]
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+#: How long a write waits for another process's transaction before giving up.
+BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass(slots=True)
+class _Call:
+    op: Op
+    write: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _deliver(future: asyncio.Future[T], value: T, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the write happened (or not) regardless
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+class Connection:
+    """A connection's thread; shared by every store of one file in this process."""
+
+    def __init__(self, path: str, *, synchronous: str, label: str) -> None:
+        self.path = path
+        self.label = label
+        self.synchronous = synchronous
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self.users = 0
+
+    def start(self) -> None:
+        """Open the database (on the calling thread, to report errors at once) and serve."""
+        try:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60.0
+            )
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open the outbox {self.label}: {exc}") from exc
+        if str(mode).lower() != "wal":
+            db.close()
+            raise OutboxError(f"the outbox {self.label} cannot use WAL mode (got {mode})")
+        self._db = db
+        self._thread = threading.Thread(target=self._serve, name="asyncmail-sqlite", daemon=True)
+        self._thread.start()
+
+    async def call(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``op`` on the connection's thread (in a transaction when it writes)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put(_Call(op, write, future, loop))
+        return await future
+
+    def stop(self) -> None:
+        """Finish the calls already queued, then close the connection."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._calls.put(None)
+            thread.join()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        db = self._db
+        assert db is not None
+        while True:
+            first = self._calls.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while True:
+                try:
+                    more = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._run(db, [c for c in batch if not c.write], transaction=False)
+            self._run(db, [c for c in batch if c.write], transaction=True)
+            if stop:
+                return
+
+    def _run(self, db: sqlite3.Connection, calls: list[_Call], *, transaction: bool) -> None:
+        if not calls:
+            return
+        results: list[tuple[_Call, Any, BaseException | None]] = []
+        try:
+            if transaction:
+                db.execute("BEGIN IMMEDIATE")
+            for call in calls:
+                results.append(self._one(db, call, savepoint=transaction))
+            if transaction:
+                db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if transaction and db.in_transaction:
+                db.execute("ROLLBACK")
+            error = OutboxError(f"the outbox {self.label} refused a write: {exc}")
+            results = [(call, None, error) for call in calls]
+        for call, value, err in results:
+            call.loop.call_soon_threadsafe(_deliver, call.future, value, err)
+
+    @staticmethod
+    def _one(
+        db: sqlite3.Connection, call: _Call, *, savepoint: bool
+    ) -> tuple[_Call, Any, BaseException | None]:
+        if savepoint:
+            db.execute("SAVEPOINT op")
+        try:
+            value = call.op(db)
+        except Exception as exc:  # handed to the caller; the others' writes stand
+            if savepoint:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+            if isinstance(exc, sqlite3.Error):
+                exc = OutboxError(f"the outbox {call.op.__name__} failed: {exc}")
+            return call, None, exc
+        if savepoint:
+            db.execute("RELEASE op")
+        return call, value, None
+
+
+_OPEN: dict[tuple[str, str], Connection] = {}
+_LOCK = threading.Lock()
+
+
+def connection_for(path: str, *, synchronous: str, label: str) -> Connection:
+    """This process's connection to ``path`` in this durability mode; started, counted."""
+    with _LOCK:
+        conn = _OPEN.get((path, synchronous))
+        if conn is None:
+            conn = Connection(path, synchronous=synchronous, label=label)
+            conn.start()
+            _OPEN[(path, synchronous)] = conn
+        conn.users += 1
+        return conn
+
+
+def release_connection(conn: Connection) -> None:
+    """One user less; the last one stops the thread and closes the connection."""
+    with _LOCK:
+        conn.users -= 1
+        if conn.users > 0:
+            return
+        _OPEN.pop((conn.path, conn.synchronous), None)
+    conn.stop()
