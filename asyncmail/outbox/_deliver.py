@@ -152,6 +152,7 @@ class Delivery:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self._give_back()
+            receive.close()
 
     def stop(self) -> None:
         """Take no new leases; hand back the buffered ones; let the sends in progress end."""

@@ -189,7 +189,7 @@ class SQLiteStore:
     async def open(self) -> None:
         conn = await anyio.to_thread.run_sync(self._connect, "FULL")
         try:
-            await conn.call(_check_schema, write=True)
+            await conn.call(_create_schema, write=True)
         except BaseException:
             await anyio.to_thread.run_sync(release_connection, conn)
             raise
@@ -200,7 +200,9 @@ class SQLiteStore:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise OutboxError(f"cannot open the outbox {self.url}: {directory} does not exist")
-        return connection_for(self.path, synchronous=synchronous, label=self.url)
+        return connection_for(
+            self.path, synchronous=synchronous, label=self.url, check=_check_schema
+        )
 
     async def aclose(self) -> None:
         for conn in (self._conn, self._rate_conn):
@@ -428,13 +430,27 @@ class SQLiteStore:
         return _SharedLimiter(self._rate_conn, limit)
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    """Create the schema in an empty database (checked, in a write transaction)."""
+    if _tables(db):
+        _check_schema(db)
+        return
+    for statement in _SCHEMA.split(";"):  # (executescript would COMMIT first)
+        if statement.strip():
+            db.execute(statement)
+
+
 def _check_schema(db: sqlite3.Connection) -> None:
-    """Create the schema in an empty database; refuse a foreign or other-version one."""
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    """Refuse a foreign or other-version database, before anything is written to it."""
+    try:
+        tables = _tables(db)
+    except sqlite3.DatabaseError as exc:
+        raise OutboxError(f"this file is not an asyncmail outbox: {exc}") from exc
     if not tables:
-        for statement in _SCHEMA.split(";"):  # (executescript would COMMIT first)
-            if statement.strip():
-                db.execute(statement)
         return
     if "asyncmail_meta" not in tables:
         raise OutboxError(

@@ -52,7 +52,15 @@ def _deliver(future: asyncio.Future[T], value: T, error: BaseException | None) -
 class Connection:
     """A connection's thread; shared by every store of one file in this process."""
 
-    def __init__(self, path: str, *, synchronous: str, label: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str,
+        label: str,
+        check: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self.check = check
         self.path = path
         self.label = label
         self.synchronous = synchronous
@@ -68,6 +76,12 @@ class Connection:
                 self.path, isolation_level=None, check_same_thread=False, timeout=60.0
             )
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if self.check is not None:  # before anything is written to a file not ours
+                try:
+                    self.check(db)
+                except OutboxError as exc:
+                    db.close()
+                    raise OutboxError(f"{self.label}: {exc}") from None
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             db.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.Error as exc:
@@ -164,12 +178,21 @@ _OPEN: dict[tuple[str, str], Connection] = {}
 _LOCK = threading.Lock()
 
 
-def connection_for(path: str, *, synchronous: str, label: str) -> Connection:
-    """This process's connection to ``path`` in this durability mode; started, counted."""
+def connection_for(
+    path: str,
+    *,
+    synchronous: str,
+    label: str,
+    check: Callable[[sqlite3.Connection], None] | None = None,
+) -> Connection:
+    """This process's connection to ``path`` in this durability mode; started, counted.
+
+    ``check`` runs on a new connection before anything is written (it may raise).
+    """
     with _LOCK:
         conn = _OPEN.get((path, synchronous))
         if conn is None:
-            conn = Connection(path, synchronous=synchronous, label=label)
+            conn = Connection(path, synchronous=synchronous, label=label, check=check)
             conn.start()
             _OPEN[(path, synchronous)] = conn
         conn.users += 1
