@@ -1,4 +1,4 @@
-"""Chaos: worker processes are killed with SIGKILL while they deliver, and nothing is lost or doubled.
+"""Chaos: workers are SIGKILLed while they deliver, and nothing is lost or doubled.
 
 Workers deliver a few thousand messages from one outbox to the capture server, which
 refuses 5% of them with 4xx (some for good, some once) and drops 1% of connections right
@@ -13,7 +13,6 @@ worker is killed with SIGKILL and a new one started. Then:
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -21,7 +20,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
