@@ -44,7 +44,7 @@ def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -
     with CaptureServer().run_in_thread() as server:
         monkeypatch.setenv("ASYNCMAIL_URL", server.url)
         namespace: dict[str, Any] = {"__name__": "readme_app"}
-        exec(_block("FastAPI(lifespan=lifespan)"), namespace)
+        exec(_block("request.app.state.mailer.send"), namespace)
         with TestClient(namespace["app"]) as client:
             reply = client.post("/reset-password", params={"email": "bob@example.org"})
             again = client.post("/reset-password", params={"email": "carol@example.org"})
@@ -57,6 +57,34 @@ def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -
             ("carol@example.org",),
         ]
         assert server.connections_opened == 1  # the second request used the warm pool
+
+
+def test_outbox_web_app_example_delivers_after_the_request_returned(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    block = _block("outbox.enqueue(message")
+    assert "sqlite:////var/lib/shop/mail.db" in block
+    block = block.replace("/var/lib/shop/mail.db", str(tmp_path / "mail.db"))
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "readme_outbox"}
+        exec(block, namespace)
+        with TestClient(namespace["app"]) as client:
+            params = {"email": "bob@example.org", "token": "t1"}
+            first = client.post("/reset-password", params=params)
+            again = client.post("/reset-password", params=params)
+            assert first.json()["state"] == "queued"
+            # the same key: stored once, and the answer is the first message's state
+            assert again.json()["message_id"] == first.json()["message_id"]
+            deadline = time.monotonic() + 10
+            while client.get("/mail/reset:t1").json()["state"] != "delivered":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert [m.recipients for m in server.messages] == [("bob@example.org",)]
 
 
 def test_batch_example_sends_every_message(
