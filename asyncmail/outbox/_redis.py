@@ -1,0 +1,502 @@
+"""``RedisStore``: the outbox in Redis Streams, shared by workers on many machines.
+
+Keys, all under one hash tag (``asyncmail:{QUEUE}:``) so that one outbox lives in one slot
+of a Redis Cluster or Valkey: ``meta`` (marker and schema version), ``lane:0..2`` (one
+stream per priority lane, consumer group ``workers``), ``delayed`` (a sorted set of the
+messages due later, by due time), ``msg:<key>`` (one hash per message, see
+``_redis_scripts``), ``counts`` (a hash of counters by state), ``idx:<state>`` (a sorted set
+per state, by last change), ``done`` (final outcomes of the last minute) and ``ratelimit``.
+
+A lease is a stream entry in a worker's pending list plus a fresh token in the record;
+every write under a lease is a Lua script that compares the token first. A lease runs out
+when its entry has been idle (not renewed) for the lease's seconds, measured by Redis:
+``lease`` takes such entries over with XAUTOCLAIM, checking the record's own deadline so a
+worker with shorter leases never takes a longer live one (workers of one outbox should use
+the same lease seconds). ``release`` leaves the entry in place and sets its idle time to
+decades, so the next XAUTOCLAIM of any worker takes it at once, ahead of newer messages.
+
+``statistics().oldest_queued_age`` is approximate: the age of the oldest stream entry not
+yet delivered (or released) in any lane, read from the entry id (its time on the server's
+clock: when the message was enqueued, or became due), or of the earliest due time still in
+``delayed``. ``rate`` counts messages that reached a final state in the last 60 s.
+
+Durability: ``enqueue`` returns once Redis has the write; with ``appendonly yes`` it is in
+the AOF before the reply. With ``appendfsync everysec`` (Redis's default) a crash of the
+Redis process loses nothing, but a crash of the machine may lose the last second; with
+``appendfsync always`` nothing is lost, at the cost of an fsync per write. (Redis 7.0 has no
+WAITAOF to ask for it per command.) Without AOF, ``open`` logs a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import anyio
+
+from .._exceptions import ConfigError, OutboxError
+from ..engine._ratelimit import RateLimit
+from . import _redis_scripts as scripts
+from ._model import (
+    FINAL_STATES,
+    Lease,
+    NewEntry,
+    OutboxStatistics,
+    OutboxStatus,
+    Outcome,
+    Refusal,
+    State,
+    lane_name,
+    when,
+)
+from ._store import SCHEMA_VERSION, redact_url
+
+__all__ = ["RedisLimiter", "RedisStore"]
+
+logger = logging.getLogger("asyncmail")
+
+DEFAULT_QUEUE = "asyncmail"
+#: What ``meta`` says of an asyncmail outbox.
+MARKER = "asyncmail-outbox"
+GROUP = "workers"
+#: The longest one blocking read waits before expired leases and due messages are looked at.
+POLL_SECONDS = 1.0
+CONNECT_TIMEOUT = 10.0
+DIED = "the worker died after the final dot may have left; not sent again"
+_STATUS_FIELDS = (
+    "key", "state", "message_id", "lane", "attempts", "enqueued_at", "updated_at", "due",
+    "accepted", "refused", "unknown", "pending", "error", "reply",
+)  # fmt: skip
+_CHUNK = 500
+
+Arg = str | bytes | int | float
+
+
+class _Script(Protocol):
+    def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[object]: ...
+
+
+class _Client(Protocol):
+    """What the store uses of ``redis.asyncio.Redis`` (whose own types are loose)."""
+
+    async def execute_command(self, *args: Arg) -> object: ...
+
+    def register_script(self, script: str) -> _Script: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _Redis:
+    """The parts of redis-py the store uses, imported on demand (the ``redis`` extra)."""
+
+    def __init__(self) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+
+        self.Redis, self.Retry, self.NoBackoff, self.RedisError = (
+            Redis,
+            Retry,
+            NoBackoff,
+            RedisError,
+        )
+
+
+def _import_redis() -> _Redis:
+    try:
+        return _Redis()
+    except ImportError as exc:
+        raise ConfigError(
+            "the Redis outbox needs redis-py: pip install 'asyncmail[redis]'"
+        ) from exc
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
+
+
+def _items(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _optional_float(value: object) -> float | None:
+    text = _text(value)
+    return float(text) if text else None
+
+
+def _refusals(value: object) -> dict[str, Refusal]:
+    raw = json.loads(_text(value) or "{}")
+    return {rcpt: Refusal(code, text, retryable) for rcpt, (code, text, retryable) in raw.items()}
+
+
+def _recipients(value: object) -> tuple[str, ...]:
+    return tuple(json.loads(_text(value) or "[]"))
+
+
+def _status(values: Sequence[object]) -> OutboxStatus:
+    f = dict(zip(_STATUS_FIELDS, values, strict=True))
+    state = State(_text(f["state"]))
+    due = _optional_float(f["due"])
+    return OutboxStatus(
+        key=_text(f["key"]),
+        state=state,
+        message_id=_text(f["message_id"]),
+        priority=lane_name(int(_text(f["lane"]))),
+        attempts=int(_text(f["attempts"])),
+        enqueued_at=when(float(_text(f["enqueued_at"]))),
+        updated_at=when(float(_text(f["updated_at"]))),
+        next_attempt_at=None if state in FINAL_STATES or due is None else when(due),
+        accepted=_recipients(f["accepted"]),
+        refused=_refusals(f["refused"]),
+        unknown=_recipients(f["unknown"]),
+        pending=_recipients(f["pending"]),
+        error=_text(f["error"]) or None,
+        reply=_text(f["reply"]) or None,
+    )
+
+
+def _lease(row: Sequence[object]) -> Lease:
+    key, token, payload, message_id, pending, accepted, refused, attempts, first, lane = row
+    return Lease(
+        key=_text(key),
+        token=_text(token),
+        payload=payload if isinstance(payload, bytes) else _text(payload).encode(),
+        message_id=_text(message_id),
+        pending=_recipients(pending),
+        accepted=_recipients(accepted),
+        refused=_refusals(refused),
+        attempts=int(_text(attempts)),
+        first_attempt_at=_optional_float(first),
+        lane=int(_text(lane)),
+    )
+
+
+def _delivered(reply: object) -> list[tuple[int, str]]:
+    """(lane, entry id) of each entry an XREADGROUP reply holds (RESP2 list or RESP3 map)."""
+    streams = list(reply.items()) if isinstance(reply, dict) else _items(reply)
+    found: list[tuple[int, str]] = []
+    for stream in streams:
+        name, entries = _items(stream)
+        lane = int(_text(name).rpartition(":")[2])
+        found += [(lane, _text(_items(entry)[0])) for entry in _items(entries)]
+    return found
+
+
+class RedisStore:
+    """The outbox's store in Redis (``redis://[:password@]host:port/db?queue=NAME``)."""
+
+    def __init__(self, *, url: str, client_url: str, queue: str) -> None:
+        self.url = redact_url(url)
+        self.queue = queue
+        self._client_url = client_url
+        self._password = unquote(urlsplit(url).password or "")
+        self._prefix = f"asyncmail:{{{queue}}}:"
+        self._fixed = [self._prefix + name for name in scripts.FIXED_KEYS]
+        self._redis: _Client | None = None
+        self._scripts: dict[str, _Script] = {}
+        self._closed = False
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """The store a ``redis://`` or ``rediss://`` URL names (not yet opened).
+
+        Raises:
+            ConfigError: Not such a URL, a bad queue name, or redis-py is not installed.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigError(f"not a Redis URL: {redact_url(url)!r}")
+        query = parse_qsl(parts.query)
+        queues = [value for name, value in query if name == "queue"] or [DEFAULT_QUEUE]
+        queue = queues[-1]
+        if not queue or "{" in queue or "}" in queue:
+            raise ConfigError(f"a queue name must be non-empty, without braces: {queue!r}")
+        rest = urlencode([(name, value) for name, value in query if name != "queue"])
+        _import_redis()  # a missing extra is a ConfigError now, not at the first use
+        return cls(url=url, client_url=urlunsplit(parts._replace(query=rest)), queue=queue)
+
+    def _connect(self) -> _Client:
+        redis = _import_redis()
+        self._errors = (redis.RedisError, OSError)
+        # No retry inside redis-py: a script sent twice could be a write done twice.
+        client: _Client = redis.Redis.from_url(
+            self._client_url,
+            retry=redis.Retry(redis.NoBackoff(), 0),
+            socket_connect_timeout=CONNECT_TIMEOUT,
+        )
+        return client
+
+    @contextmanager
+    def _boundary(self, doing: str) -> Iterator[None]:
+        """Where redis-py's errors become OutboxError, without the password."""
+        try:
+            yield
+        except self._errors as exc:
+            text = str(exc) or type(exc).__name__
+            if self._password:
+                text = text.replace(self._password, "***")
+            raise OutboxError(f"outbox {self.url}: {doing} failed: {text}") from exc
+
+    @property
+    def _db(self) -> _Client:
+        if self._redis is None:
+            state = "closed" if self._closed else "not open"
+            raise OutboxError(f"outbox {self.url} is {state}")
+        return self._redis
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> object:
+        """Run one of ``_redis_scripts`` with the fixed keys and arguments first."""
+        fixed_args = [self._prefix, GROUP, repr(time.time())]
+        return await self._eval(name, [*self._fixed, *keys], [*fixed_args, *args])
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> object:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self._db.register_script(getattr(scripts, name))
+        with self._boundary(name.lower()):
+            return await script(keys, args)
+
+    def _msg(self, key: str) -> str:
+        return f"{self._prefix}msg:{key}"
+
+    async def open(self) -> None:
+        if self._closed:
+            raise OutboxError(f"outbox {self.url} is closed")
+        if self._redis is not None:
+            return
+        self._redis = client = self._connect()
+        try:
+            with self._boundary("connecting"):
+                await client.execute_command("PING")
+                info = await client.execute_command("INFO", "persistence")
+            verdict = [
+                _text(v) for v in _items(await self._run("OPEN", [], [MARKER, SCHEMA_VERSION]))
+            ]
+        except BaseException:
+            self._redis = None
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            raise
+        if verdict[0] not in ("ok", "created"):
+            self._redis = None
+            await client.aclose()
+            raise OutboxError(f"outbox {self.url}: {self._refusal(verdict)}")
+        if isinstance(info, dict) and str(info.get("aof_enabled", "1")) == "0":
+            logger.warning(
+                "outbox %s: Redis has appendonly off; enqueued mail is not durable", self.url
+            )
+
+    def _refusal(self, verdict: list[str]) -> str:
+        what = verdict[0]
+        if what == "schema":
+            return f"schema version {verdict[1]}, this asyncmail reads {SCHEMA_VERSION}; not opened"
+        if what == "type":
+            return f"key {verdict[1]} is a Redis {verdict[2]}, not an outbox's; not touched"
+        return f"key {verdict[1]} belongs to something else, not an asyncmail outbox; not touched"
+
+    async def aclose(self) -> None:
+        client, self._redis, self._closed = self._redis, None, True
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def enqueue(self, entry: NewEntry) -> tuple[bool, OutboxStatus]:
+        reply = _items(
+            await self._run(
+                "ENQUEUE",
+                [self._msg(entry.key)],
+                [
+                    entry.key,
+                    entry.lane,
+                    repr(entry.due),
+                    entry.payload,
+                    entry.message_id,
+                    json.dumps(entry.recipients),
+                    repr(entry.enqueued_at),
+                    *_STATUS_FIELDS,
+                ],
+            )
+        )
+        return reply[0] == 1, _status(_items(reply[1]))
+
+    async def lease(
+        self, worker: str, count: int, seconds: float, *, wait: float, resend_unknown: bool
+    ) -> list[Lease]:
+        lease_ms = max(1, math.ceil(seconds * 1000))
+        give_up = anyio.current_time() + wait
+        adopt: list[tuple[int, str]] = []
+        while count > 0:
+            leases, next_due = await self._lease_once(
+                worker, count, lease_ms, resend_unknown, adopt
+            )
+            block = min(give_up - anyio.current_time(), POLL_SECONDS, seconds)
+            if leases or block <= 0:
+                return leases
+            if next_due is not None:
+                block = min(block, next_due - time.time())
+            adopt = await self._block(worker, count, block) if block >= 0.001 else []
+        return []
+
+    async def _lease_once(
+        self, worker: str, count: int, lease_ms: int, resend: bool, adopt: list[tuple[int, str]]
+    ) -> tuple[list[Lease], float | None]:
+        args: list[Arg] = [worker, count, lease_ms, int(resend), DIED, len(adopt)]
+        args += [part for lane, entry in adopt for part in (lane, entry)]
+        args += [secrets.token_urlsafe(16) for _ in range(count)]
+        rows, next_due = _items(await self._run("LEASE", [], args))
+        return [_lease(_items(row)) for row in _items(rows)], _optional_float(next_due)
+
+    async def _block(self, worker: str, count: int, seconds: float) -> list[tuple[int, str]]:
+        """Wait for new stream entries (delivered to this worker, to be adopted by LEASE)."""
+        with self._boundary("waiting for work"):
+            reply = await self._db.execute_command(
+                "XREADGROUP",
+                "GROUP",
+                GROUP,
+                worker,
+                "COUNT",
+                count,
+                "BLOCK",
+                max(1, round(seconds * 1000)),
+                "STREAMS",
+                *self._fixed[4:7],
+                ">",
+                ">",
+                ">",
+            )
+        return _delivered(reply)
+
+    async def renew(self, leases: Sequence[tuple[str, str]], seconds: float) -> set[str]:
+        if not leases:
+            return set()
+        keys = [self._msg(key) for key, _ in leases]
+        args: list[Arg] = [max(1, math.ceil(seconds * 1000)), *(token for _, token in leases)]
+        lost = _items(await self._run("RENEW", keys, args))
+        return {leases[int(_text(i)) - 1][0] for i in lost}
+
+    async def mark_sending(self, key: str, token: str) -> bool:
+        return await self._run("MARK", [self._msg(key)], [token, key]) == 1
+
+    async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
+        if outcome.state not in FINAL_STATES and outcome.state is not State.QUEUED:
+            raise ConfigError(f"an outcome is final or QUEUED, not {outcome.state}")
+        refused = {r: [v.code, v.text, v.retryable] for r, v in outcome.refused.items()}
+        first = outcome.first_attempt_at
+        args: list[Arg] = [
+            token, key, outcome.state.value, json.dumps(outcome.pending),
+            json.dumps(outcome.accepted), json.dumps(refused), json.dumps(outcome.unknown),
+            outcome.attempts, "" if first is None else repr(first), repr(outcome.due),
+            outcome.error or "", outcome.reply or "",
+        ]  # fmt: skip
+        return await self._run("FINISH", [self._msg(key)], args) == 1
+
+    async def release(self, key: str, token: str) -> bool:
+        """Give a LEASED message back; False if the lease was lost or it may have been sent."""
+        return await self._run("RELEASE", [self._msg(key)], [token, key]) == 1
+
+    async def status(self, key: str) -> OutboxStatus | None:
+        with self._boundary("status"):
+            values = _items(
+                await self._db.execute_command("HMGET", self._msg(key), *_STATUS_FIELDS)
+            )
+        return None if values[1] is None else _status(values)
+
+    async def statistics(self) -> OutboxStatistics:
+        counts, done, server_ms, oldest_ms, due = _items(await self._run("STATS", [], []))
+        flat = [_text(v) for v in _items(counts)]
+        by_state = dict(zip(flat[::2], flat[1::2], strict=True))
+        ages = [] if oldest_ms is None else [(int(_text(server_ms)) - int(_text(oldest_ms))) / 1000]
+        if due is not None:
+            ages.append(time.time() - float(_text(due)))
+        return OutboxStatistics(
+            counts={state: int(by_state.get(state.value, 0)) for state in State},
+            oldest_queued_age=max(0.0, *ages) if ages else None,
+            rate=int(_text(done)) / 60,
+        )
+
+    async def entries(self, state: State | None, limit: int) -> list[OutboxStatus]:
+        if limit <= 0:
+            return []
+        args = ["" if state is None else state.value, limit, *_STATUS_FIELDS]
+        rows = _items(await self._run("ENTRIES", [], args))
+        return [_status(_items(row)) for row in rows if _items(row)[1] is not None]
+
+    async def retry(self, keys: Sequence[str] | None) -> int:
+        if keys is None:
+            with self._boundary("retry"):
+                found = [
+                    _items(await self._db.execute_command("ZRANGE", self._fixed[i], 0, -1))
+                    for i in (
+                        scripts.FIXED_KEYS.index("idx:failed"),
+                        scripts.FIXED_KEYS.index("idx:unknown"),
+                    )
+                ]
+            keys = [_text(key) for group in found for key in group]
+        queued = 0
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            queued += int(_text(await self._run("RETRY", [self._msg(k) for k in chunk], chunk)))
+        return queued
+
+    async def purge(self, states: Sequence[State], older_than: float) -> int:
+        if not set(states) <= FINAL_STATES:
+            raise ConfigError("purge deletes final messages only (delivered, failed, unknown)")
+        cutoff = repr(time.time() - older_than)
+        deleted = 0
+        for state in set(states):
+            while True:
+                n = int(_text(await self._run("PURGE", [], [state.value, cutoff, _CHUNK])))
+                deleted += n
+                if n < _CHUNK:
+                    break
+        return deleted
+
+    def limiter(self, limit: RateLimit) -> RedisLimiter:
+        return RedisLimiter(limit, self._reserve)
+
+    async def _reserve(self, limit: RateLimit) -> float:
+        interval_us = math.ceil(limit.interval * 1_000_000)
+        wait_us = await self._eval(
+            "LIMIT", [self._prefix + "ratelimit"], [interval_us, limit.burst]
+        )
+        return int(_text(wait_us)) / 1_000_000
+
+    def __repr__(self) -> str:
+        state = "open" if self._redis is not None else "closed" if self._closed else "not open"
+        return f"<RedisStore {self.url!r} queue={self.queue!r} {state}>"
+
+
+class RedisLimiter:
+    """One rate limit shared by every worker of an outbox, kept in Redis (a GCRA on its clock)."""
+
+    def __init__(self, limit: RateLimit, reserve: _Reserve) -> None:
+        self.limit = limit
+        self._reserve = reserve
+
+    async def reserve(self) -> float:
+        """Take the next slot and return how long to wait for it (seconds)."""
+        return await self._reserve(self.limit)
+
+    async def acquire(self) -> None:
+        """Wait until the caller may start one transaction."""
+        wait = await self.reserve()
+        if wait > 0:
+            await anyio.sleep(wait)
+
+    def __repr__(self) -> str:
+        return f"<RedisLimiter {self.limit}>"
+
+
+class _Reserve(Protocol):
+    def __call__(self, limit: RateLimit, /) -> Awaitable[float]: ...
