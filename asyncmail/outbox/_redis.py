@@ -217,7 +217,7 @@ class RedisStore:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigError(f"not a Redis URL: {redact_url(url)!r}")
-        query = parse_qsl(parts.query)
+        query = parse_qsl(parts.query, keep_blank_values=True)
         queues = [value for name, value in query if name == "queue"] or [DEFAULT_QUEUE]
         queue = queues[-1]
         if not queue or "{" in queue or "}" in queue:
