@@ -531,3 +531,16 @@ def test_without_redis_py_a_redis_url_asks_for_the_extra(monkeypatch: pytest.Mon
 def test_a_queue_name_that_breaks_the_hash_tag_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="queue"):
         RedisStore.from_url(url)
+
+
+@pytest.mark.parametrize("query", ["socket_timeout=abc", "no_such_option=1"])
+async def test_a_connection_option_redis_py_refuses_is_a_config_error(
+    redis_server: RedisServer, query: str
+) -> None:
+    async def open_and_close() -> None:  # from_url refuses the first, open() the second
+        store = RedisStore.from_url(f"{redis_server.url}?{query}&queue=q")
+        await store.open()
+        await store.aclose()
+
+    with pytest.raises(ConfigError, match="bad Redis URL"):
+        await open_and_close()

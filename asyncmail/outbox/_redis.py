@@ -34,7 +34,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -44,17 +44,15 @@ import anyio
 from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import RateLimit
 from . import _redis_scripts as scripts
-from ._model import (
-    FINAL_STATES,
-    Lease,
-    NewEntry,
-    OutboxStatistics,
-    OutboxStatus,
-    Outcome,
-    Refusal,
-    State,
-    lane_name,
-    when,
+from ._model import FINAL_STATES, Lease, NewEntry, OutboxStatistics, OutboxStatus, Outcome, State
+from ._redis_scripts import (
+    STATUS_FIELDS,
+    as_list,
+    as_text,
+    delivered,
+    lease_of,
+    optional_float,
+    status_of,
 )
 from ._store import SCHEMA_VERSION, redact_url
 
@@ -70,10 +68,6 @@ GROUP = "workers"
 POLL_SECONDS = 1.0
 CONNECT_TIMEOUT = 10.0
 DIED = "the worker died after the final dot may have left; not sent again"
-_STATUS_FIELDS = (
-    "key", "state", "message_id", "lane", "attempts", "enqueued_at", "updated_at", "due",
-    "accepted", "refused", "unknown", "pending", "error", "reply",
-)  # fmt: skip
 _CHUNK = 500
 
 Arg = str | bytes | int | float
@@ -97,17 +91,13 @@ class _Redis:
     """The parts of redis-py the store uses, imported on demand (the ``redis`` extra)."""
 
     def __init__(self) -> None:
-        from redis.asyncio import Redis
+        from redis.asyncio import Redis, RedisError
+        from redis.asyncio.connection import parse_url
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
 
-        self.Redis, self.Retry, self.NoBackoff, self.RedisError = (
-            Redis,
-            Retry,
-            NoBackoff,
-            RedisError,
-        )
+        self.Redis, self.RedisError, self.parse_url = Redis, RedisError, parse_url
+        self.no_retry = Retry(NoBackoff(), 0)
 
 
 def _import_redis() -> _Redis:
@@ -117,79 +107,6 @@ def _import_redis() -> _Redis:
         raise ConfigError(
             "the Redis outbox needs redis-py: pip install 'asyncmail[redis]'"
         ) from exc
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return "" if value is None else str(value)
-
-
-def _items(value: object) -> list[object]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _optional_float(value: object) -> float | None:
-    text = _text(value)
-    return float(text) if text else None
-
-
-def _refusals(value: object) -> dict[str, Refusal]:
-    raw = json.loads(_text(value) or "{}")
-    return {rcpt: Refusal(code, text, retryable) for rcpt, (code, text, retryable) in raw.items()}
-
-
-def _recipients(value: object) -> tuple[str, ...]:
-    return tuple(json.loads(_text(value) or "[]"))
-
-
-def _status(values: Sequence[object]) -> OutboxStatus:
-    f = dict(zip(_STATUS_FIELDS, values, strict=True))
-    state = State(_text(f["state"]))
-    due = _optional_float(f["due"])
-    return OutboxStatus(
-        key=_text(f["key"]),
-        state=state,
-        message_id=_text(f["message_id"]),
-        priority=lane_name(int(_text(f["lane"]))),
-        attempts=int(_text(f["attempts"])),
-        enqueued_at=when(float(_text(f["enqueued_at"]))),
-        updated_at=when(float(_text(f["updated_at"]))),
-        next_attempt_at=None if state in FINAL_STATES or due is None else when(due),
-        accepted=_recipients(f["accepted"]),
-        refused=_refusals(f["refused"]),
-        unknown=_recipients(f["unknown"]),
-        pending=_recipients(f["pending"]),
-        error=_text(f["error"]) or None,
-        reply=_text(f["reply"]) or None,
-    )
-
-
-def _lease(row: Sequence[object]) -> Lease:
-    key, token, payload, message_id, pending, accepted, refused, attempts, first, lane = row
-    return Lease(
-        key=_text(key),
-        token=_text(token),
-        payload=payload if isinstance(payload, bytes) else _text(payload).encode(),
-        message_id=_text(message_id),
-        pending=_recipients(pending),
-        accepted=_recipients(accepted),
-        refused=_refusals(refused),
-        attempts=int(_text(attempts)),
-        first_attempt_at=_optional_float(first),
-        lane=int(_text(lane)),
-    )
-
-
-def _delivered(reply: object) -> list[tuple[int, str]]:
-    """(lane, entry id) of each entry an XREADGROUP reply holds (RESP2 list or RESP3 map)."""
-    streams = list(reply.items()) if isinstance(reply, dict) else _items(reply)
-    found: list[tuple[int, str]] = []
-    for stream in streams:
-        name, entries = _items(stream)
-        lane = int(_text(name).rpartition(":")[2])
-        found += [(lane, _text(_items(entry)[0])) for entry in _items(entries)]
-    return found
 
 
 class RedisStore:
@@ -202,6 +119,7 @@ class RedisStore:
         self._password = unquote(urlsplit(url).password or "")
         self._prefix = f"asyncmail:{{{queue}}}:"
         self._fixed = [self._prefix + name for name in scripts.FIXED_KEYS]
+        self._lanes = [self._prefix + f"lane:{lane}" for lane in range(3)]
         self._redis: _Client | None = None
         self._scripts: dict[str, _Script] = {}
         self._closed = False
@@ -223,17 +141,19 @@ class RedisStore:
         if not queue or "{" in queue or "}" in queue:
             raise ConfigError(f"a queue name must be non-empty, without braces: {queue!r}")
         rest = urlencode([(name, value) for name, value in query if name != "queue"])
-        _import_redis()  # a missing extra is a ConfigError now, not at the first use
-        return cls(url=url, client_url=urlunsplit(parts._replace(query=rest)), queue=queue)
+        client_url = urlunsplit(parts._replace(query=rest))
+        try:  # a missing extra or a bad option is a ConfigError now, not at the first use
+            _import_redis().parse_url(client_url)
+        except ValueError as exc:
+            raise ConfigError(f"bad Redis URL {redact_url(url)!r}: {exc}") from exc
+        return cls(url=url, client_url=client_url, queue=queue)
 
     def _connect(self) -> _Client:
         redis = _import_redis()
         self._errors = (redis.RedisError, OSError)
         # No retry inside redis-py: a script sent twice could be a write done twice.
         client: _Client = redis.Redis.from_url(
-            self._client_url,
-            retry=redis.Retry(redis.NoBackoff(), 0),
-            socket_connect_timeout=CONNECT_TIMEOUT,
+            self._client_url, retry=redis.no_retry, socket_connect_timeout=CONNECT_TIMEOUT
         )
         return client
 
@@ -270,6 +190,9 @@ class RedisStore:
     def _msg(self, key: str) -> str:
         return f"{self._prefix}msg:{key}"
 
+    def _idx(self, state: State) -> str:
+        return f"{self._prefix}idx:{state.value}"
+
     async def open(self) -> None:
         if self._closed:
             raise OutboxError(f"outbox {self.url} is closed")
@@ -277,25 +200,27 @@ class RedisStore:
             return
         self._redis = client = self._connect()
         try:
-            with self._boundary("connecting"):
-                await client.execute_command("PING")
-                info = await client.execute_command("INFO", "persistence")
-            verdict = [
-                _text(v) for v in _items(await self._run("OPEN", [], [MARKER, SCHEMA_VERSION]))
-            ]
+            await self._check()
         except BaseException:
             self._redis = None
             with anyio.CancelScope(shield=True):
                 await client.aclose()
             raise
+
+    async def _check(self) -> None:
+        """Create the outbox on an empty namespace, or check that it is one of ours."""
+        try:
+            with self._boundary("connecting"):
+                info = await self._db.execute_command("INFO", "persistence")
+        except (TypeError, ValueError) as exc:  # an option of the URL redis-py refused
+            raise ConfigError(f"bad Redis URL {self.url!r}: {exc}") from exc
+        verdict = [
+            as_text(v) for v in as_list(await self._run("OPEN", [], [MARKER, SCHEMA_VERSION]))
+        ]
         if verdict[0] not in ("ok", "created"):
-            self._redis = None
-            await client.aclose()
             raise OutboxError(f"outbox {self.url}: {self._refusal(verdict)}")
         if isinstance(info, dict) and str(info.get("aof_enabled", "1")) == "0":
-            logger.warning(
-                "outbox %s: Redis has appendonly off; enqueued mail is not durable", self.url
-            )
+            logger.warning("outbox %s: Redis has appendonly off: enqueue is not durable", self.url)
 
     def _refusal(self, verdict: list[str]) -> str:
         what = verdict[0]
@@ -312,41 +237,30 @@ class RedisStore:
                 await client.aclose()
 
     async def enqueue(self, entry: NewEntry) -> tuple[bool, OutboxStatus]:
-        reply = _items(
-            await self._run(
-                "ENQUEUE",
-                [self._msg(entry.key)],
-                [
-                    entry.key,
-                    entry.lane,
-                    repr(entry.due),
-                    entry.payload,
-                    entry.message_id,
-                    json.dumps(entry.recipients),
-                    repr(entry.enqueued_at),
-                    *_STATUS_FIELDS,
-                ],
-            )
-        )
-        return reply[0] == 1, _status(_items(reply[1]))
+        args: list[Arg] = [
+            entry.key, entry.lane, repr(entry.due), entry.payload, entry.message_id,
+            json.dumps(entry.recipients), repr(entry.enqueued_at), *STATUS_FIELDS,
+        ]  # fmt: skip
+        reply = as_list(await self._run("ENQUEUE", [self._msg(entry.key)], args))
+        return reply[0] == 1, status_of(as_list(reply[1]))
 
     async def lease(
         self, worker: str, count: int, seconds: float, *, wait: float, resend_unknown: bool
     ) -> list[Lease]:
+        if count < 1:
+            return []
         lease_ms = max(1, math.ceil(seconds * 1000))
         give_up = anyio.current_time() + wait
         adopt: list[tuple[int, str]] = []
-        while count > 0:
-            leases, next_due = await self._lease_once(
-                worker, count, lease_ms, resend_unknown, adopt
-            )
+        while True:
+            leases, due = await self._lease_once(worker, count, lease_ms, resend_unknown, adopt)
+            # Block on the lanes' streams, but look again for expired leases and due messages.
             block = min(give_up - anyio.current_time(), POLL_SECONDS, seconds)
             if leases or block <= 0:
                 return leases
-            if next_due is not None:
-                block = min(block, next_due - time.time())
+            if due is not None:
+                block = min(block, due - time.time())
             adopt = await self._block(worker, count, block) if block >= 0.001 else []
-        return []
 
     async def _lease_once(
         self, worker: str, count: int, lease_ms: int, resend: bool, adopt: list[tuple[int, str]]
@@ -354,36 +268,25 @@ class RedisStore:
         args: list[Arg] = [worker, count, lease_ms, int(resend), DIED, len(adopt)]
         args += [part for lane, entry in adopt for part in (lane, entry)]
         args += [secrets.token_urlsafe(16) for _ in range(count)]
-        rows, next_due = _items(await self._run("LEASE", [], args))
-        return [_lease(_items(row)) for row in _items(rows)], _optional_float(next_due)
+        rows, next_due = as_list(await self._run("LEASE", [], args))
+        return [lease_of(as_list(row)) for row in as_list(rows)], optional_float(next_due)
 
     async def _block(self, worker: str, count: int, seconds: float) -> list[tuple[int, str]]:
         """Wait for new stream entries (delivered to this worker, to be adopted by LEASE)."""
         with self._boundary("waiting for work"):
             reply = await self._db.execute_command(
-                "XREADGROUP",
-                "GROUP",
-                GROUP,
-                worker,
-                "COUNT",
-                count,
-                "BLOCK",
-                max(1, round(seconds * 1000)),
-                "STREAMS",
-                *self._fixed[4:7],
-                ">",
-                ">",
-                ">",
-            )
-        return _delivered(reply)
+                "XREADGROUP", "GROUP", GROUP, worker, "COUNT", count,
+                "BLOCK", max(1, round(seconds * 1000)), "STREAMS", *self._lanes, ">", ">", ">",
+            )  # fmt: skip
+        return delivered(reply)
 
     async def renew(self, leases: Sequence[tuple[str, str]], seconds: float) -> set[str]:
         if not leases:
             return set()
         keys = [self._msg(key) for key, _ in leases]
         args: list[Arg] = [max(1, math.ceil(seconds * 1000)), *(token for _, token in leases)]
-        lost = _items(await self._run("RENEW", keys, args))
-        return {leases[int(_text(i)) - 1][0] for i in lost}
+        lost = as_list(await self._run("RENEW", keys, args))
+        return {leases[int(as_text(i)) - 1][0] for i in lost}
 
     async def mark_sending(self, key: str, token: str) -> bool:
         return await self._run("MARK", [self._msg(key)], [token, key]) == 1
@@ -407,46 +310,44 @@ class RedisStore:
 
     async def status(self, key: str) -> OutboxStatus | None:
         with self._boundary("status"):
-            values = _items(
-                await self._db.execute_command("HMGET", self._msg(key), *_STATUS_FIELDS)
+            values = as_list(
+                await self._db.execute_command("HMGET", self._msg(key), *STATUS_FIELDS)
             )
-        return None if values[1] is None else _status(values)
+        return None if values[1] is None else status_of(values)
 
     async def statistics(self) -> OutboxStatistics:
-        counts, done, server_ms, oldest_ms, due = _items(await self._run("STATS", [], []))
-        flat = [_text(v) for v in _items(counts)]
+        counts, done, server_ms, oldest_ms, due = as_list(await self._run("STATS", [], []))
+        flat = [as_text(v) for v in as_list(counts)]
         by_state = dict(zip(flat[::2], flat[1::2], strict=True))
-        ages = [] if oldest_ms is None else [(int(_text(server_ms)) - int(_text(oldest_ms))) / 1000]
+        ages: list[float] = []  # since the oldest due message became due, on either clock
+        if oldest_ms is not None:
+            ages.append((int(as_text(server_ms)) - int(as_text(oldest_ms))) / 1000)
         if due is not None:
-            ages.append(time.time() - float(_text(due)))
+            ages.append(time.time() - float(as_text(due)))
         return OutboxStatistics(
             counts={state: int(by_state.get(state.value, 0)) for state in State},
             oldest_queued_age=max(0.0, *ages) if ages else None,
-            rate=int(_text(done)) / 60,
+            rate=int(as_text(done)) / 60,
         )
 
     async def entries(self, state: State | None, limit: int) -> list[OutboxStatus]:
         if limit <= 0:
             return []
-        args = ["" if state is None else state.value, limit, *_STATUS_FIELDS]
-        rows = _items(await self._run("ENTRIES", [], args))
-        return [_status(_items(row)) for row in rows if _items(row)[1] is not None]
+        args = ["" if state is None else state.value, limit, *STATUS_FIELDS]
+        rows = as_list(await self._run("ENTRIES", [], args))
+        return [status_of(as_list(row)) for row in rows if as_list(row)[1] is not None]
 
     async def retry(self, keys: Sequence[str] | None) -> int:
         if keys is None:
-            with self._boundary("retry"):
-                found = [
-                    _items(await self._db.execute_command("ZRANGE", self._fixed[i], 0, -1))
-                    for i in (
-                        scripts.FIXED_KEYS.index("idx:failed"),
-                        scripts.FIXED_KEYS.index("idx:unknown"),
-                    )
-                ]
-            keys = [_text(key) for group in found for key in group]
+            keys = []
+            for state in (State.FAILED, State.UNKNOWN):
+                with self._boundary("retry"):
+                    found = await self._db.execute_command("ZRANGE", self._idx(state), 0, -1)
+                keys += map(as_text, as_list(found))
         queued = 0
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
-            queued += int(_text(await self._run("RETRY", [self._msg(k) for k in chunk], chunk)))
+            queued += int(as_text(await self._run("RETRY", [self._msg(k) for k in chunk], chunk)))
         return queued
 
     async def purge(self, states: Sequence[State], older_than: float) -> int:
@@ -456,7 +357,7 @@ class RedisStore:
         deleted = 0
         for state in set(states):
             while True:
-                n = int(_text(await self._run("PURGE", [], [state.value, cutoff, _CHUNK])))
+                n = int(as_text(await self._run("PURGE", [], [state.value, cutoff, _CHUNK])))
                 deleted += n
                 if n < _CHUNK:
                     break
@@ -467,10 +368,9 @@ class RedisStore:
 
     async def _reserve(self, limit: RateLimit) -> float:
         interval_us = math.ceil(limit.interval * 1_000_000)
-        wait_us = await self._eval(
-            "LIMIT", [self._prefix + "ratelimit"], [interval_us, limit.burst]
-        )
-        return int(_text(wait_us)) / 1_000_000
+        key = self._prefix + "ratelimit"
+        wait_us = await self._eval("LIMIT", [key], [interval_us, limit.burst])
+        return int(as_text(wait_us)) / 1_000_000
 
     def __repr__(self) -> str:
         state = "open" if self._redis is not None else "closed" if self._closed else "not open"
@@ -480,7 +380,7 @@ class RedisStore:
 class RedisLimiter:
     """One rate limit shared by every worker of an outbox, kept in Redis (a GCRA on its clock)."""
 
-    def __init__(self, limit: RateLimit, reserve: _Reserve) -> None:
+    def __init__(self, limit: RateLimit, reserve: Callable[[RateLimit], Awaitable[float]]) -> None:
         self.limit = limit
         self._reserve = reserve
 
@@ -496,7 +396,3 @@ class RedisLimiter:
 
     def __repr__(self) -> str:
         return f"<RedisLimiter {self.limit}>"
-
-
-class _Reserve(Protocol):
-    def __call__(self, limit: RateLimit, /) -> Awaitable[float]: ...

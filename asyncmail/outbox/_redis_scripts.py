@@ -1,4 +1,4 @@
-"""The Lua scripts of ``RedisStore``: every change of a message's state, each one atomic.
+"""``RedisStore``'s records, and the Lua scripts that change them, each change atomic.
 
 Each write script takes the same first keys (``FIXED_KEYS``, all under the outbox's hash
 tag) and the same first arguments (key prefix, consumer group, the caller's wall clock), and
@@ -17,6 +17,11 @@ it was taken or last renewed). An empty ``error``, ``reply``, ``first_attempt_at
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
+from ._model import FINAL_STATES, Lease, OutboxStatus, Refusal, State, lane_name, when
+
 __all__ = [
     "ENQUEUE",
     "ENTRIES",
@@ -31,7 +36,22 @@ __all__ = [
     "RENEW",
     "RETRY",
     "STATS",
+    "STATUS_FIELDS",
+    "as_list",
+    "as_text",
+    "delivered",
+    "lease_of",
+    "optional_float",
+    "recipients",
+    "refusals",
+    "status_of",
 ]
+
+#: The fields of a record an OutboxStatus is made of, in this order.
+STATUS_FIELDS = (
+    "key", "state", "message_id", "lane", "attempts", "enqueued_at", "updated_at", "due",
+    "accepted", "refused", "unknown", "pending", "error", "reply",
+)  # fmt: skip
 
 #: The outbox's own keys, after its prefix, in the order every script receives them.
 FIXED_KEYS = (
@@ -456,3 +476,79 @@ redis.call('SET', KEYS[1], string.format('%d', next_tat),
 if wait < 0 then wait = 0 end
 return string.format('%d', wait)
 """
+
+
+# What the scripts return, as the outbox's values (redis-py hands over untyped replies).
+
+
+def as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
+
+
+def as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def optional_float(value: object) -> float | None:
+    text = as_text(value)
+    return float(text) if text else None
+
+
+def refusals(value: object) -> dict[str, Refusal]:
+    raw = json.loads(as_text(value) or "{}")
+    return {rcpt: Refusal(code, text, retryable) for rcpt, (code, text, retryable) in raw.items()}
+
+
+def recipients(value: object) -> tuple[str, ...]:
+    return tuple(json.loads(as_text(value) or "[]"))
+
+
+def status_of(values: Sequence[object]) -> OutboxStatus:
+    f = dict(zip(STATUS_FIELDS, values, strict=True))
+    state = State(as_text(f["state"]))
+    due = optional_float(f["due"])
+    return OutboxStatus(
+        key=as_text(f["key"]),
+        state=state,
+        message_id=as_text(f["message_id"]),
+        priority=lane_name(int(as_text(f["lane"]))),
+        attempts=int(as_text(f["attempts"])),
+        enqueued_at=when(float(as_text(f["enqueued_at"]))),
+        updated_at=when(float(as_text(f["updated_at"]))),
+        next_attempt_at=None if state in FINAL_STATES or due is None else when(due),
+        accepted=recipients(f["accepted"]),
+        refused=refusals(f["refused"]),
+        unknown=recipients(f["unknown"]),
+        pending=recipients(f["pending"]),
+        error=as_text(f["error"]) or None,
+        reply=as_text(f["reply"]) or None,
+    )
+
+
+def lease_of(row: Sequence[object]) -> Lease:
+    key, token, payload, message_id, pending, accepted, refused, attempts, first, lane = row
+    return Lease(
+        key=as_text(key),
+        token=as_text(token),
+        payload=payload if isinstance(payload, bytes) else as_text(payload).encode(),
+        message_id=as_text(message_id),
+        pending=recipients(pending),
+        accepted=recipients(accepted),
+        refused=refusals(refused),
+        attempts=int(as_text(attempts)),
+        first_attempt_at=optional_float(first),
+        lane=int(as_text(lane)),
+    )
+
+
+def delivered(reply: object) -> list[tuple[int, str]]:
+    """(lane, entry id) of each entry an XREADGROUP reply holds (RESP2 list or RESP3 map)."""
+    streams = list(reply.items()) if isinstance(reply, dict) else as_list(reply)
+    found: list[tuple[int, str]] = []
+    for stream in streams:
+        name, entries = as_list(stream)
+        lane = int(as_text(name).rpartition(":")[2])
+        found += [(lane, as_text(as_list(entry)[0])) for entry in as_list(entries)]
+    return found
