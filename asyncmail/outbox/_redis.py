@@ -44,7 +44,17 @@ import anyio
 from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import RateLimit
 from . import _redis_scripts as scripts
-from ._model import FINAL_STATES, Lease, NewEntry, OutboxStatistics, OutboxStatus, Outcome, State
+from ._model import (
+    FINAL_STATES,
+    SCHEMA_VERSION,
+    Lease,
+    NewEntry,
+    OutboxStatistics,
+    OutboxStatus,
+    Outcome,
+    State,
+    redact_url,
+)
 from ._redis_scripts import (
     STATUS_FIELDS,
     as_list,
@@ -54,7 +64,6 @@ from ._redis_scripts import (
     optional_float,
     status_of,
 )
-from ._store import SCHEMA_VERSION, redact_url
 
 __all__ = ["RedisLimiter", "RedisStore"]
 
