@@ -390,6 +390,25 @@ async def test_purge_deletes_final_messages_old_enough(store: Store) -> None:
     assert [s.key for s in await store.entries(None, 10)] == ["failed", "queued"]
 
 
+async def test_the_oldest_queued_age_counts_only_messages_that_are_due(store: Store) -> None:
+    due = time.time() + 0.2
+    await store.enqueue(entry("later", due=due))
+    assert (await store.statistics()).oldest_queued_age is None
+    await anyio.sleep(max(0.0, due - time.time()) + 0.05)
+    age = (await store.statistics()).oldest_queued_age
+    assert age is not None and age >= 0
+
+
+async def test_requests_for_nothing_do_nothing(store: Store) -> None:
+    await store.enqueue(entry("m1"))
+    assert await lease(store, 0) == []
+    assert await store.renew([], LONG) == set()
+    assert await store.entries(None, 0) == []
+    assert await store.retry([]) == 0
+    assert await store.purge([], older_than=0) == 0
+    assert await counts(store) == {State.QUEUED: 1}
+
+
 # The Redis store alone.
 
 
@@ -544,3 +563,37 @@ async def test_a_connection_option_redis_py_refuses_is_a_config_error(
 
     with pytest.raises(ConfigError, match="bad Redis URL"):
         await open_and_close()
+
+
+async def test_a_store_is_usable_only_between_open_and_aclose(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    assert repr(store).endswith("not open>")
+    with pytest.raises(OutboxError, match="not open"):
+        await store.status("m1")
+    await store.open()
+    await store.open()  # already open: nothing to do
+    assert repr(store).endswith(" open>")
+    assert repr(store.limiter(RateLimit(14))) == "<RedisLimiter 14/1s>"
+    await store.aclose()
+    assert repr(store).endswith("closed>")
+    with pytest.raises(OutboxError, match="closed"):
+        await store.status("m1")
+    with pytest.raises(OutboxError, match="closed"):
+        await store.open()
+
+
+async def test_an_outcome_that_is_not_final_or_queued_and_a_purge_of_live_states_are_refused(
+    redis_store: RedisStore,
+) -> None:
+    await redis_store.enqueue(entry("m1"))
+    [held] = await lease(redis_store)
+    with pytest.raises(ConfigError, match="final or QUEUED"):
+        await redis_store.finish("m1", held.token, outcome(State.LEASED))
+    with pytest.raises(ConfigError, match="final messages only"):
+        await redis_store.purge([State.QUEUED], older_than=0)
+    assert await counts(redis_store) == {State.LEASED: 1}
+
+
+def test_a_url_of_another_scheme_is_not_a_redis_store() -> None:
+    with pytest.raises(ConfigError, match="not a Redis URL"):
+        RedisStore.from_url("sqlite:////tmp/outbox.db")

@@ -10,15 +10,18 @@ per state, by last change), ``done`` (final outcomes of the last minute) and ``r
 A lease is a stream entry in a worker's pending list plus a fresh token in the record;
 every write under a lease is a Lua script that compares the token first. A lease runs out
 when its entry has been idle (not renewed) for the lease's seconds, measured by Redis:
-``lease`` takes such entries over with XAUTOCLAIM, checking the record's own deadline so a
-worker with shorter leases never takes a longer live one (workers of one outbox should use
-the same lease seconds). ``release`` leaves the entry in place and sets its idle time to
+``lease`` takes such entries over with XAUTOCLAIM (its min-idle-time: the caller's lease
+seconds), checking the record's own deadline so that a worker with shorter leases never takes
+a longer live one. Workers of one outbox should use the same lease seconds: a worker with
+longer ones sees a shorter lease run out only after its own term. ``release`` leaves the entry in place and sets its idle time to
 decades, so the next XAUTOCLAIM of any worker takes it at once, ahead of newer messages.
 
 ``statistics().oldest_queued_age`` is approximate: the age of the oldest stream entry not
 yet delivered (or released) in any lane, read from the entry id (its time on the server's
 clock: when the message was enqueued, or became due), or of the earliest due time still in
 ``delayed``. ``rate`` counts messages that reached a final state in the last 60 s.
+
+The keys are laid out for a cluster, but ``from_url`` connects redis-py's single-node client.
 
 Durability: ``enqueue`` returns once Redis has the write; with ``appendonly yes`` it is in
 the AOF before the reply. With ``appendfsync everysec`` (Redis's default) a crash of the
@@ -75,6 +78,7 @@ MARKER = "asyncmail-outbox"
 GROUP = "workers"
 #: The longest one blocking read waits before expired leases and due messages are looked at.
 POLL_SECONDS = 1.0
+MIN_POLL_SECONDS = 0.01
 CONNECT_TIMEOUT = 10.0
 DIED = "the worker died after the final dot may have left; not sent again"
 _CHUNK = 500
@@ -263,10 +267,11 @@ class RedisStore:
         adopt: list[tuple[int, str]] = []
         while True:
             leases, due = await self._lease_once(worker, count, lease_ms, resend_unknown, adopt)
-            # Block on the lanes' streams, but look again for expired leases and due messages.
-            block = min(give_up - anyio.current_time(), POLL_SECONDS, seconds)
-            if leases or block <= 0:
+            remaining = give_up - anyio.current_time()
+            if leases or remaining <= 0:
                 return leases
+            # Block on the lanes' streams, but look again for expired leases and due messages.
+            block = min(remaining, POLL_SECONDS, max(seconds, MIN_POLL_SECONDS))
             if due is not None:
                 block = min(block, due - time.time())
             adopt = await self._block(worker, count, block) if block >= 0.001 else []
