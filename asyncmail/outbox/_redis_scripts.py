@@ -3,9 +3,10 @@
 Each write script takes the same first keys (``FIXED_KEYS``, all under the outbox's hash
 tag) and the same first arguments (key prefix, consumer group, the caller's wall clock), and
 keeps the counters (``counts``) and the per-state indexes (``idx:<state>``) exact through one
-function, ``move``. A record found through a stream entry (``lease``) or an index
-(``purge``) is named inside the script; it shares the hash tag, so the script still touches
-one slot on a Redis Cluster.
+function, ``move``. A record found through a stream entry, ``delayed`` or an index (LEASE,
+ENTRIES, PURGE) is named inside the script, not in KEYS; it shares the hash tag, so the
+script still touches one slot on a Redis Cluster. The functions at the end turn the scripts'
+replies (untyped, as redis-py hands them over) into the outbox's values.
 
 Record fields, all strings: ``state key lane due attempts payload message_id recipients
 pending accepted refused unknown error reply enqueued_at updated_at first_attempt_at`` and,
