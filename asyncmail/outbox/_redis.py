@@ -13,8 +13,9 @@ when its entry has been idle (not renewed) for the lease's seconds, measured by 
 ``lease`` takes such entries over with XAUTOCLAIM (its min-idle-time: the caller's lease
 seconds), checking the record's own deadline so that a worker with shorter leases never takes
 a longer live one. Workers of one outbox should use the same lease seconds: a worker with
-longer ones sees a shorter lease run out only after its own term. ``release`` leaves the entry in place and sets its idle time to
-decades, so the next XAUTOCLAIM of any worker takes it at once, ahead of newer messages.
+longer ones sees a shorter lease run out only after its own term. ``release`` leaves the
+entry in place and sets its idle time to decades, so the next XAUTOCLAIM of any worker takes
+it at once, ahead of newer messages of its lane.
 
 ``statistics().oldest_queued_age`` is approximate: the age of the oldest stream entry not
 yet delivered (or released) in any lane, read from the entry id (its time on the server's
