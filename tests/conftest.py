@@ -1,6 +1,8 @@
 """Suite-wide options and guards.
 
 - ``--uvloop`` runs the async tests on uvloop instead of asyncio's loop.
+- ``redis_server`` / ``redis_url`` (tests/_redis.py): a real redis-server for the outbox tests,
+  skipped where it is not installed (a failure in CI).
 - Any record at ERROR or above from the ``asyncmail`` logger (or a child) fails the test: the
   library logs at ERROR only when something went wrong inside it. A test whose subject is that
   log says so with ``@pytest.mark.allow_error_logs``.
@@ -14,6 +16,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+
+from ._redis import redis_server as redis_server
+from ._redis import redis_url as redis_url
 
 #: The logger whose ERROR records fail a test (with its children).
 GUARDED_LOGGER = "asyncmail"

@@ -17,11 +17,13 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigError
 
 __all__ = [
     "FINAL_STATES",
+    "SCHEMA_VERSION",
     "Lease",
     "NewEntry",
     "OutboxState",
@@ -32,7 +34,12 @@ __all__ = [
     "State",
     "lane_name",
     "lane_of",
+    "redact_url",
 ]
+
+#: The layout of the stored records; a store of another version is refused at open.
+#: (Here rather than in ``_store``, which imports the stores: they import this module.)
+SCHEMA_VERSION = 1
 
 
 class OutboxState(enum.StrEnum):
@@ -190,3 +197,18 @@ class OutboxStatistics:
 def when(epoch: float) -> datetime:
     """An epoch time as an aware UTC datetime."""
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<an unparseable URL>"

@@ -27,6 +27,7 @@ from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import Limiter, RateLimit
 from ._model import (
     FINAL_STATES,
+    SCHEMA_VERSION,
     Lease,
     NewEntry,
     OutboxStatistics,
@@ -38,7 +39,6 @@ from ._model import (
     when,
 )
 from ._sqlite_io import Connection, connection_for, release_connection
-from ._store import SCHEMA_VERSION
 
 __all__ = ["SQLiteStore"]
 

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from ..engine._ratelimit import Limiter, RateLimit
-from ._model import Lease, NewEntry, OutboxStatistics, OutboxStatus, Outcome, State
+from ._model import (
+    SCHEMA_VERSION,
+    Lease,
+    NewEntry,
+    OutboxStatistics,
+    OutboxStatus,
+    Outcome,
+    State,
+    redact_url,
+)
 
 __all__ = ["SCHEMA_VERSION", "Store", "redact_url"]
-
-#: The layout of the stored records; a store of another version is refused at open.
-SCHEMA_VERSION = 1
 
 
 class Store(Protocol):
@@ -103,18 +108,3 @@ class Store(Protocol):
 
     def limiter(self, limit: RateLimit) -> Limiter:
         """A rate limiter shared by every worker of this store, on every machine."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<an unparseable URL>"
