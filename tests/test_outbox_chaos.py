@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 200  # messages per second, shared by every worker (below what they could do)
 LEASE_SECONDS = 1.5
-KILL_EVERY = (2.0, 4.0)
+KILL_EVERY = (2.5, 4.5)
 
 
 def _message(i: int) -> Message:
@@ -173,3 +173,7 @@ async def _enqueue(outbox: Outbox, indices: range) -> None:
 
 def test_sqlite_outbox_survives_sigkill_of_its_workers(tmp_path: Path) -> None:
     anyio.run(_chaos, f"sqlite:///{tmp_path / 'chaos.db'}", 2, 20_000)
+
+
+def test_redis_outbox_survives_sigkill_of_its_workers(redis_url: str) -> None:
+    anyio.run(_chaos, redis_url, 3, 20_000)
