@@ -124,6 +124,8 @@ class Delivery:
         self.held: dict[int, _Held] = {}  # by id() of the decoded message
         self.stopping = Signal()
         self._room: anyio.Event | None = None
+        self.finishing = 0  # outcomes handed to the recorder, not yet stored
+        self._recorder: anyio.abc.TaskGroup | None = None
         self._send: MemoryObjectSendStream[_Held] | None = None
         self._receive: MemoryObjectReceiveStream[_Held] | None = None
         self.delivered = self.failed = self.unknown = self.retried = 0
@@ -144,10 +146,11 @@ class Delivery:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat)
-                async with anyio.create_task_group() as workers:
-                    for _ in range(self.concurrency):
-                        workers.start_soon(self.driver.serve, _Feed(self, receive))
-                    await self._lease_until_stopped(send)
+                async with anyio.create_task_group() as self._recorder:
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(self.concurrency):
+                            workers.start_soon(self.driver.serve, _Feed(self, receive))
+                        await self._lease_until_stopped(send)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
@@ -166,8 +169,8 @@ class Delivery:
     async def _lease_until_stopped(self, send: MemoryObjectSendStream[_Held]) -> None:
         async with send:  # (it holds at most 2 * concurrency: sending never blocks)
             while not self.stopping.fired:
-                room = 2 * self.concurrency - len(self.held)
-                if room <= 0:
+                room = 2 * self.concurrency - len(self.held) - self.finishing
+                if room < max(1, self.concurrency // 2):  # (lease in batches, not one by one)
                     self._room = anyio.Event()
                     await self._room.wait()
                     continue
@@ -266,7 +269,18 @@ class Delivery:
             now=time.time(),
             resend_unknown=self.resend_unknown,
         )
-        await self._finish(held, outcome)
+        # stored in the background: the worker goes on with its next message meanwhile
+        # (until it is stored, the message stays SENDING or LEASED under a live lease)
+        self.finishing += 1
+        assert self._recorder is not None
+        self._recorder.start_soon(self._record, held, outcome)
+
+    async def _record(self, held: _Held, outcome: Outcome) -> None:
+        try:
+            await self._finish(held, outcome)
+        finally:
+            self.finishing -= 1
+            self._wake()
 
     async def _finish(self, held: _Held, outcome: Outcome) -> None:
         lease = held.lease

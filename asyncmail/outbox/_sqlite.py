@@ -73,9 +73,9 @@ CREATE TABLE asyncmail_outbox (
     error TEXT,
     reply TEXT,
     enqueued_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    payload BLOB NOT NULL
+    updated_at REAL NOT NULL
 );
+CREATE TABLE asyncmail_payload (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
 CREATE INDEX asyncmail_outbox_queue ON asyncmail_outbox (lane, due) WHERE state = 'queued';
 CREATE INDEX asyncmail_outbox_leases ON asyncmail_outbox (lease_until)
     WHERE state IN ('leased', 'sending');
@@ -227,8 +227,8 @@ class SQLiteStore:
         def enqueue(db: sqlite3.Connection) -> tuple[bool, OutboxStatus]:
             done = db.execute(
                 "INSERT INTO asyncmail_outbox (key, state, lane, due, message_id, recipients, "
-                "pending, enqueued_at, updated_at, payload) VALUES (?, 'queued', ?, ?, ?, ?, ?, "
-                "?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                "pending, enqueued_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, "
+                "?, ?) ON CONFLICT (key) DO NOTHING",
                 (
                     entry.key,
                     entry.lane,
@@ -238,9 +238,12 @@ class SQLiteStore:
                     json.dumps(entry.recipients),
                     entry.enqueued_at,
                     entry.enqueued_at,
-                    entry.payload,
                 ),
             )
+            if done.rowcount == 1:  # (kept apart: a state change never rewrites the message)
+                db.execute(
+                    "INSERT INTO asyncmail_payload VALUES (?, ?)", (entry.key, entry.payload)
+                )
             status = _get_status(db, entry.key)
             assert status is not None
             return done.rowcount == 1, status
@@ -416,11 +419,14 @@ class SQLiteStore:
 
         def purge(db: sqlite3.Connection) -> int:
             marks = ", ".join("?" for _ in final)
-            cur = db.execute(
-                f"DELETE FROM asyncmail_outbox WHERE state IN ({marks}) AND updated_at <= ?",
-                (*final, time.time() - older_than),
+            where = f"state IN ({marks}) AND updated_at <= ?"
+            args = (*final, time.time() - older_than)
+            db.execute(
+                "DELETE FROM asyncmail_payload WHERE key IN "
+                f"(SELECT key FROM asyncmail_outbox WHERE {where})",
+                args,
             )
-            return cur.rowcount
+            return db.execute(f"DELETE FROM asyncmail_outbox WHERE {where}", args).rowcount
 
         return await self._write(purge)
 
@@ -508,9 +514,9 @@ def _lease(
     now = time.time()
     _take_over(db, now, resend_unknown)
     rows = db.execute(
-        "SELECT key, payload, message_id, pending, accepted, refused, attempts, "
-        "first_attempt_at, lane FROM asyncmail_outbox WHERE state = 'queued' AND due <= ? "
-        "ORDER BY lane, due LIMIT ?",
+        "SELECT o.key, p.payload, message_id, pending, accepted, refused, attempts, "
+        "first_attempt_at, lane FROM asyncmail_outbox AS o JOIN asyncmail_payload AS p "
+        "ON p.key = o.key WHERE state = 'queued' AND due <= ? ORDER BY lane, due LIMIT ?",
         (now, count),
     ).fetchall()
     leases = []

@@ -40,13 +40,18 @@ class _Call:
     loop: asyncio.AbstractEventLoop
 
 
-def _deliver(future: asyncio.Future[T], value: T, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the write happened (or not) regardless
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+_Result = tuple[_Call, Any, BaseException | None]
+
+
+def _deliver_all(results: list[_Result]) -> None:
+    for call, value, error in results:
+        future = call.future
+        if future.done():  # the caller was cancelled; the write happened (or not) regardless
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 class Connection:
@@ -138,39 +143,43 @@ class Connection:
     def _run(self, db: sqlite3.Connection, calls: list[_Call], *, transaction: bool) -> None:
         if not calls:
             return
-        results: list[tuple[_Call, Any, BaseException | None]] = []
+        results: list[_Result] | None = None
+        if transaction and len(calls) > 1:
+            results = self._together(db, calls)
+        if results is None:  # (one failed: each again on its own, so that only it fails)
+            results = [self._alone(db, call, transaction=transaction) for call in calls]
+        loop = calls[0].loop
+        if all(call.loop is loop for call in calls):  # one wake-up of the loop per batch
+            loop.call_soon_threadsafe(_deliver_all, results)
+        else:
+            for result in results:
+                result[0].loop.call_soon_threadsafe(_deliver_all, [result])
+
+    def _together(self, db: sqlite3.Connection, calls: list[_Call]) -> list[_Result] | None:
+        """All the writes in one transaction and one commit; None if any of them failed."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            results: list[_Result] = [(call, call.op(db), None) for call in calls]
+            db.execute("COMMIT")
+        except Exception:  # (each is run again alone, and its error reported then)
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return None
+        return results
+
+    def _alone(self, db: sqlite3.Connection, call: _Call, *, transaction: bool) -> _Result:
         try:
             if transaction:
                 db.execute("BEGIN IMMEDIATE")
-            for call in calls:
-                results.append(self._one(db, call, savepoint=transaction))
+            value = call.op(db)
             if transaction:
                 db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if transaction and db.in_transaction:
+        except Exception as exc:  # handed to the caller
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-            error = OutboxError(f"the outbox {self.label} refused a write: {exc}")
-            results = [(call, None, error) for call in calls]
-        for call, value, err in results:
-            call.loop.call_soon_threadsafe(_deliver, call.future, value, err)
-
-    @staticmethod
-    def _one(
-        db: sqlite3.Connection, call: _Call, *, savepoint: bool
-    ) -> tuple[_Call, Any, BaseException | None]:
-        if savepoint:
-            db.execute("SAVEPOINT op")
-        try:
-            value = call.op(db)
-        except Exception as exc:  # handed to the caller; the others' writes stand
-            if savepoint:
-                db.execute("ROLLBACK TO op")
-                db.execute("RELEASE op")
             if isinstance(exc, sqlite3.Error):
-                exc = OutboxError(f"the outbox {call.op.__name__} failed: {exc}")
+                exc = OutboxError(f"the outbox {self.label} refused {call.op.__name__}: {exc}")
             return call, None, exc
-        if savepoint:
-            db.execute("RELEASE op")
         return call, value, None
 
 
