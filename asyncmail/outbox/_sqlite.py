@@ -19,6 +19,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -200,6 +201,7 @@ class SQLiteStore:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise OutboxError(f"cannot open the outbox {self.url}: {directory} does not exist")
+        _refuse_foreign(self.path, self.url)
         return connection_for(self.path, synchronous=synchronous, label=self.url)
 
     async def aclose(self) -> None:
@@ -428,14 +430,47 @@ class SQLiteStore:
         return _SharedLimiter(self._rate_conn, limit)
 
 
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _refuse_foreign(path: str, url: str) -> None:
+    """Refuse a file that is not an outbox before writing anything to it (not even WAL mode).
+
+    Raises:
+        OutboxError: The file is not an SQLite database, or holds a foreign or other-version one.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return
+    except OSError:
+        return  # (missing: it is created; unreadable: opening it says why)
+    try:
+        db = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot open the outbox {url}: {exc}") from exc
+    try:
+        tables = _tables(db)
+        if tables:
+            _check_existing(db, tables)
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot open the outbox {url}: {exc}") from exc
+    finally:
+        db.close()
+
+
 def _check_schema(db: sqlite3.Connection) -> None:
     """Create the schema in an empty database; refuse a foreign or other-version one."""
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = _tables(db)
     if not tables:
         for statement in _SCHEMA.split(";"):  # (executescript would COMMIT first)
             if statement.strip():
                 db.execute(statement)
         return
+    _check_existing(db, tables)
+
+
+def _check_existing(db: sqlite3.Connection, tables: set[str]) -> None:
     if "asyncmail_meta" not in tables:
         raise OutboxError(
             "this database is not an asyncmail outbox (it holds other tables); "
