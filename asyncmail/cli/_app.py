@@ -1,4 +1,7 @@
-"""The click commands. Exit codes: 0 all delivered, 1 some not, 2 usage error, 130 Ctrl-C."""
+"""The click commands. Exit codes: 0 all delivered, 1 some not, 2 usage error, 130 Ctrl-C.
+
+The outbox's commands (``worker``, ``outbox ...``) are in ``_ops``.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from ..batch._recipients import BadRow, read_recipients
 from ..batch._template import Template
 from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, check_first_row
+from ._ops import outbox, worker
 from ._run import (
     EXIT_INTERRUPTED,
     EXIT_NOT_ALL_DELIVERED,
@@ -70,6 +74,10 @@ def cli() -> None:
 
     Start with `asyncmail demo`: no account and no setup needed.
     """
+
+
+cli.add_command(worker)
+cli.add_command(outbox)
 
 
 # --- send -------------------------------------------------------------------------------
