@@ -1,4 +1,4 @@
-"""``asyncmail outbox status|list|retry|purge``, against SQLite outboxes."""
+"""``asyncmail outbox status|list|retry|purge`` and ``batch --outbox``, against SQLite outboxes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from asyncmail import Mailer, Message, Outbox, OutboxState, OutboxStatus
+from asyncmail.batch._journal import Journal, ReportRow, journal_path
 from asyncmail.cli._app import cli
 from asyncmail.testing import CaptureServer, Fault
 
@@ -268,3 +269,92 @@ def test_worker_metrics_without_prometheus_client_says_what_to_install(
     )
     assert code == 2
     assert output == ("error: metrics need prometheus-client: pip install 'asyncmail[metrics]'\n")
+
+
+# --- batch --outbox ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    folder = tmp_path / "template"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Hello {{ name }}\n", encoding="utf-8")
+    (folder / "body.txt").write_text("Dear {{ name }}\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def recipients(tmp_path: Path) -> Path:
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "email,name\nann@example.com,Ann\nbob@example.com,Bob\nAnn@Example.com,Ann again\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def batch(recipients: Path, template: Path, *args: str) -> tuple[int, str]:
+    return invoke(
+        "batch",
+        str(recipients),
+        *("--template", str(template), "--from", "shop@example.com"),
+        *("--report", str(recipients.with_name("report.csv")), *args),
+    )
+
+
+def test_batch_outbox_twice_enqueues_each_row_once(
+    tmp_path: Path, recipients: Path, template: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    code, output = batch(recipients, template, "--outbox", url, "--batch-id", "spring")
+    assert code == 0, output
+    assert output == f"enqueued 3 into {url} (batch spring): 0 already there\n"
+    code, output = batch(recipients, template, "--outbox", url)  # (the id is remembered)
+    assert code == 0, output
+    assert output == f"enqueued 0 into {url} (batch spring): 3 already there\n"
+    entries = all_entries(url)
+    assert sorted(e.key for e in entries) == [
+        "batch:spring:ann@example.com:1",
+        "batch:spring:ann@example.com:2",
+        "batch:spring:bob@example.com:1",
+    ]
+    assert all(e.state is OutboxState.QUEUED for e in entries)
+    assert not journal_path(recipients.with_name("report.csv")).exists()
+
+
+def test_a_batch_enqueued_into_an_outbox_is_not_sent_directly(
+    tmp_path: Path, recipients: Path, template: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    assert batch(recipients, template, "--outbox", url)[0] == 0
+    code, output = batch(recipients, template, "--url", "smtp://127.0.0.1:1")
+    assert code == 2
+    assert "this batch was enqueued into an outbox" in output
+
+
+def test_batch_outbox_resuming_a_direct_run_skips_who_it_reached(
+    tmp_path: Path, recipients: Path, template: Path
+) -> None:
+    report = recipients.with_name("report.csv")
+    with Journal(journal_path(report)) as journal:
+        journal.finished(ReportRow(row=1, email="ann@example.com", status="delivered"))
+        journal.started(2, "bob@example.com")  # (maybe delivered: not enqueued)
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    code, output = batch(recipients, template, "--outbox", url)
+    assert code == 2
+    assert "this batch was sent without --outbox" in output
+    code, output = batch(recipients, template, "--outbox", url, "--resume", str(report))
+    assert code == 0, output
+    assert output.endswith("0 already there, 2 sent by an earlier run\n")
+    [entry] = all_entries(url)
+    assert entry.key.endswith(":ann@example.com:2")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["worker"], ["outbox"], *(["outbox", c] for c in ("status", "list", "retry", "purge"))],
+)
+def test_outbox_commands_have_help(command: list[str]) -> None:
+    code, output = invoke(*command, "--help")
+    assert code == 0
+    assert "Usage: " in output
