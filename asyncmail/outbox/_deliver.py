@@ -13,8 +13,9 @@ over) withholds the content and drops the session, so no recipient gets a second
 Stopping (``stop()``, a deploy's SIGTERM): no new leases; the buffered messages go back to
 the store at once; the sends in progress finish, up to ``grace`` seconds. After that, or on
 ``stop(now=True)``, they are cut off: a message whose dot may be out ends UNKNOWN, the
-others go back to the store. The store writes that settle a message (mark, finish,
-release) are shielded from the cut-off, so none is left leased until its lease runs out.
+others go back to the store. The store calls that lease or settle a message (lease, mark,
+finish, release) are shielded from the cut-off, so none is left leased until its lease
+runs out.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ CLEANUP_TIMEOUT = 5.0
 FINISH_TRIES = 5
 DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 ONE_ATTEMPT = RetryPolicy(attempts=1)
+#: Seconds one call to the store waits for work when none is due.
+LEASE_WAIT = 1.0
 
 
 class Telemetry(Protocol):
@@ -219,9 +222,17 @@ class Delivery:
 
     async def _lease(self, count: int) -> list[Lease]:
         started = time.monotonic()
-        leases = await self.store.lease(
-            self.worker, count, self.lease_seconds, wait=1.0, resend_unknown=self.resend_unknown
-        )
+        # (shielded: leases taken and dropped by a cut-off would stay leased until they run
+        # out. The leaser stops leasing at the first stop(), so this delays a cut-off only
+        # when both come within one lease call.)
+        with anyio.CancelScope(shield=True):
+            leases = await self.store.lease(
+                self.worker,
+                count,
+                self.lease_seconds,
+                wait=LEASE_WAIT,
+                resend_unknown=self.resend_unknown,
+            )
         if leases:
             keys = [lease.key for lease in leases]
             self.telemetry.leased(keys, time.monotonic() - started)
