@@ -446,6 +446,39 @@ async def test_stall_at_dot_stores_the_message_and_never_replies() -> None:
         assert len(await server.wait_for_messages(1)) == 1
 
 
+async def test_delay_at_dot_stores_the_message_then_answers_late() -> None:
+    """A client that gives up waiting leaves the message stored; a patient one gets a 250."""
+    async with CaptureServer(faults=[Fault.delay("dot", 0.5, times=1)]) as server:
+        smtp = await client(server)
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):
+            await smtp.sendmail(SENDER, [RCPT], b"Subject: x\r\n\r\nx\r\n", timeout=0.1)
+        smtp.close()
+        assert len(await server.wait_for_messages(1)) == 1
+    async with CaptureServer(faults=[Fault.delay("dot", 0.2)]) as server:
+        smtp = await client(server)
+        errors, reply = await smtp.sendmail(SENDER, [RCPT], b"Subject: x\r\n\r\nx\r\n")
+        assert errors == {} and reply.startswith("2.0.0 OK")
+        await smtp.quit()
+
+
+async def test_delay_at_a_command_answers_it_normally_late() -> None:
+    async with CaptureServer(faults=[Fault.delay("rcpt", 0.2, match="slow@")]) as server:
+        smtp = await client(server)
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):
+            await smtp.sendmail(
+                SENDER, ["slow@example.com"], b"Subject: x\r\n\r\nx\r\n", timeout=0.05
+            )
+        smtp.close()
+    assert server.messages == []
+
+
+def test_delay_needs_seconds_and_a_command_or_the_dot() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Fault.delay("dot", 0)
+    with pytest.raises(ValueError, match="command or the final dot"):
+        Fault.delay("greeting", 1.0)
+
+
 async def test_stall_mid_data_swallows_the_rest_and_stores_nothing() -> None:
     async with CaptureServer(faults=[Fault.stall("mid_data", after_bytes=10)]) as server:
         smtp = await client(server)

@@ -60,6 +60,7 @@ __all__ = [
     "JournalState",
     "Occurrences",
     "ReportRow",
+    "address_id",
     "identity",
     "journal_path",
     "write_report",
@@ -117,6 +118,11 @@ class Identity(NamedTuple):
 def _address_key(email: str) -> bytes:
     """The address as the journal holds it, ASCII letters lower-cased: what identifies it."""
     return _safe_email(email).encode().lower()
+
+
+def address_id(email: str) -> str:
+    """The address as the journal tells recipients apart (ASCII letters lower-cased)."""
+    return _address_key(email).decode()
 
 
 def identity(email: str, occurrence: int) -> Identity:

@@ -1,4 +1,7 @@
-"""The click commands. Exit codes: 0 all delivered, 1 some not, 2 usage error, 130 Ctrl-C."""
+"""The click commands. Exit codes: 0 all delivered, 1 some not, 2 usage error, 130 Ctrl-C.
+
+The outbox's commands (``worker``, ``outbox ...``) are in ``_ops``.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ import click
 from rich.console import Console
 
 from .._config import Server
-from .._exceptions import ConfigError, DeliveryError, MessageError
+from .._exceptions import ConfigError, DeliveryError, MessageError, OutboxError
 from ..batch._recipients import BadRow, read_recipients
 from ..batch._template import Template
 from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, check_first_row
+from ._ops import outbox, worker
 from ._run import (
     EXIT_INTERRUPTED,
     EXIT_NOT_ALL_DELIVERED,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["cli"]
 
 DRY_RUN_SHOWN_PROBLEMS = 10
+EXIT_USAGE = 2
 T = TypeVar("T")
 
 url_option = click.option(
@@ -70,6 +75,10 @@ def cli() -> None:
 
     Start with `asyncmail demo`: no account and no setup needed.
     """
+
+
+cli.add_command(worker)
+cli.add_command(outbox)
 
 
 # --- send -------------------------------------------------------------------------------
@@ -181,6 +190,18 @@ def send(
     "recipients are skipped, failed ones are tried again.",
 )
 @click.option("--resend-unknown", is_flag=True, help="With --resume: send UNKNOWN ones again.")
+@click.option(
+    "--outbox",
+    "outbox_url",
+    help="Enqueue every message into this outbox (sqlite:////abs/path.db, redis://...) "
+    "instead of sending it; 'asyncmail worker' sends them. Running it again enqueues "
+    "nothing twice. --url, --concurrency, --rate and --attempts do not apply.",
+)
+@click.option(
+    "--batch-id",
+    help="With --outbox: the batch's name in the outbox keys (default: the one recorded "
+    "next to the report, else one made from the report's path).",
+)
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 @click.option(
@@ -201,6 +222,8 @@ def batch(
     report: Path | None,
     resume: Path | None,
     resend_unknown: bool,
+    outbox_url: str | None,
+    batch_id: str | None,
     dry_run: bool,
     no_progress: bool,
     progress_interval: float,
@@ -211,14 +234,21 @@ def batch(
     sends anyone a second copy. Recipients are known by address (and, for an address listed
     twice, by which of its rows), not by row number: rows may be added, removed or reordered
     before resuming. Exit code 1 when any recipient failed or is unknown.
+
+    With --outbox, every message goes into an outbox instead, for 'asyncmail worker' to
+    send, under a key per recipient: running it again enqueues nothing twice. Exit code 1
+    when a row could not be enqueued.
     """
     if resume is not None and report is not None and resume != report:
         raise _usage("--resume names the report to continue; give --report only if it matches")
     if resend_unknown and resume is None:
         raise _usage("--resend-unknown goes with --resume")
+    if batch_id is not None and outbox_url is None:
+        raise _usage("--batch-id goes with --outbox")
     report = resume or report or Path(f"{recipients.stem}-report.csv")
     try:
-        Server.from_url(url) if url else Server.from_env()
+        if outbox_url is None:
+            Server.from_url(url) if url else Server.from_env()
         if rate is not None:
             RateLimit.parse(rate)
         template = Template.from_dir(template_dir)
@@ -240,9 +270,33 @@ def batch(
         rate=rate,
         attempts=attempts,
     )
+    if outbox_url is not None:
+        sys.exit(_enqueue(options, outbox_url, batch_id, console))
     interactive = console.is_terminal and not no_progress
     counts = _run(batch_with_progress(options, console, interactive, progress_interval))
     sys.exit(exit_code(counts))
+
+
+def _enqueue(options: BatchOptions, outbox_url: str, batch_id: str | None, console: Console) -> int:
+    """``batch --outbox``: enqueue the rows not in the outbox yet, and say how many."""
+    from ._enqueue import enqueue_batch
+
+    try:
+        counts = _run(enqueue_batch(options, outbox_url, batch_id))
+    except OutboxError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USAGE
+    for problem in counts.problems[:DRY_RUN_SHOWN_PROBLEMS]:
+        console.print(problem, soft_wrap=True, markup=False)
+    skipped = f", {counts.skipped} sent by an earlier run" if counts.skipped else ""
+    problems = f", {len(counts.problems)} rows with problems" if counts.problems else ""
+    console.print(
+        f"enqueued {counts.enqueued} into {counts.outbox} (batch {counts.batch_id}): "
+        f"{counts.existing} already there{skipped}{problems}",
+        soft_wrap=True,
+        markup=False,
+    )
+    return EXIT_NOT_ALL_DELIVERED if counts.problems else EXIT_OK
 
 
 def _dry_run(

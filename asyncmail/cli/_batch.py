@@ -51,7 +51,14 @@ from ..message._message import Message
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
 
-__all__ = ["BatchOptions", "BatchUsageError", "Counts", "check_first_row", "run_batch"]
+__all__ = [
+    "BatchOptions",
+    "BatchUsageError",
+    "Counts",
+    "check_first_row",
+    "outbox_marker",
+    "run_batch",
+]
 
 
 YIELD_EVERY = 500
@@ -116,6 +123,11 @@ class Counts:
         rate = self.rate
         left = max(0, self.total - self.done)
         return left / rate if rate > 0 else None
+
+
+def outbox_marker(report: Path) -> Path:
+    """The file that says a batch went into an outbox (``batch --outbox``; see ``_enqueue``)."""
+    return report.with_name(report.name + ".outbox")
 
 
 def _address(recipient: Recipient) -> str | tuple[str, str]:
@@ -184,6 +196,12 @@ class _Run:
 
     def open(self) -> None:
         options = self.options
+        marker = outbox_marker(options.report)
+        if marker.exists():
+            raise BatchUsageError(
+                f"{marker} exists: this batch was enqueued into an outbox, which sends it. "
+                "Run it again with --outbox (nothing is enqueued twice)."
+            )
         jpath = journal_path(options.report)
         exists = jpath.exists() and jpath.stat().st_size > 0
         if exists and not options.resume:

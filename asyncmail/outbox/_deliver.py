@@ -13,7 +13,9 @@ over) withholds the content and drops the session, so no recipient gets a second
 Stopping (``stop()``, a deploy's SIGTERM): no new leases; the buffered messages go back to
 the store at once; the sends in progress finish, up to ``grace`` seconds. After that, or on
 ``stop(now=True)``, they are cut off: a message whose dot may be out ends UNKNOWN, the
-others go back to the store.
+others go back to the store. The store calls that lease or settle a message (lease, mark,
+finish, release) are shielded from the cut-off, so none is left leased until its lease
+runs out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,7 +50,7 @@ from ._model import Lease, Outcome, State
 from ._plan import plan
 from ._store import Store
 
-__all__ = ["Delivery", "Telemetry"]
+__all__ = ["Delivery", "NoTelemetry", "Telemetry"]
 
 logger = logging.getLogger("asyncmail")
 
@@ -57,18 +60,34 @@ CLEANUP_TIMEOUT = 5.0
 FINISH_TRIES = 5
 DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 ONE_ATTEMPT = RetryPolicy(attempts=1)
+#: Seconds one call to the store waits for work when none is due.
+LEASE_WAIT = 1.0
 
 
 class Telemetry(Protocol):
-    """Where a Delivery reports what happens (metrics and traces); see ``_telemetry``."""
+    """Where an outbox reports what happens (metrics and traces); see ``_telemetry``.
 
-    def leased(self, count: int) -> None: ...
+    Each hook is called once the step is over, with how long it took; it must not raise
+    or block.
+    """
 
-    def finished(self, key: str, outcome: Outcome, seconds: float) -> None: ...
+    def enqueued(self, key: str, created: bool, seconds: float) -> None:
+        """A message was stored under ``key`` (``created`` False: the key was taken)."""
+
+    def leased(self, keys: Sequence[str], seconds: float) -> None:
+        """One call to the store leased these messages."""
+
+    def finished(self, key: str, outcome: Outcome, seconds: float) -> None:
+        """An attempt's outcome was stored; ``seconds`` since the send started (0 if never)."""
 
 
-class _NoTelemetry:
-    def leased(self, count: int) -> None:
+class NoTelemetry:
+    """Reports nothing."""
+
+    def enqueued(self, key: str, created: bool, seconds: float) -> None:
+        pass
+
+    def leased(self, keys: Sequence[str], seconds: float) -> None:
         pass
 
     def finished(self, key: str, outcome: Outcome, seconds: float) -> None:
@@ -119,10 +138,12 @@ class Delivery:
         self.retry = retry
         self.lease_seconds = lease_seconds
         self.resend_unknown = resend_unknown
-        self.telemetry: Telemetry = telemetry or _NoTelemetry()
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.worker = worker or worker_name()
         self.held: dict[int, _Held] = {}  # by id() of the decoded message
         self.stopping = Signal()
+        self.cut_off = False
+        self._scope: anyio.CancelScope | None = None
         self._room: anyio.Event | None = None
         self.finishing = 0  # outcomes handed to the recorder, not yet stored
         self._recorder: anyio.abc.TaskGroup | None = None
@@ -144,23 +165,40 @@ class Delivery:
         send, receive = anyio.create_memory_object_stream[_Held](2 * self.concurrency)
         self._send, self._receive = send, receive
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat)
-                async with anyio.create_task_group() as self._recorder:
-                    async with anyio.create_task_group() as workers:
+            with anyio.CancelScope() as self._scope:
+                if self.cut_off:
+                    self._scope.cancel()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat)
+                    # (leaving: the workers end first, then the outcomes still being stored)
+                    async with (
+                        anyio.create_task_group() as self._recorder,
+                        anyio.create_task_group() as workers,
+                    ):
                         for _ in range(self.concurrency):
                             workers.start_soon(self.driver.serve, _Feed(self, receive))
                         await self._lease_until_stopped(send)
-                tg.cancel_scope.cancel()
+                    tg.cancel_scope.cancel()
         finally:
+            self._scope = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self._give_back()
+            send.close()
             receive.close()
 
-    def stop(self) -> None:
-        """Take no new leases; hand back the buffered ones; let the sends in progress end."""
+    def stop(self, *, now: bool = False) -> None:
+        """Take no new leases; hand back the buffered ones; let the sends in progress end.
+
+        Args:
+            now: Cut the sends in progress off too: ``run()`` returns at once, after
+                handing back (or ending UNKNOWN, if the dot may be out) what it holds.
+        """
         self.stopping.set()
         self._wake()
+        if now:
+            self.cut_off = True
+            if self._scope is not None:
+                self._scope.cancel()
 
     def _wake(self) -> None:
         if self._room is not None:
@@ -181,8 +219,6 @@ class Delivery:
                     with anyio.move_on_after(1.0):
                         await self.stopping.wait()
                     continue
-                if leases:
-                    self.telemetry.leased(len(leases))
                 for lease in leases:
                     held = await self._hold(lease)
                     if held is not None:
@@ -191,9 +227,22 @@ class Delivery:
         await self._release_buffered()
 
     async def _lease(self, count: int) -> list[Lease]:
-        return await self.store.lease(
-            self.worker, count, self.lease_seconds, wait=1.0, resend_unknown=self.resend_unknown
-        )
+        started = time.monotonic()
+        # (shielded: leases taken and dropped by a cut-off would stay leased until they run
+        # out. The leaser stops leasing at the first stop(), so this delays a cut-off only
+        # when both come within one lease call.)
+        with anyio.CancelScope(shield=True):
+            leases = await self.store.lease(
+                self.worker,
+                count,
+                self.lease_seconds,
+                wait=LEASE_WAIT,
+                resend_unknown=self.resend_unknown,
+            )
+        if leases:
+            keys = [lease.key for lease in leases]
+            self.telemetry.leased(keys, time.monotonic() - started)
+        return leases
 
     async def _hold(self, lease: Lease) -> _Held | None:
         """Turn a lease into a job; a message that cannot be read back ends FAILED."""
@@ -223,7 +272,8 @@ class Delivery:
                 held.withheld = True
                 raise _LeaseLost("the outbox lease was lost; not sent")
             try:
-                ok = await self.store.mark_sending(held.lease.key, held.lease.token)
+                with anyio.CancelScope(shield=True):  # (a cut-off must know if it was marked)
+                    ok = await self.store.mark_sending(held.lease.key, held.lease.token)
             except OutboxError as exc:
                 held.withheld = True
                 raise _LeaseLost(f"the outbox did not record the send: {exc}") from exc
@@ -286,7 +336,9 @@ class Delivery:
         lease = held.lease
         for n in range(FINISH_TRIES):
             try:
-                if not await self.store.finish(lease.key, lease.token, outcome):
+                with anyio.CancelScope(shield=True):  # (a cut-off must not lose an outcome)
+                    done = await self.store.finish(lease.key, lease.token, outcome)
+                if not done:
                     logger.info("outbox lease of %r was lost before its outcome", lease.key)
                     return
                 break
@@ -296,7 +348,8 @@ class Delivery:
         else:
             return  # the lease runs out; the next worker settles it
         self._count(outcome)
-        self.telemetry.finished(lease.key, outcome, time.monotonic() - held.started)
+        seconds = time.monotonic() - held.started if held.started else 0.0
+        self.telemetry.finished(lease.key, outcome, seconds)
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.state is State.DELIVERED:
@@ -310,7 +363,8 @@ class Delivery:
 
     async def _release(self, held: _Held) -> None:
         try:
-            await self.store.release(held.lease.key, held.lease.token)
+            with anyio.CancelScope(shield=True):  # (or it stays leased until its lease ends)
+                await self.store.release(held.lease.key, held.lease.token)
         except OutboxError as exc:
             logger.warning("releasing %r failed (its lease runs out): %s", held.lease.key, exc)
 

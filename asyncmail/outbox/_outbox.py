@@ -38,6 +38,7 @@ from ._model import FINAL_STATES, NewEntry, OutboxStatistics, OutboxStatus, Stat
 from ._open import open_store
 from ._plan import DEFAULT_RETRY
 from ._store import Store
+from ._telemetry import combine, default_telemetry
 
 __all__ = ["Outbox"]
 
@@ -63,6 +64,8 @@ class Outbox:
             a second message with the same value (for example ``"Resend-Idempotency-Key"``).
         lease_seconds: How long a worker holds a message without renewing its lease; a
             dead worker's messages go to another one after this long.
+        telemetry: Where ``enqueue`` and every delivery report (see ``_telemetry``). By
+            default OpenTelemetry spans when ``opentelemetry-api`` is installed, else nothing.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Outbox:
         resend_unknown: bool = False,
         idempotency_header: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store: Store = open_store(url)
         self.retry = retry or DEFAULT_RETRY
@@ -84,6 +88,7 @@ class Outbox:
         if not lease_seconds > 0 or math.isinf(lease_seconds):
             raise ConfigError("lease_seconds must be a positive number of seconds")
         self.lease_seconds = lease_seconds
+        self.telemetry = telemetry if telemetry is not None else default_telemetry()
         self._state = "new"
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -166,7 +171,9 @@ class Outbox:
             due=due,
             enqueued_at=now,
         )
-        _created, status = await self.store.enqueue(entry)
+        created, status = await self.store.enqueue(entry)
+        if self.telemetry is not None:
+            self.telemetry.enqueued(key, created, time.time() - now)
         return status
 
     # -- delivery -------------------------------------------------------------------------
@@ -196,7 +203,7 @@ class Outbox:
                 their way, do not push any window of the relay's over the limit (about 5%
                 below the nominal rate for a per-second limit, nothing for per-hour ones).
             grace: Seconds the sends in progress get when stopping.
-            telemetry: Where to report metrics and traces.
+            telemetry: Where to report metrics and traces, besides the outbox's own.
         """
         self._check_open()
         if not isinstance(concurrency, int) or concurrency < 1:
@@ -215,7 +222,7 @@ class Outbox:
             retry=self.retry,
             lease_seconds=self.lease_seconds,
             resend_unknown=self.resend_unknown,
-            telemetry=telemetry,
+            telemetry=combine(self.telemetry, telemetry),
         )
         return Delivering(delivery, grace)
 

@@ -27,6 +27,8 @@ Kinds:
   server stops. ``"dot"`` stores the message first; ``"mid_data"`` swallows the content after
   ``after_bytes``.
 - ``Fault.close_idle(after)``: close any connection that sent no command for ``after`` seconds.
+- ``Fault.delay(phase, seconds)``: answer normally, ``seconds`` late (a slow server). ``"dot"``
+  stores the message first, so a client that gives up while waiting leaves it delivered.
 
 Example::
 
@@ -51,7 +53,7 @@ __all__ = ["Fault", "FaultKind", "Phase"]
 Phase = Literal[
     "greeting", "ehlo", "mail", "rcpt", "data", "dot", "rset", "auth", "quit", "mid_data"
 ]
-FaultKind = Literal["reply", "disconnect", "stall", "close_idle"]
+FaultKind = Literal["reply", "disconnect", "stall", "close_idle", "delay"]
 
 #: Phases whose event carries text a ``match`` can look into.
 MATCHABLE_PHASES: frozenset[str] = frozenset({"ehlo", "mail", "rcpt", "dot", "auth"})
@@ -64,15 +66,16 @@ class Fault:
     """One misbehaviour of the capture server; build it with the class methods.
 
     Attributes:
-        kind: What the server does: ``"reply"``, ``"disconnect"``, ``"stall"`` or
-            ``"close_idle"``.
+        kind: What the server does: ``"reply"``, ``"disconnect"``, ``"stall"``,
+            ``"close_idle"`` or ``"delay"``.
         phase: Where in the dialogue (``None`` for ``close_idle``).
         code: The reply code, for ``"reply"``.
         text: The reply text (lines split on ``"\\n"``); ``None`` picks a plain default.
         match: Case-insensitive substring the phase's argument must contain.
         times: How many matches the fault applies to; ``None`` for all of them.
         after_bytes: For phase ``"mid_data"``: how much content is read first.
-        after: For ``close_idle``: seconds without a command before closing.
+        after: For ``close_idle``: seconds without a command before closing; for
+            ``delay``: seconds before the normal answer.
     """
 
     kind: FaultKind
@@ -89,10 +92,13 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}")
         if self.times is not None and self.times < 1:
             raise ValueError("times must be at least 1 (or None for no limit)")
-        if self.kind == "close_idle":
+        if self.kind in ("close_idle", "delay"):
             if self.after is None or not math.isfinite(self.after) or self.after <= 0:
-                raise ValueError("close_idle needs a positive, finite number of seconds")
-            return
+                raise ValueError(f"{self.kind} needs a positive, finite number of seconds")
+            if self.kind == "close_idle":
+                return
+            if self.phase in ("greeting", "mid_data"):
+                raise ValueError("delay answers a command or the final dot late")
         if self.phase not in _PHASES:
             raise ValueError(f"unknown phase {self.phase!r}; expected one of {sorted(_PHASES)}")
         if self.match is not None and self.phase not in MATCHABLE_PHASES:
@@ -150,6 +156,13 @@ class Fault:
     ) -> Fault:
         """Never answer at ``phase``; ``"mid_data"`` needs ``after_bytes``."""
         return cls(kind="stall", phase=phase, match=match, times=times, after_bytes=after_bytes)
+
+    @classmethod
+    def delay(
+        cls, phase: Phase, seconds: float, *, match: str | None = None, times: int | None = None
+    ) -> Fault:
+        """Answer normally at ``phase``, ``seconds`` late (``"dot"``: stores first)."""
+        return cls(kind="delay", phase=phase, after=seconds, match=match, times=times)
 
     @classmethod
     def close_idle(cls, after: float, *, times: int | None = None) -> Fault:

@@ -269,7 +269,9 @@ class CaptureSMTP(SMTP):
             return
         phase = _PHASE_OF_COMMAND.get(name)
         fault = self._link.faults.take(phase, arg or "") if phase else None
-        if fault is not None:
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.after or 0.0)
+        elif fault is not None:
             await self._apply(fault)
             return
         if name == "DATA":
@@ -327,6 +329,9 @@ class CaptureSMTP(SMTP):
         assert envelope.original_content is not None and envelope.mail_from is not None
         data = envelope.original_content
         fault = self._link.faults.take("dot", data.decode("utf-8", "replace"))
+        delay = None
+        if fault is not None and fault.kind == "delay":
+            delay, fault = fault.after, None
         if fault is None or fault.kind != "reply" or (fault.code or 0) < 300:
             self._link.store(
                 CapturedMessage(
@@ -341,6 +346,8 @@ class CaptureSMTP(SMTP):
                 )
             )
         if fault is None:
+            if delay is not None:
+                await asyncio.sleep(delay)
             return f"250 2.0.0 OK queued as {secrets.token_hex(6)}"
         if fault.kind == "reply" and fault.code != 421:
             return "\r\n".join(fault.reply_lines())
