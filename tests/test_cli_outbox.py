@@ -228,8 +228,8 @@ def test_a_foreign_database_exits_2_in_one_line_and_is_left_untouched(
     code, output = invoke(*command, "--outbox", f"sqlite:///{path}")
     assert code == 2, output
     assert output == (
-        "error: this database is not an asyncmail outbox (it holds other tables); "
-        "refusing to touch it: give the outbox a file of its own\n"
+        f"error: sqlite:///{path}: this database is not an asyncmail outbox (it holds other "
+        "tables); refusing to touch it: give the outbox a file of its own\n"
     )
     assert files(tmp_path) == before
 
@@ -239,7 +239,9 @@ def test_a_file_that_is_not_a_database_exits_2(tmp_path: Path) -> None:
     path.write_text("not a database at all", encoding="utf-8")
     code, output = invoke("outbox", "status", "--outbox", f"sqlite:///{path}")
     assert code == 2
-    assert output == f"error: cannot open the outbox sqlite:///{path}: file is not a database\n"
+    assert output == (
+        f"error: sqlite:///{path}: this file is not an asyncmail outbox: file is not a database\n"
+    )
     assert path.read_text(encoding="utf-8") == "not a database at all"
 
 

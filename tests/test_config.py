@@ -121,10 +121,19 @@ _SECRET = "Qx7Zk9"
 
 
 def _assert_no_part_of(secret: str, error: ConfigError) -> None:
-    """No 3-character piece of ``secret`` shows in the error's str() or repr()."""
+    """No 3-character piece of ``secret`` shows in the error's str() or repr().
+
+    A piece that the error's own words contain anyway (" mu" of "must") proves nothing.
+    """
     for text in (str(error), repr(error)):
         for i in range(len(secret) - 2):
-            assert secret[i : i + 3] not in text, (secret, text)
+            piece = secret[i : i + 3]
+            if piece in _PASSWORD_ERROR_WORDS:
+                continue
+            assert piece not in text, (secret, text)
+
+
+_PASSWORD_ERROR_WORDS = "password must not contain CR, LF or NUL"
 
 
 def test_the_reported_url_says_to_percent_encode_and_shows_no_part_of_the_password() -> None:
