@@ -162,21 +162,22 @@ def test_worker_delivers_and_exits_0_on_sigterm_with_a_summary(
 def test_sigterm_lets_slow_sends_finish_and_hands_the_others_back_at_once(
     outbox_url: str, workers: list[Worker]
 ) -> None:
-    """Two sends wait on a slow final reply; the two leased behind them go back at once."""
-    enqueue(outbox_url, 6)
+    """Two sends wait on a slow final reply; the four leased behind them go back at once."""
+    enqueue(outbox_url, 8)
     slow = CaptureServer(faults=[Fault.delay("dot", 2.0)], pipelining=False)
     with slow.run_in_thread() as server:
         worker = start(workers, "--outbox", outbox_url, "--url", server.url, "--concurrency", "2")
         server.wait_for_messages_sync(2, timeout=PATIENCE)  # (stored; their 250 comes later)
-        wait_for(lambda: counts(outbox_url) == {"queued": 2, "leased": 2, "sending": 2}, "leases")
+        # (a worker holds up to 3 messages per unit of concurrency: 2 sending, 4 leased)
+        wait_for(lambda: counts(outbox_url) == {"queued": 2, "leased": 4, "sending": 2}, "leases")
         worker.signal(signal.SIGTERM)
         worker.wait_for_line(r"^SIGTERM: stopping")
-        # while the two sends still wait for their reply, the other four are queued again
-        wait_for(lambda: counts(outbox_url) == {"queued": 4, "sending": 2}, "4 queued")
+        # while the two sends still wait for their reply, the other six are queued again
+        wait_for(lambda: counts(outbox_url) == {"queued": 6, "sending": 2}, "6 queued")
         code, output = worker.finish()
     assert code == 0, output
     assert output.splitlines()[-1] == "worker stopped: 2 delivered, 0 failed, 0 unknown, 0 retried"
-    assert counts(outbox_url) == {"queued": 4, "delivered": 2}
+    assert counts(outbox_url) == {"queued": 6, "delivered": 2}
     assert len(server.messages) == 2
 
 

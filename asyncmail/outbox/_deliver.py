@@ -60,6 +60,10 @@ CLEANUP_TIMEOUT = 5.0
 FINISH_TRIES = 5
 DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 ONE_ATTEMPT = RetryPolicy(attempts=1)
+#: Messages held (buffered, in flight or being recorded) per worker at most: enough that
+#: the workers never wait for a lease, few enough that an urgent message enqueued behind
+#: a backlog waits for at most this many per worker.
+HELD_PER_WORKER = 3
 #: Seconds one call to the store waits for work when none is due.
 LEASE_WAIT = 1.0
 
@@ -162,7 +166,7 @@ class Delivery:
 
     async def run(self) -> None:
         """Deliver until ``stop()`` and the sends in progress are done."""
-        send, receive = anyio.create_memory_object_stream[_Held](2 * self.concurrency)
+        send, receive = anyio.create_memory_object_stream[_Held](HELD_PER_WORKER * self.concurrency)
         self._send, self._receive = send, receive
         try:
             with anyio.CancelScope() as self._scope:
@@ -205,15 +209,15 @@ class Delivery:
             self._room.set()
 
     async def _lease_until_stopped(self, send: MemoryObjectSendStream[_Held]) -> None:
-        async with send:  # (it holds at most 2 * concurrency: sending never blocks)
+        async with send:  # (it holds no more than the messages held: sending never blocks)
             while not self.stopping.fired:
-                room = 2 * self.concurrency - len(self.held) - self.finishing
-                if room < max(1, self.concurrency // 2):  # (lease in batches, not one by one)
+                room = HELD_PER_WORKER * self.concurrency - len(self.held) - self.finishing
+                if room < self.concurrency:  # (lease in batches, not one by one)
                     self._room = anyio.Event()
                     await self._room.wait()
                     continue
                 try:
-                    leases = await self._lease(min(room, self.concurrency))
+                    leases = await self._lease(room)
                 except OutboxError as exc:
                     logger.warning("leasing from %s failed: %s", self.store.url, exc)
                     with anyio.move_on_after(1.0):

@@ -165,6 +165,7 @@ class SQLiteStore:
         self._conn: Connection | None = None
         self._rate_conn: Connection | None = None
         self._work = anyio.Event()  # set when this process enqueued something
+        self._busy = False  # the last lease took all it asked for: more is likely waiting
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -259,10 +260,12 @@ class SQLiteStore:
         deadline = time.monotonic() + wait
         while True:
             self._work = anyio.Event()
-            if await self._read(_has_work):
+            # (a cheap read first, unless the last lease found more than it could take)
+            if self._busy or await self._read(_has_work):
                 leases: list[Lease] = await self._write(
                     lambda db: _lease(db, worker, count, seconds, resend_unknown)
                 )
+                self._busy = len(leases) == count
                 if leases:
                     return leases
             left = deadline - time.monotonic()
@@ -476,8 +479,9 @@ def _check_schema(db: sqlite3.Connection) -> None:
 def _has_work(db: sqlite3.Connection) -> bool:
     now = time.time()
     row = db.execute(
-        "SELECT EXISTS (SELECT 1 FROM asyncmail_outbox WHERE state = 'queued' AND due <= ?) "
-        "OR EXISTS (SELECT 1 FROM asyncmail_outbox "
+        "SELECT EXISTS (SELECT 1 FROM asyncmail_outbox INDEXED BY asyncmail_outbox_queue "
+        "WHERE state = 'queued' AND due <= ?) "
+        "OR EXISTS (SELECT 1 FROM asyncmail_outbox INDEXED BY asyncmail_outbox_leases "
         "WHERE state IN ('leased', 'sending') AND lease_until < ?)",
         (now, now),
     ).fetchone()
@@ -488,6 +492,7 @@ def _take_over(db: sqlite3.Connection, now: float, resend_unknown: bool) -> None
     """Leases that ran out: LEASED ones go back to the queue, SENDING ones end UNKNOWN."""
     expired = db.execute(
         "SELECT key, state, pending, accepted FROM asyncmail_outbox "
+        "INDEXED BY asyncmail_outbox_leases "
         "WHERE state IN ('leased', 'sending') AND lease_until < ? LIMIT ?",
         (now, TAKEOVER_BATCH),
     ).fetchall()
@@ -515,7 +520,8 @@ def _lease(
     _take_over(db, now, resend_unknown)
     rows = db.execute(
         "SELECT o.key, p.payload, message_id, pending, accepted, refused, attempts, "
-        "first_attempt_at, lane FROM asyncmail_outbox AS o JOIN asyncmail_payload AS p "
+        "first_attempt_at, lane FROM asyncmail_outbox AS o INDEXED BY asyncmail_outbox_queue "
+        "JOIN asyncmail_payload AS p "
         "ON p.key = o.key WHERE state = 'queued' AND due <= ? ORDER BY lane, due LIMIT ?",
         (now, count),
     ).fetchall()
