@@ -26,7 +26,6 @@ from asyncmail import (
     OutboxState,
     OutboxStatus,
     RetryPolicy,
-    Timeouts,
 )
 from asyncmail.outbox._model import Lease, Outcome
 from asyncmail.outbox._sqlite import SQLiteStore
@@ -369,81 +368,32 @@ def test_outcome_values_are_frozen() -> None:
 
 
 def test_messages_keep_their_message_id_through_the_store() -> None:
+    from asyncmail.engine._job import Job
     from asyncmail.outbox._codec import decode, encode
 
     msg = message(1, bcc=["hidden@example.org"], headers={"X-Campaign": "spring"})
-    back = decode(encode(msg, message_id=msg.message_id))
+    job = Job.of(msg)
+    content = job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
+    back = decode(encode(msg, job.envelope, content))
     assert isinstance(back, Message)
     assert back == msg  # every field, the Message-ID and Date included
     assert back.bcc == msg.bcc
 
 
-async def test_a_slow_send_on_a_live_worker_keeps_its_lease(tmp_path: Path) -> None:
-    """The heartbeat renews a lease while its send runs longer than the lease."""
-    from asyncmail.testing import LatencyProxy
+def test_a_worker_sends_the_stored_bytes_and_renders_again_only_without_8bitmime() -> None:
+    from asyncmail.engine._job import Job
+    from asyncmail.outbox._codec import encode, read
+    from asyncmail.outbox._deliver import StoredJob
 
-    url = f"sqlite:///{tmp_path / 'o.db'}"
-    async with CaptureServer() as server, Outbox(url, lease_seconds=0.4) as outbox:
-        await outbox.enqueue(message(1), key="slow")
-        async with LatencyProxy(server.host, server.port, rtt=0.5) as proxy:
-            slow = Mailer(f"smtp://127.0.0.1:{proxy.port}", timeouts=Timeouts())
-            fast = mailer_for(server)
-            async with slow, fast, outbox.deliver(slow) as first:
-                await _eventually(outbox, "slow", lambda s: s.state is not OutboxState.QUEUED)
-                async with outbox.deliver(fast) as second:
-                    await _wait_final(outbox, ["slow"])
-        assert (first.delivered, second.delivered) == (1, 0)
-        assert len(server.messages) == 1
-
-
-async def test_a_stdlib_message_keeps_the_message_id_given_at_enqueue(url: str) -> None:
-    stdlib = email.message.EmailMessage()
-    stdlib["From"] = "shop@example.com"
-    stdlib["To"] = "a@example.net, busy@example.net"
-    stdlib["Subject"] = "no Message-ID of its own"
-    stdlib.set_content("hello")
-    fault = Fault.reply("rcpt", 451, "4.2.1 busy", match="busy@", times=1)
-    async with CaptureServer(faults=[fault]) as server, Outbox(url, retry=FAST_RETRY) as outbox:
-        status = await outbox.enqueue(stdlib, key="std")
-        assert status.message_id.startswith("<")
-        async with mailer_for(server) as mailer, outbox.deliver(mailer):
-            await _wait_final(outbox, ["std"])
-        ids = [m.parsed["Message-ID"] for m in server.messages]
-        assert ids == [status.message_id, status.message_id]
-    assert "Message-ID" not in stdlib  # the caller's message is left as it was
-
-
-def test_an_enqueued_message_survives_kill_9_of_the_process_right_after(tmp_path: Path) -> None:
-    """``enqueue`` returns only once the message is on disk."""
-    import signal
-    import subprocess
-    import sys
-
-    url = f"sqlite:///{tmp_path / 'o.db'}"
-    script = (
-        "import anyio, sys\n"
-        "from asyncmail import Message, Outbox\n"
-        "async def main():\n"
-        f"    async with Outbox({url!r}) as outbox:\n"
-        "        for i in range(50):\n"
-        "            m = Message(sender='a@example.com', to=f'u{i}@example.net', text='x')\n"
-        "            await outbox.enqueue(m, key=f'k{i}')\n"
-        "            print(i, flush=True)\n"
-        "        await anyio.sleep(60)\n"
-        "anyio.run(main)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    acknowledged = [proc.stdout.readline() for _ in range(20)]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stdout.close()
-    assert acknowledged[-1].strip() == "19"
-
-    async def check() -> None:
-        async with Outbox(url) as outbox:
-            for i in range(20):
-                status = await outbox.status(f"k{i}")
-                assert status is not None and status.state is OutboxState.QUEUED
-
-    anyio.run(check)
+    msg = message(1, text="Plain English text with a single word of German: Grüße.\n" * 20)
+    job = Job.of(msg)
+    content = job.content_for(smtputf8=False, eightbitmime=True)
+    stored = StoredJob(read(encode(msg, job.envelope, content)))
+    assert stored.content_for(smtputf8=False, eightbitmime=True) is stored.stored.content
+    assert stored.stored.content == content
+    seven_bit = stored.content_for(smtputf8=False, eightbitmime=False)
+    assert seven_bit is not stored.stored.content  # read back and rendered again
+    assert not seven_bit.eight_bit
+    assert max(seven_bit.data) < 128
+    assert f"Message-ID: {msg.message_id}".encode() in seven_bit.data
+    assert stored.envelope == job.envelope

@@ -54,8 +54,8 @@ class Job:
         "unknown_error",
     )
 
-    def __init__(self, message: Message | email.message.Message, envelope: Envelope) -> None:
-        self.message = message
+    def __init__(self, message: object, envelope: Envelope) -> None:
+        self.message = message  # (a Message or EmailMessage, or what a subclass renders)
         self.envelope = envelope
         self.content: dict[tuple[bool, bool], WireContent] = {}
         self.pending = list(envelope.recipients)
@@ -120,8 +120,10 @@ class Job:
         key = (smtputf8, eightbitmime)
         made = self.content.get(key)
         if made is None:
+            message = self.message
+            assert isinstance(message, Message | email.message.Message)
             made = self.content[key] = wire_content(
-                self.message,
+                message,
                 message_id=self.envelope.message_id,
                 smtputf8=smtputf8,
                 eightbitmime=eightbitmime,

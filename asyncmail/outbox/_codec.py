@@ -1,9 +1,12 @@
-"""A message as the outbox stores it: bytes that any worker, on any machine, turns back into it.
+"""A message as the outbox stores it: bytes that any worker, on any machine, sends as they are.
 
-An asyncmail ``Message`` is kept as JSON of its fields (attachments in base64), so a worker
-renders it for its server exactly as ``send()`` would, with the Message-ID and Date fixed
-at enqueue time. A stdlib ``EmailMessage`` is kept as its bytes, with a Message-ID added
-when it had none. Never pickle: a store shared by many machines must not be able to run
+A payload holds a short JSON head (the envelope, the Message-ID, and how the content was
+rendered), the content exactly as it goes after DATA (rendered and dot-stuffed once, at
+enqueue time, for a server with 8BITMIME), and the message itself: an asyncmail
+``Message`` as JSON of its fields (attachments in base64), a stdlib ``EmailMessage`` as
+its bytes. A worker sends the stored content without parsing the message; only a server
+without 8BITMIME makes it read the message back and render it again, with the same
+Message-ID and Date. Never pickle: a store shared by many machines must not be able to run
 code in a worker.
 """
 
@@ -13,15 +16,18 @@ import base64
 import email
 import email.message
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from email import policy as email_policy
 from typing import Any
 
 from .._exceptions import MessageError
 from ..message._address import Address
+from ..message._content import WireContent
+from ..message._envelope import Envelope
 from ..message._message import Attachment, Message
 
-__all__ = ["FORMAT", "decode", "encode"]
+__all__ = ["FORMAT", "Stored", "decode", "encode", "read"]
 
 #: The payload format; a worker refuses a payload of a format it does not know.
 FORMAT = 1
@@ -35,39 +41,103 @@ def _addrs(addresses: tuple[Address, ...]) -> list[list[str]]:
     return [_addr(a) for a in addresses]
 
 
-def encode(message: Message | email.message.Message, *, message_id: str) -> bytes:
-    """The stored form of ``message``; ``message_id`` is the one every attempt carries."""
+def _fields(message: Message) -> dict[str, Any]:
+    return {
+        "sender": _addr(message.sender),
+        "to": _addrs(message.to),
+        "cc": _addrs(message.cc),
+        "bcc": _addrs(message.bcc),
+        "reply_to": _addrs(message.reply_to),
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content": base64.b64encode(a.content).decode("ascii"),
+                "content_type": a.content_type,
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in message.attachments
+        ],
+        "headers": [list(h) for h in message.headers],
+        "return_path": message.return_path,
+        "message_id": message.message_id,
+        "date": message.date.isoformat(),
+    }
+
+
+def encode(
+    message: Message | email.message.Message, envelope: Envelope, content: WireContent
+) -> bytes:
+    """The stored form of ``message``, with its envelope and its content for the wire."""
     if isinstance(message, Message):
-        fields: dict[str, Any] = {
-            "v": FORMAT,
-            "kind": "message",
-            "sender": _addr(message.sender),
-            "to": _addrs(message.to),
-            "cc": _addrs(message.cc),
-            "bcc": _addrs(message.bcc),
-            "reply_to": _addrs(message.reply_to),
-            "subject": message.subject,
-            "text": message.text,
-            "html": message.html,
-            "attachments": [
-                {
-                    "filename": a.filename,
-                    "content": base64.b64encode(a.content).decode("ascii"),
-                    "content_type": a.content_type,
-                    "inline": a.inline,
-                    "content_id": a.content_id,
-                }
-                for a in message.attachments
-            ],
-            "headers": [list(h) for h in message.headers],
-            "return_path": message.return_path,
-            "message_id": message.message_id,
-            "date": message.date.isoformat(),
-        }
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    raw = message.as_bytes(policy=email_policy.SMTPUTF8.clone(linesep="\r\n"))
-    head = json.dumps({"v": FORMAT, "kind": "email", "message_id": message_id}).encode()
-    return head + b"\n" + raw
+        kind = "message"
+        body = json.dumps(_fields(message), ensure_ascii=False, separators=(",", ":")).encode()
+    else:
+        kind = "email"
+        body = message.as_bytes(policy=email_policy.SMTPUTF8.clone(linesep="\r\n"))
+    head = {
+        "v": FORMAT,
+        "kind": kind,
+        "message_id": envelope.message_id,
+        "sender": envelope.sender,
+        "recipients": list(envelope.recipients),
+        "needs_smtputf8": envelope.needs_smtputf8,
+        "wire": [len(content.data), content.size, content.eight_bit, content.smtputf8],
+    }
+    line = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"".join([line, b"\n", content.data, body])
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A payload read without parsing its message: what a worker needs to send it."""
+
+    envelope: Envelope
+    content: WireContent
+    """Rendered for a server with 8BITMIME, in the envelope's SMTPUTF8 mode."""
+    kind: str
+    body: bytes
+
+    def message(self) -> Message | email.message.EmailMessage:
+        """The message itself, read back (for a server that needs another rendering).
+
+        Raises:
+            MessageError: The stored message cannot be read back.
+        """
+        try:
+            if self.kind == "email":
+                parsed = email.message_from_bytes(self.body, policy=email_policy.default)
+                assert isinstance(parsed, email.message.EmailMessage)
+                if parsed.get("Message-ID") is None and self.envelope.message_id:
+                    parsed["Message-ID"] = self.envelope.message_id
+                return parsed
+            return _message(json.loads(self.body))
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:
+            raise MessageError(f"a stored message cannot be read back: {exc}") from exc
+
+
+def read(payload: bytes) -> Stored:
+    """The envelope and wire content of a payload; the message stays unparsed.
+
+    Raises:
+        MessageError: The payload is not one this version of asyncmail wrote.
+    """
+    line, _, rest = payload.partition(b"\n")
+    try:
+        head = json.loads(line)
+        if not isinstance(head, dict) or head.get("v") != FORMAT:
+            raise ValueError("unknown payload format")
+        length, size, eight_bit, smtputf8 = head["wire"]
+        envelope = Envelope(
+            head["sender"], tuple(head["recipients"]), head["message_id"], head["needs_smtputf8"]
+        )
+        content = WireContent(rest[:length], size, bool(eight_bit), bool(smtputf8))
+        return Stored(envelope, content, head["kind"], rest[length:])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MessageError(f"a stored message cannot be read back: {exc}") from exc
 
 
 def decode(payload: bytes) -> Message | email.message.EmailMessage:
@@ -76,40 +146,31 @@ def decode(payload: bytes) -> Message | email.message.EmailMessage:
     Raises:
         MessageError: The payload is not one this version of asyncmail wrote.
     """
-    head, sep, raw = payload.partition(b"\n")
-    try:
-        fields = json.loads(head if sep else payload)
-        if not isinstance(fields, dict) or fields.get("v") != FORMAT:
-            raise ValueError("unknown payload format")
-        if fields["kind"] == "email":
-            parsed = email.message_from_bytes(raw, policy=email_policy.default)
-            assert isinstance(parsed, email.message.EmailMessage)
-            if parsed.get("Message-ID") is None:
-                parsed["Message-ID"] = fields["message_id"]
-            return parsed
-        return Message(
-            sender=tuple(fields["sender"]),
-            to=[tuple(a) for a in fields["to"]],
-            cc=[tuple(a) for a in fields["cc"]],
-            bcc=[tuple(a) for a in fields["bcc"]],
-            reply_to=[tuple(a) for a in fields["reply_to"]],
-            subject=fields["subject"],
-            text=fields["text"],
-            html=fields["html"],
-            attachments=[
-                Attachment(
-                    filename=a["filename"],
-                    content=base64.b64decode(a["content"]),
-                    content_type=a["content_type"],
-                    inline=a["inline"],
-                    content_id=a["content_id"],
-                )
-                for a in fields["attachments"]
-            ],
-            headers=[tuple(h) for h in fields["headers"]],
-            return_path=fields["return_path"],
-            message_id=fields["message_id"],
-            date=datetime.fromisoformat(fields["date"]),
-        )
-    except (ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise MessageError(f"a stored message cannot be read back: {exc}") from exc
+    return read(payload).message()
+
+
+def _message(fields: dict[str, Any]) -> Message:
+    return Message(
+        sender=tuple(fields["sender"]),
+        to=[tuple(a) for a in fields["to"]],
+        cc=[tuple(a) for a in fields["cc"]],
+        bcc=[tuple(a) for a in fields["bcc"]],
+        reply_to=[tuple(a) for a in fields["reply_to"]],
+        subject=fields["subject"],
+        text=fields["text"],
+        html=fields["html"],
+        attachments=[
+            Attachment(
+                filename=a["filename"],
+                content=base64.b64decode(a["content"]),
+                content_type=a["content_type"],
+                inline=a["inline"],
+                content_id=a["content_id"],
+            )
+            for a in fields["attachments"]
+        ],
+        headers=[tuple(h) for h in fields["headers"]],
+        return_path=fields["return_path"],
+        message_id=fields["message_id"],
+        date=datetime.fromisoformat(fields["date"]),
+    )

@@ -44,8 +44,9 @@ from ..engine._driver import Driver
 from ..engine._job import BeforeSend, Job
 from ..engine._ledger import Signal
 from ..engine._ratelimit import Limiter
+from ..message._content import WireContent, wire_content
 from ..smtp._transaction import Gate
-from ._codec import decode
+from ._codec import Stored, read
 from ._model import Lease, Outcome, State
 from ._plan import plan
 from ._store import Store
@@ -252,8 +253,7 @@ class Delivery:
         """Turn a lease into a job; a message that cannot be read back ends FAILED."""
         held = _Held(lease)
         try:
-            message = decode(lease.payload)
-            job = Job.of(message)
+            job = StoredJob(read(lease.payload))
         except MailError as exc:
             outcome = plan(
                 lease,
@@ -267,7 +267,7 @@ class Delivery:
         job.pending = list(lease.pending)
         job.gate = self._gate(held)
         held.job = job
-        self.held[id(message)] = held
+        self.held[id(job.message)] = held
         return held
 
     def _gate(self, held: _Held) -> Gate:
@@ -399,6 +399,32 @@ class Delivery:
                 await self._finish(held, outcome)
             elif not held.lost:
                 await self._release(held)
+
+
+class StoredJob(Job):
+    """A job for a stored message: its content goes out as stored, rendered at enqueue.
+
+    The message is only read back for a server that needs another rendering (one without
+    8BITMIME); its results carry the ``Stored`` payload as their message.
+    """
+
+    __slots__ = ("stored",)
+
+    def __init__(self, stored: Stored) -> None:
+        super().__init__(stored, stored.envelope)
+        self.stored = stored
+        self.content[(stored.envelope.needs_smtputf8, True)] = stored.content
+
+    def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:
+        made = self.content.get((smtputf8, eightbitmime))
+        if made is None:
+            made = self.content[(smtputf8, eightbitmime)] = wire_content(
+                self.stored.message(),
+                message_id=self.envelope.message_id,
+                smtputf8=smtputf8,
+                eightbitmime=eightbitmime,
+            )
+        return made
 
 
 class _Feed:

@@ -161,10 +161,12 @@ class Outbox:
         if self.idempotency_header is not None:
             message = _stamped(message, self.idempotency_header, key)
         job = Job.of(message)  # validates and renders: nothing bad is stored
-        message_id = job.envelope.message_id or ""
+        envelope = job.envelope
+        message_id = envelope.message_id or ""
+        content = job.content_for(smtputf8=envelope.needs_smtputf8, eightbitmime=True)
         entry = NewEntry(
             key=key,
-            payload=encode(message, message_id=message_id),
+            payload=encode(message, envelope, content),
             message_id=message_id,
             recipients=job.envelope.recipients,
             lane=lane,

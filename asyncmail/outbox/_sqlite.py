@@ -119,6 +119,21 @@ def _status(row: sqlite3.Row | tuple[Any, ...]) -> OutboxStatus:
     )
 
 
+def _new_status(entry: NewEntry) -> OutboxStatus:
+    """The status of a message just enqueued (what reading it back would say)."""
+    return OutboxStatus(
+        key=entry.key,
+        state=State.QUEUED,
+        message_id=entry.message_id,
+        priority=lane_name(entry.lane),
+        attempts=0,
+        enqueued_at=when(entry.enqueued_at),
+        updated_at=when(entry.enqueued_at),
+        next_attempt_at=when(entry.due),
+        pending=entry.recipients,
+    )
+
+
 def _get_status(db: sqlite3.Connection, key: str) -> OutboxStatus | None:
     row = db.execute(
         f"SELECT {_STATUS_COLUMNS} FROM asyncmail_outbox WHERE key = ?", (key,)
@@ -245,6 +260,7 @@ class SQLiteStore:
                 db.execute(
                     "INSERT INTO asyncmail_payload VALUES (?, ?)", (entry.key, entry.payload)
                 )
+                return True, _new_status(entry)
             status = _get_status(db, entry.key)
             assert status is not None
             return done.rowcount == 1, status
