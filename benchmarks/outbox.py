@@ -307,6 +307,7 @@ class CpuClock:
     def __init__(self, labelled: dict[str, int], workers: list[int]) -> None:
         self.procs = {label: psutil.Process(pid) for label, pid in labelled.items()}
         self.workers = [psutil.Process(pid) for pid in workers]
+        self.top_others: list[str] = []
 
     @staticmethod
     def _cpu(p: psutil.Process) -> float:
@@ -342,14 +343,14 @@ class CpuClock:
         return 0.0
 
     @staticmethod
-    def _everyone() -> dict[int, tuple[bool, float]]:
-        """Every process: (is a kernel thread, CPU seconds so far)."""
+    def _everyone() -> dict[int, tuple[bool, float, str]]:
+        """Every process: (is a kernel thread, CPU seconds so far, its name)."""
         out = {}
-        for p in psutil.process_iter(["ppid", "cpu_times"]):
+        for p in psutil.process_iter(["ppid", "cpu_times", "name"]):
             times = p.info["cpu_times"]
             if times is not None:
                 kernel = p.pid == 2 or p.info["ppid"] == 2
-                out[p.pid] = (kernel, float(times.user + times.system))
+                out[p.pid] = (kernel, float(times.user + times.system), p.info["name"] or "?")
         return out
 
     def start(self) -> None:
@@ -363,11 +364,15 @@ class CpuClock:
         out["workers_write_bytes"] = end["workers_write_bytes"] - start["workers_write_bytes"]
         ours = {p.pid for p in self.workers} | {p.pid for p in self.procs.values()}
         out["kernel_threads_s"] = out["other_processes_s"] = 0.0
-        for pid, (kernel, cpu) in end["all"].items():
+        others: list[tuple[float, str]] = []
+        for pid, (kernel, cpu, name) in end["all"].items():
             if pid in ours:
                 continue
-            used = cpu - start["all"].get(pid, (kernel, 0.0))[1]  # (new ones: all they used)
+            used = cpu - start["all"].get(pid, (kernel, 0.0, name))[1]  # (new: all they used)
             out["kernel_threads_s" if kernel else "other_processes_s"] += max(0.0, used)
+            if used > 0 and not kernel:
+                others.append((used, f"{name}[{pid}]"))
+        self.top_others = [f"{name} {cpu:.2f} s" for cpu, name in sorted(others)[-3:][::-1]]
         s0, s1 = start["system"], end["system"]
         guest = getattr(s1, "guest", 0.0) + getattr(s1, "guest_nice", 0.0)
         guest -= getattr(s0, "guest", 0.0) + getattr(s0, "guest_nice", 0.0)
@@ -473,9 +478,17 @@ async def watch(
             await anyio.sleep(POLL)
         wall = time.perf_counter() - started
         cpu = clock.stop()
+    cpu_others = clock.top_others
     first = next((t for t, d in samples if d > 0), None)
     counts = {str(k): v for k, v in stats.counts.items() if v}
-    return {"wall_s": wall, "delivered": done, "counts": counts, "cpu": cpu, "first_s": first}
+    return {
+        "wall_s": wall,
+        "delivered": done,
+        "counts": counts,
+        "cpu": cpu,
+        "first_s": first,
+        "busiest_other_processes": cpu_others,
+    }
 
 
 def deliver(ctx: Context, store: str, workers: int, count: int) -> dict[str, Any]:
@@ -796,7 +809,8 @@ def limits(rows: list[dict[str, Any]], ncpu: int) -> list[str]:
                 "not CPU: the workers wait (for the store's commits and round trips; SQLite "
                 "lets one process write at a time)"
             )
-        out.append(f"{r['store']}, {n} worker(s): {why}. {where}")
+        busiest = ", ".join(r.get("busiest_other_processes") or []) or "none"
+        out.append(f"{r['store']}, {n} worker(s): {why}. {where} (busiest other: {busiest})")
     return out
 
 
