@@ -488,6 +488,7 @@ async def watch(
         "cpu": cpu,
         "first_s": first,
         "busiest_other_processes": cpu_others,
+        "polls": len(samples),
     }
 
 
@@ -662,7 +663,9 @@ def summary(row: dict[str, Any]) -> str:
         return f"ERROR: {row['error']}"
     text = f"delivered {row['delivered']:,} in {row['wall_s']:.2f} s: {row['msg_per_s']:,.0f} msg/s"
     if row["sink_delivered"] != row["delivered"]:
-        text += f" (sink counted {row['sink_delivered']:,})"
+        text += f" (but the sink counted {row['sink_delivered']:,})"
+    else:
+        text += " (the sink agrees)"
     return text
 
 
@@ -707,8 +710,9 @@ def delivery_table(rows: list[dict[str, Any]], base: dict[int, float]) -> list[s
         note = r.get("error", "") or r.get("note", "")
         if "sink_delivered" in r and r["sink_delivered"] != r.get("delivered"):
             note += f" sink counted {r['sink_delivered']:,}"
-        if r.get("redis_persistence"):
-            note += f" redis persistence changed during the run: {r['redis_persistence']}"
+        if change := r.get("redis_persistence"):
+            a, b = change["before"]["aof_rewrites"], change["after"]["aof_rewrites"]
+            note += f" an AOF rewrite ran during it (aof_rewrites {a} -> {b})"
         lines.append(
             f"| {name} | {procs} | {fmt(r.get('delivered'), ',')} | {fmt(wall, '.2f')} "
             f"| {fmt(rate, ',.0f')} | {fmt(one, '.2f', '×')} | {fmt(same, '.2f', '×')} "
@@ -798,6 +802,12 @@ def limits(rows: list[dict[str, Any]], ncpu: int) -> list[str]:
             why = f"the machine's CPU ({ncpu} cores {busy:.0%} busy)"
             if others >= 0.3:
                 why += f", {others:.2f} core of it other jobs': a noisy result"
+        elif other > max(0.3, loop):
+            why = (
+                f"the store side of the workers: each one's store thread (plus anyio's) uses "
+                f"{other:.2f} core, more than its event loop ({loop:.2f}), and one thread "
+                "does all of a worker's store work"
+            )
         elif each >= 0.75:
             why = "the worker processes' CPU (each near a core of its own)"
         elif sink >= 0.75:
@@ -808,6 +818,11 @@ def limits(rows: list[dict[str, Any]], ncpu: int) -> list[str]:
             why = (
                 "not CPU: the workers wait (for the store's commits and round trips; SQLite "
                 "lets one process write at a time)"
+            )
+        if r.get("polls"):
+            where += (
+                f"; statistics() cost this script {1000 * cpu['parent_s'] / r['polls']:.1f} ms "
+                f"CPU per poll ({r['polls']} polls)"
             )
         busiest = ", ".join(r.get("busiest_other_processes") or []) or "none"
         out.append(f"{r['store']}, {n} worker(s): {why}. {where} (busiest other: {busiest})")
