@@ -35,6 +35,7 @@ from .._config import RetryPolicy
 from .._exceptions import (
     MailError,
     OutboxError,
+    PermanentError,
     SendResult,
     ShutdownError,
     Status,
@@ -257,7 +258,12 @@ class Delivery:
         except MailError as exc:
             outcome = plan(
                 lease,
-                SendResult(message=None, status=Status.FAILED, error=exc),
+                SendResult(
+                    message=None,
+                    status=Status.FAILED,
+                    refused=dict.fromkeys(lease.pending, PermanentError(str(exc))),
+                    error=exc,
+                ),
                 policy=self.retry,
                 now=time.time(),
                 resend_unknown=False,

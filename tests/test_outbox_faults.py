@@ -1,0 +1,182 @@
+"""The outbox when its own store fails: nothing is sent twice, nothing is lost, nothing raises.
+
+The store is the real SQLite store with faults injected in front of it: an ``OutboxError``
+from a chosen call, a chosen number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from asyncmail import Outbox, OutboxError, OutboxState
+from asyncmail.outbox._model import Lease, NewEntry, Outcome
+from asyncmail.outbox._sqlite import SQLiteStore
+from asyncmail.testing import CaptureServer, Fault
+
+from ._support import mailer_for, message
+
+
+class FlakyStore(SQLiteStore):
+    """A SQLite store whose named calls fail the given number of times first."""
+
+    def __init__(self, path: str, failures: dict[str, int]) -> None:
+        super().__init__(path)
+        self.failures = Counter(failures)
+        self.calls: Counter[str] = Counter()
+
+    def _fail(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.failures[name] > 0:
+            self.failures[name] -= 1
+            raise OutboxError(f"injected: {name} failed")
+
+    async def lease(
+        self, worker: str, count: int, seconds: float, *, wait: float, resend_unknown: bool
+    ) -> list[Lease]:
+        self._fail("lease")
+        return await super().lease(worker, count, seconds, wait=wait, resend_unknown=resend_unknown)
+
+    async def renew(self, leases: Sequence[tuple[str, str]], seconds: float) -> set[str]:
+        self._fail("renew")
+        return await super().renew(leases, seconds)
+
+    async def mark_sending(self, key: str, token: str) -> bool:
+        self._fail("mark_sending")
+        return await super().mark_sending(key, token)
+
+    async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
+        self._fail("finish")
+        return await super().finish(key, token, outcome)
+
+
+async def _outbox_with(tmp_path: Path, failures: dict[str, int], **kw: float) -> Outbox:
+    outbox = Outbox(f"sqlite:///{tmp_path / 'o.db'}", **kw)  # type: ignore[arg-type]
+    outbox.store = FlakyStore(str(tmp_path / "o.db"), failures)
+    return outbox
+
+
+async def _until_final(outbox: Outbox, key: str, limit: float = 15.0) -> OutboxState:
+    with anyio.fail_after(limit):
+        while True:
+            status = await outbox.status(key)
+            if status is not None and status.final:
+                return status.state
+            await anyio.sleep(0.02)
+
+
+async def test_a_failed_lease_call_is_retried_and_the_message_still_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = await _outbox_with(tmp_path, {"lease": 1})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer):
+            assert await _until_final(outbox, "k") is OutboxState.DELIVERED
+    assert len(server.messages) == 1
+    assert "leasing from" in caplog.text and "injected: lease failed" in caplog.text
+
+
+async def test_a_send_the_store_could_not_record_is_withheld_and_sent_later_once(
+    tmp_path: Path,
+) -> None:
+    """No "dot may be out" record, no dot: the content is withheld, the lease given back."""
+    outbox = await _outbox_with(tmp_path, {"mark_sending": 1})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer):
+            assert await _until_final(outbox, "k") is OutboxState.DELIVERED
+        assert len(server.messages) == 1
+        assert outbox.store.calls["mark_sending"] == 2  # type: ignore[attr-defined]
+        status = await outbox.status("k")
+        assert status is not None and status.attempts == 1  # the withheld one was no attempt
+
+
+async def test_an_outcome_the_store_refused_at_first_is_stored_on_a_later_try(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = await _outbox_with(tmp_path, {"finish": 2})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer) as delivery:
+            assert await _until_final(outbox, "k") is OutboxState.DELIVERED
+        assert delivery.delivered == 1
+    assert len(server.messages) == 1
+    assert caplog.text.count("injected: finish failed") == 2
+
+
+async def test_failed_lease_renewals_are_logged_and_the_send_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = await _outbox_with(tmp_path, {"renew": 3}, lease_seconds=0.3)
+    slow = Fault.delay("dot", 0.6)
+    async with CaptureServer(faults=[slow]) as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer):
+            assert await _until_final(outbox, "k") in (
+                OutboxState.DELIVERED,
+                OutboxState.UNKNOWN,  # (a lease that ran out while the dot was out)
+            )
+    assert len(server.messages) == 1
+    assert "renewing leases" in caplog.text
+
+
+async def test_a_payload_that_cannot_be_read_ends_failed_without_any_io(tmp_path: Path) -> None:
+    async with CaptureServer() as server, Outbox(f"sqlite:///{tmp_path / 'o.db'}") as outbox:
+        entry = NewEntry(
+            key="garbage",
+            payload=b"not a payload this asyncmail wrote",
+            message_id="<x@example.com>",
+            recipients=("a@example.net",),
+            lane=1,
+            due=0.0,
+            enqueued_at=0.0,
+        )
+        await outbox.store.enqueue(entry)
+        async with mailer_for(server) as mailer, outbox.deliver(mailer):
+            assert await _until_final(outbox, "garbage") is OutboxState.FAILED
+        status = await outbox.status("garbage")
+        assert status is not None
+        assert "cannot be read back" in (status.refused["a@example.net"].text or "")
+        assert server.sessions == []
+
+
+async def test_stopping_at_once_ends_a_send_whose_dot_may_be_out_unknown(tmp_path: Path) -> None:
+    async with (
+        CaptureServer(faults=[Fault.stall("dot")]) as server,
+        Outbox(f"sqlite:///{tmp_path / 'o.db'}") as outbox,
+    ):
+        for i in range(4):
+            await outbox.enqueue(message(i), key=f"k{i}")
+        async with mailer_for(server) as mailer:
+            delivering = outbox.deliver(mailer, concurrency=1, grace=60)
+            async with delivering as delivery:
+                await server.wait_for_messages(1, timeout=10)  # stored; its reply never comes
+                delivery.stop(now=True)
+        states = Counter([(await outbox.status(f"k{i}")).state for i in range(4)])  # type: ignore[union-attr]
+        assert states == {OutboxState.UNKNOWN: 1, OutboxState.QUEUED: 3}
+
+
+@pytest.mark.allow_error_logs
+async def test_no_error_reaches_the_caller_when_the_store_keeps_failing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "asyncmail")
+    outbox = await _outbox_with(tmp_path, {"finish": 100})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer, grace=0.5):
+            await server.wait_for_messages(1, timeout=10)
+            with anyio.fail_after(15):
+                while True:
+                    if caplog.text.count("injected: finish failed") >= 5:
+                        break
+                    await anyio.sleep(0.05)
+        status = await outbox.status("k")
+        assert status is not None
+        assert status.state is OutboxState.SENDING  # its lease runs out: then it ends UNKNOWN
