@@ -13,6 +13,7 @@ worker is killed with SIGKILL and a new one started. Then:
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -86,10 +87,13 @@ class _Workers:
         self.kills = 0
 
     def _start(self) -> subprocess.Popen[bytes]:
+        # (not measured for coverage: a worker killed with SIGKILL writes no data anyway)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
         return subprocess.Popen(
             [sys.executable, "-m", "tests._outbox_worker", *self.args],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
+            env=env,
         )
 
     def kill_one(self, rng: random.Random) -> None:
