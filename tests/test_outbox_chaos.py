@@ -32,7 +32,7 @@ from asyncmail.testing import CapturedMessage, CaptureServer, Fault
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parent.parent
-RATE = 200  # messages per second, shared by every worker (below what they could do)
+RATE = 300  # messages per second, shared by every worker (below what they could do)
 LEASE_SECONDS = 1.5
 KILL_EVERY = (2.5, 4.5)
 
