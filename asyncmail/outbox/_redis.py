@@ -194,6 +194,11 @@ class RedisStore:
         fixed_args = [self._prefix, GROUP, repr(time.time())]
         return await self._eval(name, [*self._fixed, *keys], [*fixed_args, *args])
 
+    async def _slim(self, name: str, key: str, args: Sequence[Arg]) -> object:
+        """Run a script that takes only the record's key (``_redis_scripts._slim``)."""
+        fixed_args = [self._prefix, GROUP, repr(time.time())]
+        return await self._eval(name, [self._msg(key)], [*fixed_args, *args])
+
     async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> object:
         script = self._scripts.get(name)
         if script is None:
@@ -304,7 +309,7 @@ class RedisStore:
         return {leases[int(as_text(i)) - 1][0] for i in lost}
 
     async def mark_sending(self, key: str, token: str) -> bool:
-        return await self._run("MARK", [self._msg(key)], [token, key]) == 1
+        return await self._slim("MARK_SLIM", key, [token, key]) == 1
 
     async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
         if outcome.state not in FINAL_STATES and outcome.state is not State.QUEUED:
@@ -317,7 +322,7 @@ class RedisStore:
             outcome.attempts, "" if first is None else repr(first), repr(outcome.due),
             outcome.error or "", outcome.reply or "",
         ]  # fmt: skip
-        return await self._run("FINISH", [self._msg(key)], args) == 1
+        return await self._slim("FINISH_SLIM", key, args) == 1
 
     async def release(self, key: str, token: str) -> bool:
         """Give a LEASED message back; False if the lease was lost or it may have been sent."""

@@ -27,10 +27,12 @@ __all__ = [
     "ENQUEUE",
     "ENTRIES",
     "FINISH",
+    "FINISH_SLIM",
     "FIXED_KEYS",
     "LEASE",
     "LIMIT",
     "MARK",
+    "MARK_SLIM",
     "OPEN",
     "PURGE",
     "RELEASE",
@@ -553,3 +555,34 @@ def delivered(reply: object) -> list[tuple[int, str]]:
         lane = int(as_text(name).rpartition(":")[2])
         found += [(lane, as_text(as_list(entry)[0])) for entry in as_list(entries)]
     return found
+
+
+# The two scripts every message runs (MARK before its content, FINISH after it) take only
+# its record as a key and name the fixed keys from the prefix, like the records found inside
+# LEASE (one hash tag, one slot): that spares each call thirteen keys to send and parse.
+_HEADER = """
+local META, COUNTS, DELAYED, DONE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local LANES = {KEYS[5], KEYS[6], KEYS[7]}
+local IDX = {queued = KEYS[8], leased = KEYS[9], sending = KEYS[10],
+             delivered = KEYS[11], failed = KEYS[12], unknown = KEYS[13]}
+"""
+_SLIM_HEADER = """
+local P = ARGV[1]
+local META, COUNTS, DELAYED, DONE = P .. 'meta', P .. 'counts', P .. 'delayed', P .. 'done'
+local LANES = {P .. 'lane:0', P .. 'lane:1', P .. 'lane:2'}
+local IDX = {queued = P .. 'idx:queued', leased = P .. 'idx:leased',
+             sending = P .. 'idx:sending', delivered = P .. 'idx:delivered',
+             failed = P .. 'idx:failed', unknown = P .. 'idx:unknown'}
+"""
+assert _PRELUDE.startswith(_HEADER)
+
+
+def _slim(script: str) -> str:
+    body = script[len(_PRELUDE) :]
+    assert body.count("KEYS[14]") == 1 and "KEYS[" not in body.replace("KEYS[14]", "")
+    return _SLIM_HEADER + _PRELUDE[len(_HEADER) :] + body.replace("KEYS[14]", "KEYS[1]")
+
+
+#: MARK and FINISH with the record as their only key (ARGV as in MARK and FINISH).
+MARK_SLIM = _slim(MARK)
+FINISH_SLIM = _slim(FINISH)
