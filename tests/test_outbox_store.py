@@ -39,7 +39,6 @@ HIGH, NORMAL, LOW = 0, 1, 2
 async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[NewStore]:
     """Opens stores on one fresh outbox of the backend under test; closes them afterwards."""
     if request.param == "sqlite":
-        pytest.importorskip("asyncmail.outbox._sqlite", reason="no SQLite store yet")
         url = f"sqlite:///{tmp_path}/outbox.db"
     else:
         url = request.getfixturevalue("redis_url")
