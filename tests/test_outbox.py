@@ -397,3 +397,27 @@ def test_a_worker_sends_the_stored_bytes_and_renders_again_only_without_8bitmime
     assert max(seven_bit.data) < 128
     assert f"Message-ID: {msg.message_id}".encode() in seven_bit.data
     assert stored.envelope == job.envelope
+
+
+async def test_a_refused_login_keeps_the_message_queued_until_the_setup_is_fixed(
+    url: str,
+) -> None:
+    """A wrong password is the setup's fault, not the message's: it waits, then goes."""
+    patient = RetryPolicy(attempts=100, base_delay=0.05, max_delay=0.1, jitter=False)
+    async with (
+        CaptureServer(tls="starttls", auth={"alice": "right"}) as server,
+        Outbox(url, retry=patient) as outbox,
+    ):
+        await outbox.enqueue(message(1), key="k")
+        wrong = mailer_for(server, username="alice", password="wrong")
+        async with wrong, outbox.deliver(wrong):
+            waiting = await _eventually(outbox, "k", lambda s: s.attempts >= 2)
+        assert waiting.state is OutboxState.QUEUED
+        assert waiting.error is not None and "535" in waiting.error
+        assert "wrong" not in waiting.error
+        right = mailer_for(server, username="alice", password="right")
+        async with right, outbox.deliver(right):
+            await _wait_final(outbox, ["k"])
+        done = await outbox.status("k")
+        assert done is not None and done.state is OutboxState.DELIVERED
+        assert len(server.messages) == 1

@@ -3,6 +3,11 @@
 A worker makes one attempt per lease; ``plan`` merges its SendResult into what earlier
 attempts achieved and says what to store: a retry of the transiently refused recipients
 only, at a backoff kept in the store (so it survives restarts), or the final state.
+
+A relay that refuses the login or the TLS handshake says nothing about the message: the
+setup is wrong (a rotated password, an expired certificate). ``send()`` reports that at
+once; the outbox keeps such a message and tries again on its schedule, as Postfix does with
+``smtp_sasl_auth_soft_bounce``, so fixing the setup delivers what waited.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._config import RetryPolicy
-from .._exceptions import DeliveryError, MailError, SendResult
+from .._exceptions import AuthenticationError, DeliveryError, MailError, SendResult, TLSError
 from ..engine._retry import backoff_delay, may_retry
 from ._model import Lease, Outcome, Refusal, State
 
@@ -30,6 +35,11 @@ def refusal(error: MailError | None, *, retryable: bool | None = None) -> Refusa
     return Refusal(None, str(error) if error else "not delivered", bool(retryable))
 
 
+def _setup_error(error: DeliveryError) -> bool:
+    """The relay refused the login or TLS: not the message's fault (see the module doc)."""
+    return isinstance(error, AuthenticationError | TLSError)
+
+
 def plan(
     lease: Lease,
     result: SendResult[Any],
@@ -47,7 +57,7 @@ def plan(
     retry: list[str] = []
     errors: dict[str, MailError] = {}
     for rcpt, error in result.refused.items():
-        if isinstance(error, DeliveryError) and error.retryable:
+        if isinstance(error, DeliveryError) and (error.retryable or _setup_error(error)):
             retry.append(rcpt)
             errors[rcpt] = error
         else:
