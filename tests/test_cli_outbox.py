@@ -249,7 +249,7 @@ def test_an_unreachable_outbox_exits_2(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'missing' / 'outbox.db'}"
     code, output = invoke("outbox", "list", "--outbox", url)
     assert code == 2
-    assert output.startswith(f"error: cannot open the outbox {url}: ")
+    assert output.startswith(f"error: no outbox at {url}: ")
     assert "does not exist" in output
 
 
@@ -360,3 +360,12 @@ def test_outbox_commands_have_help(command: list[str]) -> None:
     code, output = invoke(*command, "--help")
     assert code == 0
     assert "Usage: " in output
+
+
+def test_a_mistyped_sqlite_path_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "mail.db"  # never created: status must not make an empty outbox
+    code, output = invoke("outbox", "status", "--outbox", f"sqlite:///{path}")
+    assert code == 2
+    assert output.startswith(f"error: no outbox at sqlite:///{path}: ")
+    assert "four slashes" in output
+    assert not path.exists()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from rich.console import Console
 from .._exceptions import ConfigError, OutboxError
 from ..outbox._model import FINAL_STATES, OutboxState, OutboxStatistics
 from ..outbox._outbox import Outbox
+from ..outbox._sqlite import SQLiteStore
 from ._outbox_view import (
     entries_table,
     parse_duration,
@@ -76,6 +78,13 @@ def _with_outbox(url: str, op: Callable[[Outbox], Awaitable[T]]) -> T:
         box = Outbox(url)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    store = box.store
+    if isinstance(store, SQLiteStore) and not Path(store.path).exists():
+        # (opening would create an empty outbox: a typo would then read as "nothing queued")
+        raise _fail(
+            f"no outbox at {store.url}: {store.path} does not exist (sqlite:////abs/path.db "
+            "has four slashes; sqlite:///rel/path.db is relative to this directory)"
+        )
 
     async def go() -> T:
         try:
