@@ -153,7 +153,6 @@ class Delivery:
         self._room: anyio.Event | None = None
         self.finishing = 0  # outcomes handed to the recorder, not yet stored
         self._recorder: anyio.abc.TaskGroup | None = None
-        self._send: MemoryObjectSendStream[_Held] | None = None
         self._receive: MemoryObjectReceiveStream[_Held] | None = None
         self.delivered = self.failed = self.unknown = self.retried = 0
 
@@ -169,7 +168,7 @@ class Delivery:
     async def run(self) -> None:
         """Deliver until ``stop()`` and the sends in progress are done."""
         send, receive = anyio.create_memory_object_stream[_Held](HELD_PER_WORKER * self.concurrency)
-        self._send, self._receive = send, receive
+        self._receive = receive
         try:
             with anyio.CancelScope() as self._scope:
                 if self.cut_off:
