@@ -14,7 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncmail import Outbox, OutboxError, OutboxState
+from asyncmail import Outbox, OutboxError, OutboxState, RateLimit
+from asyncmail.engine._ratelimit import Limiter
 from asyncmail.outbox._model import Lease, NewEntry, Outcome
 from asyncmail.outbox._sqlite import SQLiteStore
 from asyncmail.testing import CaptureServer, Fault
@@ -30,7 +31,7 @@ class FlakyStore(SQLiteStore):
         self.failures = Counter(failures)
         self.calls: Counter[str] = Counter()
 
-    def _fail(self, name: str) -> None:
+    def fail(self, name: str) -> None:
         self.calls[name] += 1
         if self.failures[name] > 0:
             self.failures[name] -= 1
@@ -39,20 +40,31 @@ class FlakyStore(SQLiteStore):
     async def lease(
         self, worker: str, count: int, seconds: float, *, wait: float, resend_unknown: bool
     ) -> list[Lease]:
-        self._fail("lease")
+        self.fail("lease")
         return await super().lease(worker, count, seconds, wait=wait, resend_unknown=resend_unknown)
 
     async def renew(self, leases: Sequence[tuple[str, str]], seconds: float) -> set[str]:
-        self._fail("renew")
+        self.fail("renew")
         return await super().renew(leases, seconds)
 
     async def mark_sending(self, key: str, token: str) -> bool:
-        self._fail("mark_sending")
+        self.fail("mark_sending")
         return await super().mark_sending(key, token)
 
     async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
-        self._fail("finish")
+        self.fail("finish")
         return await super().finish(key, token, outcome)
+
+    def limiter(self, limit: RateLimit) -> Limiter:
+        shared = super().limiter(limit)
+        store = self
+
+        class Flaky:
+            async def acquire(self) -> None:
+                store._fail("limit")
+                await shared.acquire()
+
+        return Flaky()
 
 
 async def _outbox_with(tmp_path: Path, failures: dict[str, int], **kw: float) -> Outbox:
@@ -180,3 +192,16 @@ async def test_no_error_reaches_the_caller_when_the_store_keeps_failing(
         status = await outbox.status("k")
         assert status is not None
         assert status.state is OutboxState.SENDING  # its lease runs out: then it ends UNKNOWN
+
+
+async def test_a_shared_rate_limit_the_store_cannot_answer_is_waited_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No slot, no transaction: the send waits for the store instead of failing."""
+    outbox = await _outbox_with(tmp_path, {"limit": 2})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        async with mailer_for(server) as mailer, outbox.deliver(mailer, rate="100/s"):
+            assert await _until_final(outbox, "k") is OutboxState.DELIVERED
+    assert len(server.messages) == 1
+    assert caplog.text.count("the shared rate limit in") == 2

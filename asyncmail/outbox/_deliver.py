@@ -52,7 +52,7 @@ from ._model import Lease, Outcome, State
 from ._plan import plan
 from ._store import Store
 
-__all__ = ["Delivery", "NoTelemetry", "Telemetry"]
+__all__ = ["Delivery", "NoTelemetry", "PatientLimiter", "Telemetry"]
 
 logger = logging.getLogger("asyncmail")
 
@@ -98,6 +98,32 @@ class NoTelemetry:
 
     def finished(self, key: str, outcome: Outcome, seconds: float) -> None:
         pass
+
+
+class PatientLimiter:
+    """A store's shared rate limiter that waits out the store's failures.
+
+    While the store does not answer, no slot can be taken, so no transaction may start:
+    the send waits (and says so in the log) rather than fail or run over the limit.
+    """
+
+    def __init__(self, limiter: Limiter, url: str) -> None:
+        self.limiter = limiter
+        self.url = url
+
+    async def acquire(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.limiter.acquire()
+                return
+            except OutboxError as exc:
+                logger.warning("the shared rate limit in %s failed: %s", self.url, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def __repr__(self) -> str:
+        return f"<PatientLimiter {self.limiter!r}>"
 
 
 class _LeaseLost(TransientError):

@@ -33,7 +33,7 @@ from ..engine._ratelimit import RateLimit
 from ..message._headers import check_header_name, check_text
 from ..message._message import Message
 from ._codec import encode
-from ._deliver import Delivery, Telemetry
+from ._deliver import Delivery, PatientLimiter, Telemetry
 from ._model import FINAL_STATES, NewEntry, OutboxStatistics, OutboxStatus, State, lane_of
 from ._open import open_store
 from ._plan import DEFAULT_RETRY
@@ -210,12 +210,13 @@ class Outbox:
         self._check_open()
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, not {concurrency!r}")
-        limiter = None
+        limiter: PatientLimiter | None = None
         if rate is not None:
             limit = RateLimit.parse(rate)
             # the relay counts arrivals, which scheduling and network jitter bunch up: the
             # shared limiter paces every period to end JITTER_SLACK later than it must
-            limiter = self.store.limiter(replace(limit, per=limit.per + JITTER_SLACK))
+            shared = self.store.limiter(replace(limit, per=limit.per + JITTER_SLACK))
+            limiter = PatientLimiter(shared, self.store.url)
         delivery = Delivery(
             self.store,
             mailer.driver,
