@@ -61,7 +61,7 @@ class FlakyStore(SQLiteStore):
 
         class Flaky:
             async def acquire(self) -> None:
-                store._fail("limit")
+                store.fail("limit")
                 await shared.acquire()
 
         return Flaky()
