@@ -55,6 +55,10 @@ class FlakyStore(SQLiteStore):
         self.fail("finish")
         return await super().finish(key, token, outcome)
 
+    async def finish_many(self, items: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        self.fail("finish")
+        return await super().finish_many(items)
+
     def limiter(self, limit: RateLimit) -> Limiter:
         shared = super().limiter(limit)
         store = self

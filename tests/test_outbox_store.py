@@ -597,3 +597,22 @@ async def test_an_outcome_that_is_not_final_or_queued_and_a_purge_of_live_states
 def test_a_url_of_another_scheme_is_not_a_redis_store() -> None:
     with pytest.raises(ConfigError, match="not a Redis URL"):
         RedisStore.from_url("sqlite:////tmp/outbox.db")
+
+
+async def test_outcomes_stored_together_keep_each_lease_fenced(new_store: NewStore) -> None:
+    """``finish_many``: one commit or round trip, and a lost lease is still refused alone."""
+    first, second = await new_store(), await new_store()
+    await first.enqueue(entry("lost"))
+    [old] = await lease(first, 1, seconds=SHORT)
+    await anyio.sleep(SHORT * 1.5)
+    [new] = await lease(second, 1, worker="w2", seconds=SHORT)  # taken over: old is stale
+    await first.enqueue(entry("kept"))
+    [kept] = await lease(first, 1)
+    delivered = outcome(State.DELIVERED, accepted=("a@example.com",))
+    stored = await first.finish_many(
+        [("kept", kept.token, delivered), ("lost", old.token, delivered)]
+    )
+    assert stored == [True, False]
+    assert (await counts(first)) == {State.DELIVERED: 1, State.LEASED: 1}
+    assert await second.finish_many([("lost", new.token, delivered)]) == [True]
+    assert (await counts(first)) == {State.DELIVERED: 2}

@@ -178,7 +178,9 @@ class Delivery:
         self._scope: anyio.CancelScope | None = None
         self._room: anyio.Event | None = None
         self.finishing = 0  # outcomes handed to the recorder, not yet stored
-        self._recorder: anyio.abc.TaskGroup | None = None
+        self._outcomes: list[tuple[_Held, Outcome]] = []
+        self._outcome_ready: anyio.Event | None = None
+        self._all_recorded: anyio.Event | None = None
         self._receive: MemoryObjectReceiveStream[_Held] | None = None
         self.delivered = self.failed = self.unknown = self.retried = 0
 
@@ -201,14 +203,12 @@ class Delivery:
                     self._scope.cancel()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat)
-                    # (leaving: the workers end first, then the outcomes still being stored)
-                    async with (
-                        anyio.create_task_group() as self._recorder,
-                        anyio.create_task_group() as workers,
-                    ):
+                    tg.start_soon(self._record)
+                    async with anyio.create_task_group() as workers:
                         for _ in range(self.concurrency):
                             workers.start_soon(self.driver.serve, _Feed(self, receive))
                         await self._lease_until_stopped(send)
+                    await self._recorded()  # (the outcomes still to store, then the end)
                     tg.cancel_scope.cancel()
         finally:
             self._scope = None
@@ -357,34 +357,57 @@ class Delivery:
         # stored in the background: the worker goes on with its next message meanwhile
         # (until it is stored, the message stays SENDING or LEASED under a live lease)
         self.finishing += 1
-        assert self._recorder is not None
-        self._recorder.start_soon(self._record, held, outcome)
+        self._outcomes.append((held, outcome))
+        if self._outcome_ready is not None:
+            self._outcome_ready.set()
 
-    async def _record(self, held: _Held, outcome: Outcome) -> None:
-        try:
-            await self._finish(held, outcome)
-        finally:
-            self.finishing -= 1
-            self._wake()
+    async def _record(self) -> None:
+        """Store the workers' outcomes, all those waiting in one call (commit, round trip)."""
+        while True:
+            if not self._outcomes:
+                if self._all_recorded is not None:
+                    self._all_recorded.set()
+                self._outcome_ready = anyio.Event()
+                await self._outcome_ready.wait()
+                continue
+            batch, self._outcomes = self._outcomes, []
+            try:
+                await self._finish_all(batch)
+            finally:
+                self.finishing -= len(batch)
+                self._wake()
+
+    async def _recorded(self) -> None:
+        """Wait until every outcome handed to the recorder is stored (or given up)."""
+        while self.finishing:
+            self._all_recorded = anyio.Event()
+            if self._outcome_ready is not None:
+                self._outcome_ready.set()
+            await self._all_recorded.wait()
 
     async def _finish(self, held: _Held, outcome: Outcome) -> None:
-        lease = held.lease
+        await self._finish_all([(held, outcome)])
+
+    async def _finish_all(self, batch: list[tuple[_Held, Outcome]]) -> None:
+        items = [(held.lease.key, held.lease.token, outcome) for held, outcome in batch]
         for n in range(FINISH_TRIES):
             try:
                 with anyio.CancelScope(shield=True):  # (a cut-off must not lose an outcome)
-                    done = await self.store.finish(lease.key, lease.token, outcome)
-                if not done:
-                    logger.info("outbox lease of %r was lost before its outcome", lease.key)
-                    return
+                    done = await self.store.finish_many(items)
                 break
             except OutboxError as exc:
-                logger.warning("recording the outcome of %r failed: %s", lease.key, exc)
+                keys = ", ".join(repr(key) for key, _, _ in items[:3])
+                logger.warning("recording the outcome of %s failed: %s", keys, exc)
                 await anyio.sleep(0.2 * 2**n)
         else:
-            return  # the lease runs out; the next worker settles it
-        self._count(outcome)
-        seconds = time.monotonic() - held.started if held.started else 0.0
-        self.telemetry.finished(lease.key, outcome, seconds)
+            return  # their leases run out; the next worker settles them
+        for (held, outcome), stored in zip(batch, done, strict=True):
+            if not stored:
+                logger.info("outbox lease of %r was lost before its outcome", held.lease.key)
+                continue
+            self._count(outcome)
+            seconds = time.monotonic() - held.started if held.started else 0.0
+            self.telemetry.finished(held.lease.key, outcome, seconds)
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.state is State.DELIVERED:
@@ -423,6 +446,9 @@ class Delivery:
     async def _give_back(self) -> None:
         """After a cut-off: every message still held goes back, or ends UNKNOWN."""
         await self._release_buffered()
+        pending, self._outcomes = self._outcomes, []
+        if pending:  # (outcomes the recorder had not stored yet)
+            await self._finish_all(pending)
         for key in list(self.held):
             held = self.held.pop(key)
             if held.marked and not held.lost:

@@ -87,6 +87,12 @@ _CHUNK = 500
 Arg = str | bytes | int | float
 
 
+class _Pipeline(Protocol):
+    def execute_command(self, *args: Arg) -> object: ...
+
+    async def execute(self, raise_on_error: bool) -> object: ...
+
+
 class _Script(Protocol):
     def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[object]: ...
 
@@ -97,6 +103,8 @@ class _Client(Protocol):
     async def execute_command(self, *args: Arg) -> object: ...
 
     def register_script(self, script: str) -> _Script: ...
+
+    def pipeline(self, transaction: bool) -> _Pipeline: ...
 
     async def aclose(self) -> None: ...
 
@@ -136,6 +144,7 @@ class RedisStore:
         self._lanes = [self._prefix + f"lane:{lane}" for lane in range(3)]
         self._redis: _Client | None = None
         self._scripts: dict[str, _Script] = {}
+        self._finish_sha: str | None = None
         self._closed = False
         self._errors: tuple[type[BaseException], ...] = (OSError,)
 
@@ -199,10 +208,14 @@ class RedisStore:
         fixed_args = [self._prefix, GROUP, repr(time.time())]
         return await self._eval(name, [self._msg(key)], [*fixed_args, *args])
 
-    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> object:
+    def _script(self, name: str) -> _Script:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self._db.register_script(getattr(scripts, name))
+        return script
+
+    async def _eval(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> object:
+        script = self._script(name)
         with self._boundary(name.lower()):
             return await script(keys, args)
 
@@ -312,17 +325,34 @@ class RedisStore:
         return await self._slim("MARK_SLIM", key, [token, key]) == 1
 
     async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
-        if outcome.state not in FINAL_STATES and outcome.state is not State.QUEUED:
-            raise ConfigError(f"an outcome is final or QUEUED, not {outcome.state}")
-        refused = {r: [v.code, v.text, v.retryable] for r, v in outcome.refused.items()}
-        first = outcome.first_attempt_at
-        args: list[Arg] = [
-            token, key, outcome.state.value, json.dumps(outcome.pending),
-            json.dumps(outcome.accepted), json.dumps(refused), json.dumps(outcome.unknown),
-            outcome.attempts, "" if first is None else repr(first), repr(outcome.due),
-            outcome.error or "", outcome.reply or "",
-        ]  # fmt: skip
-        return await self._slim("FINISH_SLIM", key, args) == 1
+        return await self._slim("FINISH_SLIM", key, _finish_args(key, token, outcome)) == 1
+
+    async def finish_many(self, items: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        if len(items) == 1:
+            key, token, outcome = items[0]
+            return [await self.finish(key, token, outcome)]
+        fixed_args = [self._prefix, GROUP, repr(time.time())]
+        calls = [
+            [self._msg(key), *fixed_args, *_finish_args(key, token, outcome)]
+            for key, token, outcome in items
+        ]
+        with self._boundary("finish"):
+            for attempt in range(2):  # (a restarted server has forgotten the script)
+                if self._finish_sha is None or attempt:
+                    text = scripts.FINISH_SLIM
+                    self._finish_sha = as_text(
+                        await self._db.execute_command("SCRIPT", "LOAD", text)
+                    )
+                pipe = self._db.pipeline(transaction=False)
+                for call in calls:
+                    pipe.execute_command("EVALSHA", self._finish_sha, 1, *call)
+                replies = as_list(await pipe.execute(raise_on_error=False))
+                if not any("NOSCRIPT" in str(r) for r in replies if isinstance(r, Exception)):
+                    break
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return [reply == 1 for reply in replies]
 
     async def release(self, key: str, token: str) -> bool:
         """Give a LEASED message back; False if the lease was lost or it may have been sent."""
@@ -416,3 +446,21 @@ class RedisLimiter:
 
     def __repr__(self) -> str:
         return f"<RedisLimiter {self.limit}>"
+
+
+def _finish_args(key: str, token: str, outcome: Outcome) -> list[Arg]:
+    """FINISH's arguments after the fixed ones.
+
+    Raises:
+        ConfigError: The outcome is neither final nor QUEUED.
+    """
+    if outcome.state not in FINAL_STATES and outcome.state is not State.QUEUED:
+        raise ConfigError(f"an outcome is final or QUEUED, not {outcome.state}")
+    refused = {r: [v.code, v.text, v.retryable] for r, v in outcome.refused.items()}
+    first = outcome.first_attempt_at
+    return [
+        token, key, outcome.state.value, json.dumps(outcome.pending),
+        json.dumps(outcome.accepted), json.dumps(refused), json.dumps(outcome.unknown),
+        outcome.attempts, "" if first is None else repr(first), repr(outcome.due),
+        outcome.error or "", outcome.reply or "",
+    ]  # fmt: skip

@@ -320,31 +320,13 @@ class SQLiteStore:
         return await self._write(mark_sending)
 
     async def finish(self, key: str, token: str, outcome: Outcome) -> bool:
-        def finish(db: sqlite3.Connection) -> bool:
-            final = outcome.state in FINAL_STATES
-            cur = db.execute(
-                "UPDATE asyncmail_outbox SET state = ?, token = ?, lease_until = NULL, "
-                "worker = NULL, due = ?, attempts = ?, first_attempt_at = ?, pending = ?, "
-                "accepted = ?, refused = ?, unknown = ?, error = ?, reply = ?, updated_at = ? "
-                "WHERE key = ? AND token = ? AND state IN ('leased', 'sending')",
-                (
-                    outcome.state.value,
-                    token if final else None,
-                    outcome.due,
-                    outcome.attempts,
-                    outcome.first_attempt_at,
-                    json.dumps(outcome.pending),
-                    json.dumps(outcome.accepted),
-                    _refusals_json(outcome.refused),
-                    json.dumps(outcome.unknown),
-                    outcome.error,
-                    outcome.reply,
-                    time.time(),
-                    key,
-                    token,
-                ),
-            )
-            return cur.rowcount == 1
+        [done] = await self.finish_many([(key, token, outcome)])
+        return done
+
+    async def finish_many(self, items: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        def finish(db: sqlite3.Connection) -> list[bool]:
+            now = time.time()
+            return [_finish(db, key, token, outcome, now) for key, token, outcome in items]
 
         return await self._write(finish)
 
@@ -564,3 +546,31 @@ def _lease(
             )
         )
     return leases
+
+
+def _finish(db: sqlite3.Connection, key: str, token: str, outcome: Outcome, now: float) -> bool:
+    """Write an attempt's outcome under its lease; False when the lease was lost."""
+    final = outcome.state in FINAL_STATES
+    cur = db.execute(
+        "UPDATE asyncmail_outbox SET state = ?, token = ?, lease_until = NULL, "
+        "worker = NULL, due = ?, attempts = ?, first_attempt_at = ?, pending = ?, "
+        "accepted = ?, refused = ?, unknown = ?, error = ?, reply = ?, updated_at = ? "
+        "WHERE key = ? AND token = ? AND state IN ('leased', 'sending')",
+        (
+            outcome.state.value,
+            token if final else None,
+            outcome.due,
+            outcome.attempts,
+            outcome.first_attempt_at,
+            json.dumps(outcome.pending),
+            json.dumps(outcome.accepted),
+            _refusals_json(outcome.refused),
+            json.dumps(outcome.unknown),
+            outcome.error,
+            outcome.reply,
+            now,
+            key,
+            token,
+        ),
+    )
+    return cur.rowcount == 1

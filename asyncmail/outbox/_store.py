@@ -84,6 +84,9 @@ class Store(Protocol):
             False when the lease was lost (nothing is written then).
         """
 
+    async def finish_many(self, items: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+        """``finish`` for each ``(key, token, outcome)``, in one commit or round trip."""
+
     async def release(self, key: str, token: str) -> bool:
         """Give a leased message back, untried, for any worker to take at once."""
 
