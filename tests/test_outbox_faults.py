@@ -209,3 +209,28 @@ async def test_a_shared_rate_limit_the_store_cannot_answer_is_waited_out(
             assert await _until_final(outbox, "k") is OutboxState.DELIVERED
     assert len(server.messages) == 1
     assert caplog.text.count("the shared rate limit in") == 2
+
+
+async def test_a_store_that_hangs_does_not_hang_the_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Store calls a cut-off must not interrupt are shielded, but only for so long."""
+    from asyncmail.outbox import _deliver
+
+    monkeypatch.setattr(_deliver, "STORE_TIMEOUT", 0.3)
+
+    class Hung(FlakyStore):
+        async def finish_many(self, items: Sequence[tuple[str, str, Outcome]]) -> list[bool]:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    outbox = Outbox(f"sqlite:///{tmp_path / 'o.db'}")
+    outbox.store = Hung(str(tmp_path / "o.db"), {})
+    async with CaptureServer() as server, outbox:
+        await outbox.enqueue(message(1), key="k")
+        with anyio.fail_after(15):
+            async with mailer_for(server) as mailer, outbox.deliver(mailer, grace=0.5):
+                await server.wait_for_messages(1, timeout=10)
+        status = await outbox.status("k")
+        assert status is not None and status.state is OutboxState.SENDING  # the lease decides
+    assert "did not answer within 0.3 s" in caplog.text

@@ -24,9 +24,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -56,6 +56,8 @@ __all__ = ["Delivery", "NoTelemetry", "PatientLimiter", "Telemetry"]
 
 logger = logging.getLogger("asyncmail")
 
+T = TypeVar("T")
+
 #: Seconds a shielded clean-up (release, a last outcome) may take when stopping.
 CLEANUP_TIMEOUT = 5.0
 #: A lease's outcome that the store refused to take is retried this many times.
@@ -66,6 +68,8 @@ ONE_ATTEMPT = RetryPolicy(attempts=1)
 #: the workers never wait for a lease, few enough that an urgent message enqueued behind
 #: a backlog waits for at most this many per worker.
 HELD_PER_WORKER = 3
+#: Seconds a store call that a stop must not interrupt may take at most.
+STORE_TIMEOUT = 10.0
 #: Seconds one call to the store waits for work when none is due.
 LEASE_WAIT = 1.0
 
@@ -262,14 +266,15 @@ class Delivery:
         # (shielded: leases taken and dropped by a cut-off would stay leased until they run
         # out. The leaser stops leasing at the first stop(), so this delays a cut-off only
         # when both come within one lease call.)
-        with anyio.CancelScope(shield=True):
-            leases = await self.store.lease(
+        leases = await _shielded(
+            self.store.lease(
                 self.worker,
                 count,
                 self.lease_seconds,
                 wait=LEASE_WAIT,
                 resend_unknown=self.resend_unknown,
             )
+        )
         if leases:
             keys = [lease.key for lease in leases]
             self.telemetry.leased(keys, time.monotonic() - started)
@@ -307,8 +312,8 @@ class Delivery:
                 held.withheld = True
                 raise _LeaseLost("the outbox lease was lost; not sent")
             try:
-                with anyio.CancelScope(shield=True):  # (a cut-off must know if it was marked)
-                    ok = await self.store.mark_sending(held.lease.key, held.lease.token)
+                # (shielded: a cut-off must know whether it was marked)
+                ok = await _shielded(self.store.mark_sending(held.lease.key, held.lease.token))
             except OutboxError as exc:
                 held.withheld = True
                 raise _LeaseLost(f"the outbox did not record the send: {exc}") from exc
@@ -392,8 +397,8 @@ class Delivery:
         items = [(held.lease.key, held.lease.token, outcome) for held, outcome in batch]
         for n in range(FINISH_TRIES):
             try:
-                with anyio.CancelScope(shield=True):  # (a cut-off must not lose an outcome)
-                    done = await self.store.finish_many(items)
+                # (shielded: a cut-off must not lose an outcome)
+                done = await _shielded(self.store.finish_many(items))
                 break
             except OutboxError as exc:
                 keys = ", ".join(repr(key) for key, _, _ in items[:3])
@@ -421,8 +426,8 @@ class Delivery:
 
     async def _release(self, held: _Held) -> None:
         try:
-            with anyio.CancelScope(shield=True):  # (or it stays leased until its lease ends)
-                await self.store.release(held.lease.key, held.lease.token)
+            # (shielded: or it stays leased until its lease ends)
+            await _shielded(self.store.release(held.lease.key, held.lease.token))
         except OutboxError as exc:
             logger.warning("releasing %r failed (its lease runs out): %s", held.lease.key, exc)
 
@@ -523,6 +528,18 @@ class _Feed:
 
     async def emit(self, result: SendResult[Any]) -> None:
         await self.delivery.emit(result)
+
+
+async def _shielded(call: Awaitable[T]) -> T:
+    """Await a store call that a cut-off must not interrupt, for STORE_TIMEOUT at most.
+
+    Raises:
+        OutboxError: The store did not answer in time (a hung server must not hang a stop).
+    """
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + STORE_TIMEOUT
+        return await call
+    raise OutboxError(f"the outbox store did not answer within {STORE_TIMEOUT:g} s")
 
 
 def _died_after_dot(lease: Lease, now: float) -> Outcome:
