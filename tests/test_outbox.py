@@ -369,12 +369,12 @@ def test_outcome_values_are_frozen() -> None:
 
 def test_messages_keep_their_message_id_through_the_store() -> None:
     from asyncmail.engine._job import Job
-    from asyncmail.outbox._codec import decode, encode
+    from asyncmail.outbox._codec import encode, read
 
     msg = message(1, bcc=["hidden@example.org"], headers={"X-Campaign": "spring"})
     job = Job.of(msg)
     content = job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
-    back = decode(encode(msg, job.envelope, content))
+    back = read(encode(msg, job.envelope, content)).message()
     assert isinstance(back, Message)
     assert back == msg  # every field, the Message-ID and Date included
     assert back.bcc == msg.bcc

@@ -27,7 +27,7 @@ from ..message._content import WireContent
 from ..message._envelope import Envelope
 from ..message._message import Attachment, Message
 
-__all__ = ["FORMAT", "Stored", "decode", "encode", "read"]
+__all__ = ["FORMAT", "Stored", "encode", "read"]
 
 #: The payload format; a worker refuses a payload of a format it does not know.
 FORMAT = 1
@@ -138,15 +138,6 @@ def read(payload: bytes) -> Stored:
         return Stored(envelope, content, head["kind"], rest[length:])
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageError(f"a stored message cannot be read back: {exc}") from exc
-
-
-def decode(payload: bytes) -> Message | email.message.EmailMessage:
-    """The message ``encode`` stored.
-
-    Raises:
-        MessageError: The payload is not one this version of asyncmail wrote.
-    """
-    return read(payload).message()
 
 
 def _message(fields: dict[str, Any]) -> Message:

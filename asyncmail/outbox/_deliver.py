@@ -48,7 +48,7 @@ from ..engine._ratelimit import Limiter
 from ..message._content import WireContent, wire_content
 from ..smtp._transaction import Gate
 from ._codec import Stored, read
-from ._model import Lease, Outcome, State
+from ._model import DIED_AFTER_DOT, Lease, Outcome, State
 from ._plan import plan
 from ._store import Store
 
@@ -62,7 +62,6 @@ T = TypeVar("T")
 CLEANUP_TIMEOUT = 5.0
 #: A lease's outcome that the store refused to take is retried this many times.
 FINISH_TRIES = 5
-DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 ONE_ATTEMPT = RetryPolicy(attempts=1)
 #: Messages held (buffered, in flight or being recorded) per worker at most: enough that
 #: the workers never wait for a lease, few enough that an urgent message enqueued behind
@@ -298,7 +297,7 @@ class Delivery:
                 now=time.time(),
                 resend_unknown=False,
             )
-            await self._finish(held, outcome)
+            await self._finish_all([(held, outcome)])
             return None
         job.pending = list(lease.pending)
         job.gate = self._gate(held)
@@ -390,9 +389,6 @@ class Delivery:
                 self._outcome_ready.set()
             await self._all_recorded.wait()
 
-    async def _finish(self, held: _Held, outcome: Outcome) -> None:
-        await self._finish_all([(held, outcome)])
-
     async def _finish_all(self, batch: list[tuple[_Held, Outcome]]) -> None:
         items = [(held.lease.key, held.lease.token, outcome) for held, outcome in batch]
         for n in range(FINISH_TRIES):
@@ -458,7 +454,7 @@ class Delivery:
             held = self.held.pop(key)
             if held.marked and not held.lost:
                 outcome = _died_after_dot(held.lease, time.time())
-                await self._finish(held, outcome)
+                await self._finish_all([(held, outcome)])
             elif not held.lost:
                 await self._release(held)
 

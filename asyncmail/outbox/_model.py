@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .._exceptions import ConfigError
 
 __all__ = [
+    "DIED_AFTER_DOT",
     "FINAL_STATES",
     "SCHEMA_VERSION",
     "Lease",
@@ -60,6 +61,9 @@ class OutboxState(enum.StrEnum):
 
 
 State = OutboxState  # (the short name, inside this package)
+
+#: The error of a message found SENDING after its worker stopped: it ends UNKNOWN.
+DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.UNKNOWN})
 

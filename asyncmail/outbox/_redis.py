@@ -49,6 +49,7 @@ from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import RateLimit
 from . import _redis_scripts as scripts
 from ._model import (
+    DIED_AFTER_DOT,
     FINAL_STATES,
     SCHEMA_VERSION,
     Lease,
@@ -81,7 +82,6 @@ GROUP = "workers"
 POLL_SECONDS = 1.0
 MIN_POLL_SECONDS = 0.01
 CONNECT_TIMEOUT = 10.0
-DIED = "the worker died after the final dot may have left; not sent again"
 _CHUNK = 500
 
 Arg = str | bytes | int | float
@@ -298,7 +298,7 @@ class RedisStore:
     async def _lease_once(
         self, worker: str, count: int, lease_ms: int, resend: bool, adopt: list[tuple[int, str]]
     ) -> tuple[list[Lease], float | None]:
-        args: list[Arg] = [worker, count, lease_ms, int(resend), DIED, len(adopt)]
+        args: list[Arg] = [worker, count, lease_ms, int(resend), DIED_AFTER_DOT, len(adopt)]
         args += [part for lane, entry in adopt for part in (lane, entry)]
         args += [secrets.token_urlsafe(16) for _ in range(count)]
         rows, next_due = as_list(await self._run("LEASE", [], args))

@@ -26,6 +26,7 @@ import anyio
 from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import Limiter, RateLimit
 from ._model import (
+    DIED_AFTER_DOT,
     FINAL_STATES,
     SCHEMA_VERSION,
     Lease,
@@ -49,7 +50,6 @@ KIND = "asyncmail-outbox"
 POLL_INTERVAL = 0.05
 #: Expired leases taken over per ``lease`` call at most.
 TAKEOVER_BATCH = 200
-DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
 
 _SCHEMA = f"""
 CREATE TABLE asyncmail_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
