@@ -34,6 +34,8 @@ from .batch._recipients import BadRow as BadRow
 from .batch._recipients import Recipient as Recipient
 from .batch._recipients import read_recipients as read_recipients
 from .batch._template import Template as Template
+from .bounces._model import Bounce as Bounce
+from .bounces._model import BouncedRecipient as BouncedRecipient
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
@@ -55,6 +57,8 @@ __all__ = (
     "Attachment",
     "AuthenticationError",
     "BadRow",
+    "Bounce",
+    "BouncedRecipient",
     "ConfigError",
     "ConnectError",
     "Delivery",

@@ -21,6 +21,7 @@ from ..batch._recipients import BadRow, read_recipients
 from ..batch._template import Template
 from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, check_first_row
+from ._bounces import bounces
 from ._ops import outbox, worker
 from ._run import (
     EXIT_INTERRUPTED,
@@ -79,6 +80,7 @@ def cli() -> None:
 
 cli.add_command(worker)
 cli.add_command(outbox)
+cli.add_command(bounces)
 
 
 # --- send -------------------------------------------------------------------------------
