@@ -17,7 +17,17 @@ from email.parser import HeaderParser
 from email.policy import compat32
 
 from ._model import BouncedRecipient
-from ._text import body_text, header, host, infer_status, one_line, parts, strip_address, strip_type
+from ._text import (
+    MAX_TEXT,
+    body_text,
+    header,
+    host,
+    infer_status,
+    one_line,
+    parts,
+    strip_address,
+    strip_type,
+)
 
 __all__ = ["Report", "read_arf", "read_dsn"]
 
@@ -97,10 +107,25 @@ def read_arf(message: Message) -> Report | None:
 
 
 def _blocks(part: Message) -> list[Message]:
+    """The header blocks of a report part, however the stdlib parser left them.
+
+    ``message/delivery-status``: a list of blocks. Other ``message/*`` types: a list of one
+    message, whose body holds the blocks after the first. Anything else: text.
+    """
     payload = part.get_payload()
-    if isinstance(payload, list):
-        return [block for block in payload if isinstance(block, Message)]
-    text = body_text(part)
+    if not isinstance(payload, list):
+        return _split(body_text(part))
+    blocks: list[Message] = []
+    for block in payload:
+        if isinstance(block, Message):
+            blocks.append(block)
+            rest = block.get_payload()
+            if isinstance(rest, str) and rest.strip():
+                blocks += _split(rest[:MAX_TEXT])
+    return blocks
+
+
+def _split(text: str) -> list[Message]:
     parser = HeaderParser(policy=compat32)
     return [parser.parsestr(chunk.strip("\r\n") + "\n") for chunk in _BLANK.split(text)]
 

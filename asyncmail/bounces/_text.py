@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from email import errors
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -54,7 +55,7 @@ def header(message: Message, name: str) -> str:
         return ""
     try:
         return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, TypeError, AssertionError, UnicodeError):
+    except (errors.MessageError, ValueError, LookupError, TypeError, AssertionError):
         return str(value)
 
 

@@ -110,7 +110,7 @@ def _messages(path: Path, kind: str, counts: _Counts) -> Iterator[tuple[str, byt
         for folder in ("new", "cur"):
             entries = sorted((path / folder).iterdir()) if (path / folder).is_dir() else []
             for entry in entries:
-                if entry.is_file() and not entry.name.startswith("."):
+                if not entry.is_dir() and not entry.name.startswith("."):
                     yield from _read_file(entry, counts)
     elif kind == "mbox":
         box = mailbox.mbox(path, create=False)
