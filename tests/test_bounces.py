@@ -405,3 +405,64 @@ def test_text_in_a_bounce_shaped_message_gives_a_bounce_or_none(body: str) -> No
 def test_a_broken_encoded_word_in_the_subject_is_read_as_it_stands() -> None:
     raw = fixture("qmail.eml").replace(b"Subject: failure notice", b"Subject: =?utf-8?b?!x?=")
     assert parsed_bytes(raw).recipients[0].original_recipient == "heidi@example.net"
+
+
+def test_an_html_only_bounce_is_read_from_its_text() -> None:
+    raw = (
+        b"From: Mail Delivery System <mailer-daemon@mx.example.net>\r\n"
+        b"Subject: Undeliverable mail\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><body><p>Delivery failed.</p><p>&lt;amy@example.net&gt;: 550 5.1.1"
+        b"<br>no such user</p></body></html>\r\n"
+    )
+    (recipient,) = parsed_bytes(raw).recipients
+    assert (recipient.original_recipient, recipient.status) == ("amy@example.net", "5.1.1")
+
+
+def test_an_unknown_system_saying_address_colon_reply_is_read() -> None:
+    raw = (
+        b"From: postmaster@mx.example.net\r\nSubject: Returned mail: see transcript\r\n\r\n"
+        b"----- The following addresses had permanent fatal errors -----\r\n"
+        b"amy@example.net: 550 Requested action not taken: mailbox unavailable\r\n"
+        b"amy@example.net: 550 Requested action not taken: mailbox unavailable\r\n"
+    )
+    (recipient,) = parsed_bytes(raw).recipients
+    assert (recipient.original_recipient, recipient.hard) == ("amy@example.net", True)
+
+
+def test_a_complaint_returning_only_headers_names_their_recipient() -> None:
+    raw = (
+        fixture("arf.eml")
+        .replace(b"Original-Rcpt-To: <nina@example.net>\n", b"")
+        .replace(b"Content-Type: message/rfc822", b"Content-Type: text/rfc822-headers")
+    )
+    bounce = parsed_bytes(raw)
+    assert bounce.recipients[0].original_recipient == "nina@example.net"
+    assert bounce.original_message_id == "<news-nina@example.com>"
+
+
+def test_a_part_with_an_impossible_charset_name_is_skipped_not_raised() -> None:
+    raw = (
+        fixture("postfix.eml")
+        .replace(
+            b"Content-Type: text/plain; charset=us-ascii",
+            b'Content-Type: text/plain; charset="us\x00ascii"',
+        )
+        .replace(b"I'm sorry", b"I\xe2\x80\x99m sorry")
+    )
+    message = email.message_from_bytes(raw)
+    human = message.get_payload()[0]  # type: ignore[index]
+    with pytest.raises(ValueError, match="null"):
+        human.get_payload()  # what the stdlib does with it
+    assert len(parsed_bytes(raw, VERP).recipients) == 2
+
+
+def test_a_redacted_complaint_is_still_a_complaint_with_an_empty_recipient() -> None:
+    raw = (
+        fixture("arf.eml")
+        .replace(b"Original-Rcpt-To: <nina@example.net>\n", b"")
+        .replace(b"To: nina@example.net", b"To: redacted@isp.example, other@isp.example")
+    )
+    (recipient,) = parsed_bytes(raw).recipients
+    assert (recipient.action, recipient.original_recipient) == ("complained", "")
+    assert parsed_bytes(raw, VERP).recipients[0].original_recipient == "nina@example.net"

@@ -25,6 +25,7 @@ from ._text import (
     infer_status,
     one_line,
     parts,
+    payload,
     strip_address,
     strip_type,
 )
@@ -112,14 +113,14 @@ def _blocks(part: Message) -> list[Message]:
     ``message/delivery-status``: a list of blocks. Other ``message/*`` types: a list of one
     message, whose body holds the blocks after the first. Anything else: text.
     """
-    payload = part.get_payload()
-    if not isinstance(payload, list):
+    content = payload(part)
+    if not isinstance(content, list):
         return _split(body_text(part))
     blocks: list[Message] = []
-    for block in payload:
+    for block in content:
         if isinstance(block, Message):
             blocks.append(block)
-            rest = block.get_payload()
+            rest = payload(block)
             if isinstance(rest, str) and rest.strip():
                 blocks += _split(rest[:MAX_TEXT])
     return blocks
@@ -164,8 +165,8 @@ def _returned_to(message: Message) -> str:
     for part in parts(message):
         content_type = part.get_content_type()
         if content_type in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
-            returned = payload[0] if isinstance(payload, list) and payload else None
+            content = payload(part)
+            returned = content[0] if isinstance(content, list) and content else None
         elif content_type == "text/rfc822-headers":
             returned = HeaderParser(policy=compat32).parsestr(body_text(part))
         else:

@@ -19,7 +19,7 @@ from ..message._verp import check_template, decode
 from ._dsn3464 import Report, read_arf, read_dsn
 from ._heuristics import read_text, split_copy
 from ._model import Bounce, BouncedRecipient, Kind
-from ._text import MAX_TEXT, body_text, header, one_line, parts
+from ._text import MAX_TEXT, body_text, header, one_line, parts, payload
 
 __all__ = ["parse"]
 
@@ -202,9 +202,9 @@ def _returned(message: Message) -> list[Message]:
     for part in parts(message):
         content_type = part.get_content_type()
         if content_type in _RETURNED:
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                found += [p for p in payload[:1] if isinstance(p, Message)]
+            content = payload(part)
+            if isinstance(content, list):
+                found += [p for p in content[:1] if isinstance(p, Message)]
         elif content_type == "text/rfc822-headers":
             found.append(HeaderParser(policy=compat32).parsestr(body_text(part)))
     return found

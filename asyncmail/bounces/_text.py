@@ -23,6 +23,7 @@ __all__ = [
     "infer_status",
     "one_line",
     "parts",
+    "payload",
     "strip_address",
     "strip_type",
     "xtext_decode",
@@ -121,6 +122,17 @@ def infer_status(text: str, *, permanent: bool = True) -> str:
     return f"{klass}.0.0" if basic or text.strip() else ""
 
 
+def payload(part: Message) -> list[Message] | str | None:
+    """``part.get_payload()``, or None where the stdlib trips on it (a bad charset name)."""
+    try:
+        value = part.get_payload()
+    except (ValueError, LookupError, TypeError, AssertionError):
+        return None
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, Message)]
+    return value if isinstance(value, str) else None
+
+
 def parts(message: Message) -> Iterator[Message]:
     """The message and its MIME parts, depth first, not entering ``message/*`` parts.
 
@@ -135,9 +147,9 @@ def parts(message: Message) -> Iterator[Message]:
         yield part
         if part.get_content_maintype() == "message":
             continue
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend(p for p in reversed(payload) if isinstance(p, Message))
+        children = payload(part)
+        if isinstance(children, list):
+            stack.extend(p for p in reversed(children) if isinstance(p, Message))
 
 
 def body_text(part: Message) -> str:
@@ -147,8 +159,8 @@ def body_text(part: Message) -> str:
     except (ValueError, LookupError, TypeError, AssertionError):
         raw = None
     if not isinstance(raw, bytes):
-        payload = part.get_payload()
-        return payload[:MAX_TEXT] if isinstance(payload, str) else ""
+        text = payload(part)
+        return text[:MAX_TEXT] if isinstance(text, str) else ""
     raw = raw[: MAX_TEXT * 4]
     charset = part.get_content_charset() or "utf-8"
     try:
