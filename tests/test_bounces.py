@@ -466,3 +466,11 @@ def test_a_redacted_complaint_is_still_a_complaint_with_an_empty_recipient() -> 
     (recipient,) = parsed_bytes(raw).recipients
     assert (recipient.action, recipient.original_recipient) == ("complained", "")
     assert parsed_bytes(raw, VERP).recipients[0].original_recipient == "nina@example.net"
+
+
+def test_a_report_naming_thousands_of_recipients_gives_the_first_thousand() -> None:
+    paragraphs = b"".join(b"<u%d@example.net>:\r\nno mailbox here\r\n\r\n" % i for i in range(3000))
+    raw = b"From: MAILER-DAEMON@mx.example.net\r\nSubject: failure notice\r\n\r\n" + paragraphs
+    recipients = parsed_bytes(raw).recipients
+    assert len(recipients) == 1000
+    assert recipients[-1].original_recipient == "u999@example.net"

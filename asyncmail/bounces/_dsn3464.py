@@ -18,6 +18,7 @@ from email.policy import compat32
 
 from ._model import BouncedRecipient
 from ._text import (
+    MAX_RECIPIENTS,
     MAX_TEXT,
     body_text,
     header,
@@ -32,8 +33,6 @@ from ._text import (
 
 __all__ = ["Report", "read_arf", "read_dsn"]
 
-#: Recipient blocks read per report (a DSN for a mailing list explosion can be long).
-MAX_RECIPIENTS = 1000
 _STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 _DSN_ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})

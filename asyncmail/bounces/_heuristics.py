@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 
 from ._model import BouncedRecipient
-from ._text import infer_status, one_line
+from ._text import MAX_RECIPIENTS, infer_status, one_line
 
 __all__ = ["TextReport", "read_text", "split_copy"]
 
@@ -40,6 +40,7 @@ _COPY = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _QMAIL_RCPT = re.compile(rf"^<({_LOCAL}@{_DOMAIN})>:[ \t]*(.*)$", re.MULTILINE)
+_PARAGRAPH_END = re.compile(r"\r?\n[ \t]*\r?\n|\r?\n<[^>\s]{1,320}>:")
 _EXIM_LIST = re.compile(
     r"following (?:address\(es\)|addresses|recipient\(s\)) (failed|deferred|could not)",
     re.IGNORECASE,
@@ -84,7 +85,7 @@ def read_text(report: str) -> TextReport:
     for reader in readers:
         found, mta = reader(report)
         if found:
-            return found, mta
+            return found[:MAX_RECIPIENTS], mta
     return [], ""
 
 
@@ -105,9 +106,10 @@ def _failed(
 def _angle_paragraphs(report: str) -> TextReport:
     found = []
     for match in _QMAIL_RCPT.finditer(report):
-        paragraph = report[match.start(2) :]
-        end = re.search(r"\r?\n[ \t]*\r?\n|\r?\n<[^>\s]{1,320}>:", paragraph)
-        found.append(_failed(match.group(1), paragraph[: end.start()] if end else paragraph))
+        end = _PARAGRAPH_END.search(report, match.start(2))
+        found.append(_failed(match.group(1), report[match.start(2) : end.start() if end else None]))
+        if len(found) >= MAX_RECIPIENTS:
+            break
     return found, ""
 
 

@@ -45,7 +45,9 @@ class BouncedRecipient:
 
     Attributes:
         original_recipient: The address as the sender gave it (``Original-Recipient``,
-            xtext-decoded, without its ``rfc822;`` type), else ``final_recipient``.
+            xtext-decoded, without its ``rfc822;`` type), else ``final_recipient``. For a
+            complaint: ``Original-Rcpt-To``, else the returned message's single ``To``,
+            else the VERP recipient; empty when the provider redacted them all.
         final_recipient: The address the reporting system tried (``Final-Recipient``).
         action: ``failed``, ``delayed``, ``delivered``, ``relayed``, ``expanded`` (RFC 3464)
             or ``complained`` (a feedback report).

@@ -16,6 +16,7 @@ from ._model import UNKNOWN_USER
 
 __all__ = [
     "MAX_PARTS",
+    "MAX_RECIPIENTS",
     "MAX_TEXT",
     "body_text",
     "header",
@@ -31,6 +32,8 @@ __all__ = [
 
 #: Parts looked at per message; a report has three or four.
 MAX_PARTS = 200
+#: Recipients read per report (a report on a mailing list's explosion can be long).
+MAX_RECIPIENTS = 1000
 #: Characters of a body read for its wording (a bounce's own text is short).
 MAX_TEXT = 256 * 1024
 
