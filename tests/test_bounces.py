@@ -452,6 +452,7 @@ def test_a_part_with_an_impossible_charset_name_is_skipped_not_raised() -> None:
     )
     message = email.message_from_bytes(raw)
     human = message.get_payload()[0]  # type: ignore[index]
+    assert isinstance(human, Message)
     with pytest.raises(ValueError, match="null"):
         human.get_payload()  # what the stdlib does with it
     assert len(parsed_bytes(raw, VERP).recipients) == 2
