@@ -249,3 +249,39 @@ def test_a_missing_outbox_is_not_created_by_list(tmp_path: Path) -> None:
 def test_add_refuses_a_non_address(tmp_path: Path) -> None:
     code, output = invoke("suppress", "add", "--list", str(tmp_path / "s.csv"), "ann")
     assert code == 2 and "not an email address" in output
+
+
+def test_a_worker_with_suppress_adds_a_recipient_refused_as_unknown(tmp_path: Path) -> None:
+    import signal
+
+    from asyncmail import Message
+
+    from .test_cli_worker import PATIENCE, Worker, counts, wait_for
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+
+    async def enqueue() -> None:
+        async with Outbox(url) as outbox:
+            msg = Message(sender=SENDER, to=["ann@example.com", "gone@example.com"], text="hi")
+            await outbox.enqueue(msg, key="k1")
+
+    asyncio.run(enqueue())
+    with CaptureServer(faults=[GONE_FAULT]).run_in_thread() as server:
+        worker = Worker("--outbox", url, "--url", server.url, "--suppress")
+        try:
+            worker.wait_for_line(r"^worker .*: delivering ")
+            server.wait_for_messages_sync(1, timeout=PATIENCE)
+            wait_for(lambda: counts(url) == {"delivered": 1}, "delivered")
+            worker.signal(signal.SIGTERM)
+            code, output = worker.finish()
+        finally:
+            worker.kill()
+    assert code == 0, output
+    code, output = invoke("suppress", "list", "--outbox", url, "--csv")
+    [row] = list(csv.DictReader(output.splitlines()))
+    assert (row["address"], row["reason"], row["status"]) == (
+        "gone@example.com",
+        "hard-bounce",
+        "5.1.1",
+    )
+    assert row["source"].startswith("worker ")

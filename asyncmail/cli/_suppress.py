@@ -25,7 +25,7 @@ from ..outbox._outbox import Outbox
 from ..outbox._sqlite import SQLiteStore
 from ..suppression._csv import COLUMNS, CsvSuppressions
 from ..suppression._import import read_bounce_report
-from ..suppression._model import REASONS, Suppression, Suppressions
+from ..suppression._model import REASONS, Suppression, Suppressions, normalize
 
 __all__ = ["is_outbox_url", "open_suppressions", "suppress"]
 
@@ -187,7 +187,7 @@ def remove(list_path: Path | None, outbox_url: str | None, addresses: tuple[str,
     removed = _with_list(
         list_path, outbox_url, lambda s: s.remove(addresses), must_exist=outbox_url is not None
     )
-    missing = len(set(addresses)) - removed
+    missing = len({normalize(a) for a in addresses}) - removed
     click.echo(f"removed {removed}" + (f", {missing} not listed" if missing > 0 else ""))
 
 

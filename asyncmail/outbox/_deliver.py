@@ -361,14 +361,14 @@ class Delivery:
             now=time.time(),
             resend_unknown=self.resend_unknown,
         )
-        if self.suppressions is not None and result.refused:
-            await self._suppress(result)
         # stored in the background: the worker goes on with its next message meanwhile
         # (until it is stored, the message stays SENDING or LEASED under a live lease)
         self.finishing += 1
         self._outcomes.append((held, outcome))
         if self._outcome_ready is not None:
             self._outcome_ready.set()
+        if self.suppressions is not None and result.refused:
+            await self._suppress(result)  # (after: a cut-off here loses no outcome)
 
     async def _suppress(self, result: SendResult[Any]) -> None:
         """Add the recipients a server refused as non-existent to the suppression list."""
