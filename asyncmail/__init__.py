@@ -49,6 +49,9 @@ from .outbox._model import OutboxStatistics as OutboxStatistics
 from .outbox._model import OutboxStatus as OutboxStatus
 from .outbox._model import Refusal as Refusal
 from .outbox._outbox import Outbox as Outbox
+from .suppression._csv import CsvSuppressions as CsvSuppressions
+from .suppression._model import Suppression as Suppression
+from .suppression._model import Suppressions as Suppressions
 
 __version__ = "0.1.0"
 
@@ -61,6 +64,7 @@ __all__ = (
     "BouncedRecipient",
     "ConfigError",
     "ConnectError",
+    "CsvSuppressions",
     "Delivery",
     "DeliveryError",
     "MailError",
@@ -94,6 +98,8 @@ __all__ = (
     "ServerDisconnected",
     "ShutdownError",
     "Status",
+    "Suppression",
+    "Suppressions",
     "TLSError",
     "TLSMode",
     "Template",

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"asyncmail.cli"}),
     frozenset({"asyncmail.batch", "asyncmail.bounces", "asyncmail.outbox", "asyncmail.testing"}),
+    frozenset({"asyncmail.suppression"}),
     frozenset({"asyncmail.engine"}),
     frozenset({"asyncmail._pool"}),
     frozenset({"asyncmail.smtp"}),

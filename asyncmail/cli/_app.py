@@ -30,6 +30,7 @@ from ._run import (
     batch_with_progress,
     exit_code,
 )
+from ._suppress import suppress
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -81,6 +82,7 @@ def cli() -> None:
 cli.add_command(worker)
 cli.add_command(outbox)
 cli.add_command(bounces)
+cli.add_command(suppress)
 
 
 # --- send -------------------------------------------------------------------------------
@@ -204,6 +206,14 @@ def send(
     help="With --outbox: the batch's name in the outbox keys (default: the one recorded "
     "next to the report, else one made from the report's path).",
 )
+@click.option(
+    "--suppress",
+    "suppress_list",
+    metavar="FILE.csv|OUTBOX_URL",
+    help="A suppression list (see 'asyncmail suppress'): rows whose address is on it are "
+    "not sent (reported 'suppressed'), and recipients a server refuses as non-existent "
+    "(5.1.x) are added to it. Give it again with --resume.",
+)
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 @click.option(
@@ -226,6 +236,7 @@ def batch(
     resend_unknown: bool,
     outbox_url: str | None,
     batch_id: str | None,
+    suppress_list: str | None,
     dry_run: bool,
     no_progress: bool,
     progress_interval: float,
@@ -271,6 +282,7 @@ def batch(
         concurrency=concurrency,
         rate=rate,
         attempts=attempts,
+        suppress=suppress_list,
     )
     if outbox_url is not None:
         sys.exit(_enqueue(options, outbox_url, batch_id, console))
@@ -291,6 +303,8 @@ def _enqueue(options: BatchOptions, outbox_url: str, batch_id: str | None, conso
     for problem in counts.problems[:DRY_RUN_SHOWN_PROBLEMS]:
         console.print(problem, soft_wrap=True, markup=False)
     skipped = f", {counts.skipped} sent by an earlier run" if counts.skipped else ""
+    if counts.suppressed:
+        skipped += f", {counts.suppressed} suppressed"
     problems = f", {len(counts.problems)} rows with problems" if counts.problems else ""
     console.print(
         f"enqueued {counts.enqueued} into {counts.outbox} (batch {counts.batch_id}): "

@@ -8,6 +8,10 @@ The order of events for one recipient is what makes ``--resume`` safe after a ``
 2. ``before_send`` journals ``S`` and flushes, right before the first SMTP transaction;
 3. the result is journaled ``D``, ``F`` or ``U``.
 
+With ``--suppress``, a row whose address is on the suppression list is journaled ``X``
+(suppressed) instead of being rendered and sent; a resumed run looks it up again. Recipients
+a server refuses as non-existent (5.1.x at RCPT) are added to the list as they come.
+
 A resumed run never sends a recipient whose last line is ``D``, nor one whose last line is
 ``S`` or ``U`` (it may have been delivered) unless ``resend_unknown`` is set, wherever its row
 moved in the list meanwhile. Failed ones are tried again. The report CSV is rebuilt from the
@@ -17,6 +21,8 @@ journal at the end of every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,8 +32,11 @@ from typing import Any
 from .._config import RetryPolicy
 from .._exceptions import (
     AuthenticationError,
+    ConfigError,
     ConnectError,
+    MailError,
     MessageError,
+    OutboxError,
     SendResult,
     Status,
     TLSError,
@@ -48,8 +57,12 @@ from ..batch._recipients import BadRow, Recipient, count_rows, read_recipients
 from ..batch._template import Template
 from ..engine._mailer import Mailer
 from ..message._message import Message
+from ..suppression._model import Suppression, Suppressions, hard_bounces
+from ._suppress import open_suppressions
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
+SUPPRESSED_REPLY = "on the suppression list; not sent"
+logger = logging.getLogger("asyncmail")
 
 __all__ = [
     "BatchOptions",
@@ -88,6 +101,8 @@ class BatchOptions:
     concurrency: int = 10
     rate: str | None = None
     attempts: int = 3
+    suppress: str | None = None
+    """A suppression list to honour and feed: a CSV file's path or an outbox's URL."""
 
 
 @dataclass(slots=True)
@@ -99,6 +114,10 @@ class Counts:
     failed: int = 0
     unknown: int = 0
     skipped: int = 0
+    suppressed: int = 0
+    """Rows not sent: their address is on the suppression list."""
+    bounced: int = 0
+    """Addresses this run added to the suppression list (5.1.x refusals)."""
     in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     interrupted: bool = False
@@ -107,8 +126,8 @@ class Counts:
 
     @property
     def done(self) -> int:
-        """Rows finished in this run, skipped ones included."""
-        return self.delivered + self.failed + self.unknown + self.skipped
+        """Rows finished in this run, skipped and suppressed ones included."""
+        return self.delivered + self.failed + self.unknown + self.skipped + self.suppressed
 
     @property
     def rate(self) -> float:
@@ -182,8 +201,16 @@ def _result_row(recipient: Recipient, occurrence: int, result: SendResult[Any]) 
 
 
 class _Run:
-    def __init__(self, options: BatchOptions, counts: Counts, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        options: BatchOptions,
+        counts: Counts,
+        stop: asyncio.Event,
+        suppressions: Suppressions | None = None,
+    ) -> None:
         self.options = options
+        self.suppressions = suppressions
+        self.bounced: list[Suppression] = []  # hard bounces not yet added to the list
         self.counts = counts
         self.stop = stop
         self.journal: Journal | None = None
@@ -239,6 +266,19 @@ class _Run:
             )
         )
 
+    def _suppressed(self, item: Recipient, occurrence: int) -> None:
+        assert self.journal is not None
+        self.journal.finished(
+            ReportRow(
+                row=item.row,
+                email=item.email,
+                occurrence=occurrence,
+                status="suppressed",
+                reply=SUPPRESSED_REPLY,
+            )
+        )
+        self.counts.suppressed += 1
+
     async def messages(self) -> AsyncIterator[Message]:
         options = self.options
         for number, item in enumerate(read_recipients(options.recipients)):
@@ -256,6 +296,16 @@ class _Run:
             if last == DELIVERED or (last in (STARTED, UNKNOWN) and not options.resend_unknown):
                 self.counts.skipped += 1
                 continue
+            if self.suppressions is not None:
+                try:
+                    listed = await self.suppressions.suppressed([item.email])
+                except (MailError, OSError) as exc:  # (a store gone: the rest waits for --resume)
+                    self.counts.gave_up = f"the suppression list failed: {exc}"
+                    self.stop.set()
+                    return
+                if listed:
+                    self._suppressed(item, who.occurrence)
+                    continue
             try:
                 message = options.template.render(
                     sender=options.sender, to=_address(item), variables=item.variables
@@ -278,6 +328,8 @@ class _Run:
         self.started.discard(id(result.message))
         self.counts.in_flight -= 1
         self._finish(_result_row(recipient, occurrence, result))
+        if self.suppressions is not None and result.refused:
+            self.bounced += hard_bounces(result, source=f"batch {self.options.report.name}")
         if isinstance(result.error, _SERVER_ERRORS) and not result.accepted:
             self.server_failures += 1
             limit = max(GIVE_UP_AFTER, 2 * self.options.concurrency)
@@ -286,6 +338,18 @@ class _Run:
                 self.stop.set()
         elif result.status is Status.DELIVERED:
             self.server_failures = 0
+
+    async def add_bounces(self) -> None:
+        """Add the hard bounces seen so far to the suppression list."""
+        bounced, self.bounced = self.bounced, []
+        if not bounced or self.suppressions is None:
+            return
+        try:
+            self.counts.bounced += await self.suppressions.add(bounced)
+        except (MailError, OSError) as exc:  # (the batch goes on; the report has them)
+            logger.warning(
+                "adding %d hard bounces to %s failed: %s", len(bounced), self.options.suppress, exc
+            )
 
     def close(self) -> None:
         """Journal sends cut off by an abort as UNKNOWN, close, and rebuild the report."""
@@ -320,8 +384,24 @@ async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) 
         BatchUsageError: The journal or options forbid starting (nothing was sent).
         ConfigError: The server URL is invalid.
     """
+    async with contextlib.AsyncExitStack() as stack:
+        suppressions = None
+        if options.suppress is not None:
+            try:
+                suppressions = await stack.enter_async_context(open_suppressions(options.suppress))
+            except (ConfigError, OutboxError) as exc:
+                raise BatchUsageError(f"--suppress {options.suppress}: {exc}") from None
+        return await _send(options, counts, stop, suppressions)
+
+
+async def _send(
+    options: BatchOptions,
+    counts: Counts,
+    stop: asyncio.Event,
+    suppressions: Suppressions | None,
+) -> Counts:
     counts.total = count_rows(options.recipients)
-    run = _Run(options, counts, stop)
+    run = _Run(options, counts, stop, suppressions)
     mailer = Mailer(
         options.url,
         max_connections=options.concurrency,
@@ -338,6 +418,8 @@ async def run_batch(options: BatchOptions, counts: Counts, stop: asyncio.Event) 
             try:
                 async for result in results:
                     run.on_result(result)
+                    if run.bounced:
+                        await run.add_bounces()
             finally:
                 # On cancellation, close the generator now so its cleanup (which stops the
                 # pool's workers) runs at once, not whenever the garbage collector gets to it.

@@ -23,6 +23,7 @@ the report's absolute path (so the same command, run again, makes the same keys)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -46,7 +47,9 @@ from ..batch._journal import (
 )
 from ..batch._recipients import BadRow, Recipient, read_recipients
 from ..outbox._outbox import Outbox
+from ..suppression._model import Suppressions
 from ._batch import YIELD_EVERY, BatchOptions, BatchUsageError, outbox_marker
+from ._suppress import open_suppressions
 
 __all__ = ["EnqueueCounts", "batch_key", "enqueue_batch"]
 
@@ -64,6 +67,8 @@ class EnqueueCounts:
     enqueued: int = 0
     existing: int = 0
     skipped: int = 0
+    suppressed: int = 0
+    """Rows not enqueued: their address is on the suppression list (``--suppress``)."""
     problems: list[str] = field(default_factory=list)
 
     def problem(self, row: int, email: str, reason: str) -> None:
@@ -135,11 +140,14 @@ async def _enqueue(
                 message = options.template.render(
                     sender=options.sender, to=address, variables=item.variables
                 )
-                await outbox.enqueue(message, key=key)
+                status = await outbox.enqueue(message, key=key)
             except (MessageError, ConfigError) as exc:
                 counts.problem(item.row, item.email, str(exc))
                 continue
-            counts.enqueued += 1
+            if status.suppressed and not status.pending:
+                counts.suppressed += 1  # (stored FAILED, never sent: the key is taken)
+            else:
+                counts.enqueued += 1
 
 
 async def _feed(
@@ -175,7 +183,14 @@ async def enqueue_batch(
     """
     state = _journal_state(options)
     counts = EnqueueCounts(batch_id=_batch_id(options.report, batch_id))
-    async with Outbox(outbox_url) as outbox:
+    async with contextlib.AsyncExitStack() as stack:
+        suppression: Suppressions | bool | None = None
+        if options.suppress is not None:
+            if options.suppress == outbox_url:
+                suppression = True
+            else:
+                suppression = await stack.enter_async_context(open_suppressions(options.suppress))
+        outbox = await stack.enter_async_context(Outbox(outbox_url, suppression=suppression))
         counts.outbox = outbox.store.url
         marker = {"batch_id": counts.batch_id, "outbox": outbox.store.url}
         outbox_marker(options.report).write_text(json.dumps(marker) + "\n", encoding="utf-8")

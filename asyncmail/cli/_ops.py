@@ -134,6 +134,12 @@ def _print_json(value: object) -> None:
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option(
+    "--suppress",
+    is_flag=True,
+    help="Add every recipient a server refuses as non-existent (5.1.x) to the outbox's "
+    "suppression list (see 'asyncmail suppress').",
+)
+@click.option(
     "--metrics-interval",
     default=5.0,
     show_default=True,
@@ -150,6 +156,7 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     metrics_interval: float,
+    suppress: bool,
 ) -> None:
     """Deliver the outbox's messages until SIGTERM or Ctrl-C.
 
@@ -168,6 +175,7 @@ def worker(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         metrics_interval=metrics_interval,
+        suppress=suppress,
     )
     sys.exit(_run(run_worker(options, click.echo)))
 

@@ -16,6 +16,7 @@ __all__ = [
     "entries_table",
     "error_text",
     "parse_duration",
+    "state_text",
     "statistics_json",
     "statistics_lines",
     "status_json",
@@ -63,6 +64,13 @@ def error_text(status: OutboxStatus) -> str:
     return status.error or ""
 
 
+def state_text(status: OutboxStatus) -> str:
+    """The state, and "(suppressed)" for a message never sent: its recipients are suppressed."""
+    if status.state is OutboxState.FAILED and status.suppressed and not status.attempts:
+        return "failed (suppressed)"
+    return status.state.value
+
+
 def statistics_lines(url: str, stats: OutboxStatistics) -> list[str]:
     """``outbox status``: counts by state, the oldest waiting message, the rate."""
     width = max(len(state.value) for state in OutboxState)
@@ -89,7 +97,7 @@ def status_lines(status: OutboxStatus) -> list[str]:
     """``outbox status --key``: one message, with each recipient's refusal."""
     lines = [
         f"key:          {status.key}",
-        f"state:        {status.state.value}",
+        f"state:        {state_text(status)}",
         f"priority:     {status.priority}",
         f"attempts:     {status.attempts}",
         f"message-id:   {status.message_id}",
@@ -102,7 +110,12 @@ def status_lines(status: OutboxStatus) -> list[str]:
     if status.reply:
         lines.append(f"reply:        {status.reply}")
     lines += [f"accepted:     {rcpt}" for rcpt in status.accepted]
-    lines += [f"refused:      {rcpt}: {refusal}" for rcpt, refusal in status.refused.items()]
+    lines += [
+        f"refused:      {rcpt}: {refusal}"
+        for rcpt, refusal in status.refused.items()
+        if not refusal.suppressed
+    ]
+    lines += [f"suppressed:   {rcpt}" for rcpt in status.suppressed]
     lines += [f"pending:      {rcpt}" for rcpt in status.pending]
     lines += [f"unknown:      {rcpt}" for rcpt in status.unknown]
     return lines
@@ -128,6 +141,7 @@ def status_json(status: OutboxStatus) -> dict[str, JsonValue]:
         },
         "pending": list(status.pending),
         "unknown": list(status.unknown),
+        "suppressed": list(status.suppressed),
         "error": status.error,
         "reply": status.reply,
     }
@@ -147,7 +161,7 @@ def entries_table(entries: Iterable[OutboxStatus]) -> Table:
             error = error[: TABLE_ERROR_CHARS - 1] + "…"
         table.add_row(  # (Text: a key or a server's words are never read as markup)
             Text(status.key),
-            status.state.value,
+            state_text(status),
             str(status.attempts),
             _when(status.updated_at),
             Text(error),

@@ -42,9 +42,11 @@ def format_eta(seconds: float | None) -> str:
 
 def plain_line(counts: Counts) -> str:
     """One progress line for logs and pipes."""
+    suppressed = f"suppressed={counts.suppressed} " if counts.suppressed else ""
     return (
         f"progress: {counts.done}/{counts.total} delivered={counts.delivered} "
         f"failed={counts.failed} unknown={counts.unknown} skipped={counts.skipped} "
+        f"{suppressed}"
         f"rate={counts.rate:.1f}/s eta={format_eta(counts.eta)}"
     )
 
@@ -133,6 +135,10 @@ def summary_table(counts: Counts, elapsed: float, report: Path | None) -> Table:
         ("unknown", counts.unknown, whole.get("unknown")),
         ("skipped (already done)", counts.skipped, None),
     ]
+    if counts.suppressed or whole.get("suppressed"):
+        rows.append(("suppressed (not sent)", counts.suppressed, whole.get("suppressed")))
+    if counts.bounced:
+        rows.append(("added to the suppression list", counts.bounced, None))
     for name, mine, all_ in rows:
         cells = [name, str(mine)]
         if whole:

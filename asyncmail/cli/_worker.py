@@ -46,6 +46,7 @@ class WorkerOptions:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_interval: float = 5.0
+    suppress: bool = False
 
 
 class _Signals:
@@ -121,7 +122,9 @@ async def run_worker(options: WorkerOptions, echo: Callable[[str], None]) -> int
     if options.rate is not None:
         RateLimit.parse(options.rate)
     metrics = PrometheusTelemetry() if options.metrics_port is not None else None
-    outbox = Outbox(options.outbox, lease_seconds=options.lease_seconds)
+    outbox = Outbox(
+        options.outbox, lease_seconds=options.lease_seconds, suppression=options.suppress or None
+    )
     mailer = Mailer(server, max_connections=options.concurrency)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with mailer, outbox:

@@ -47,6 +47,7 @@ from ..engine._ledger import Signal
 from ..engine._ratelimit import Limiter
 from ..message._content import WireContent, wire_content
 from ..smtp._transaction import Gate
+from ..suppression._model import Suppressions, hard_bounces
 from ._codec import Stored, read
 from ._model import DIED_AFTER_DOT, Lease, Outcome, State
 from ._plan import plan
@@ -165,6 +166,7 @@ class Delivery:
         resend_unknown: bool,
         telemetry: Telemetry | None = None,
         worker: str | None = None,
+        suppressions: Suppressions | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -175,6 +177,7 @@ class Delivery:
         self.resend_unknown = resend_unknown
         self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.worker = worker or worker_name()
+        self.suppressions = suppressions
         self.held: dict[int, _Held] = {}  # by id() of the decoded message
         self.stopping = Signal()
         self.cut_off = False
@@ -364,6 +367,21 @@ class Delivery:
         self._outcomes.append((held, outcome))
         if self._outcome_ready is not None:
             self._outcome_ready.set()
+        if self.suppressions is not None and result.refused:
+            await self._suppress(result)  # (after: a cut-off here loses no outcome)
+
+    async def _suppress(self, result: SendResult[Any]) -> None:
+        """Add the recipients a server refused as non-existent to the suppression list."""
+        assert self.suppressions is not None
+        bounced = hard_bounces(result, source=f"worker {self.worker}")
+        if not bounced:
+            return
+        try:
+            await self.suppressions.add(bounced)
+        except (MailError, OSError) as exc:  # (the outcome is stored regardless)
+            logger.warning(
+                "adding %d hard bounces to the suppression list failed: %s", len(bounced), exc
+            )
 
     async def _record(self) -> None:
         """Store the workers' outcomes, all those waiting in one call (commit, round trip)."""

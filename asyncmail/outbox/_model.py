@@ -25,6 +25,7 @@ __all__ = [
     "DIED_AFTER_DOT",
     "FINAL_STATES",
     "SCHEMA_VERSION",
+    "SUPPRESSED",
     "Lease",
     "NewEntry",
     "OutboxState",
@@ -89,6 +90,10 @@ def lane_name(lane: int) -> str:
     return LANES[lane]
 
 
+#: How a suppressed recipient's refusal begins (``Refusal.suppressed``).
+SUPPRESSED = "suppressed: "
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a recipient was not reached: the server's code and text, and whether to retry."""
@@ -99,6 +104,11 @@ class Refusal:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}" if self.code is not None else self.text
+
+    @property
+    def suppressed(self) -> bool:
+        """The recipient is on the suppression list: it was never sent to."""
+        return self.code is None and self.text.startswith(SUPPRESSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,15 @@ class NewEntry:
     due: float
     """Epoch seconds before which it is not sent."""
     enqueued_at: float
+    refused: Mapping[str, Refusal] = field(default_factory=dict)
+    """Recipients refused before any attempt (suppressed); not in ``recipients``."""
+    error: str | None = None
+    """Why, when no recipient is left: the message is stored FAILED and never sent."""
+
+    @property
+    def state(self) -> State:
+        """QUEUED, or FAILED when every recipient was refused before any attempt."""
+        return State.QUEUED if self.recipients else State.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +200,11 @@ class OutboxStatus:
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def suppressed(self) -> tuple[str, ...]:
+        """The recipients left out at enqueue because they are on the suppression list."""
+        return tuple(r for r, refusal in self.refused.items() if refusal.suppressed)
 
 
 @dataclass(frozen=True, slots=True)

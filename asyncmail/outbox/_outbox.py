@@ -32,12 +32,23 @@ from ..engine._mailer import Mailer
 from ..engine._ratelimit import RateLimit
 from ..message._headers import check_header_name, check_text
 from ..message._message import Message
+from ..suppression._model import Suppressions
 from ._codec import encode
 from ._deliver import Delivery, PatientLimiter, Telemetry
-from ._model import FINAL_STATES, NewEntry, OutboxStatistics, OutboxStatus, State, lane_of
+from ._model import (
+    FINAL_STATES,
+    SUPPRESSED,
+    NewEntry,
+    OutboxStatistics,
+    OutboxStatus,
+    Refusal,
+    State,
+    lane_of,
+)
 from ._open import open_store
 from ._plan import DEFAULT_RETRY
 from ._store import Store
+from ._suppressions import StoreSuppressions
 from ._telemetry import combine, default_telemetry
 
 __all__ = ["Outbox"]
@@ -47,6 +58,9 @@ DEFAULT_GRACE = 30.0
 #: Seconds added to every period of a shared rate limit (see ``deliver``'s ``rate``).
 JITTER_SLACK = 0.05
 MAX_KEY_LENGTH = 512
+#: A suppressed recipient's refusal, and the error of a message left with no recipient.
+SUPPRESSED_TEXT = SUPPRESSED + "on the suppression list; not sent"
+SUPPRESSED_ALL = SUPPRESSED + "every recipient is on the suppression list; not sent"
 
 
 class Outbox:
@@ -66,6 +80,12 @@ class Outbox:
             dead worker's messages go to another one after this long.
         telemetry: Where ``enqueue`` and every delivery report (see ``_telemetry``). By
             default OpenTelemetry spans when ``opentelemetry-api`` is installed, else nothing.
+        suppression: The suppression list to honour: ``True`` for this outbox's own
+            (``outbox.suppressions``, in its store), or any ``Suppressions`` (such as a
+            ``CsvSuppressions``). ``enqueue`` leaves listed recipients out (a message left
+            with none is stored FAILED, never sent), and the workers add every recipient
+            that a server refuses as non-existent (5.1.x at RCPT). Off by default: turning
+            it on changes who gets mail, which an upgrade must not do unasked.
     """
 
     def __init__(
@@ -77,8 +97,21 @@ class Outbox:
         idempotency_header: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         telemetry: Telemetry | None = None,
+        suppression: bool | Suppressions | None = None,
     ) -> None:
         self.store: Store = open_store(url)
+        self.suppressions: Suppressions = StoreSuppressions(self.store)
+        """This outbox's own suppression list (honoured only with ``suppression=True``)."""
+        if suppression is True:
+            self.suppression: Suppressions | None = self.suppressions
+        elif suppression is None or suppression is False:
+            self.suppression = None
+        elif callable(getattr(suppression, "suppressed", None)):
+            self.suppression = suppression
+        else:
+            raise ConfigError(
+                f"suppression must be True, False, None or a Suppressions, not {suppression!r}"
+            )
         self.retry = retry or DEFAULT_RETRY
         self.resend_unknown = resend_unknown
         if idempotency_header is not None:
@@ -141,9 +174,12 @@ class Outbox:
             priority: ``"high"``, ``"normal"`` or ``"low"``; a higher lane always goes first.
             not_before: Do not send before this (timezone-aware) time.
 
+        With ``suppression`` on, recipients on the list are left out: the status says which
+        (``status.suppressed``); a message left with none is stored FAILED and never sent.
+
         Raises:
             MessageError: The message is invalid (nothing is stored).
-            ConfigError: A bad key, priority or time.
+            ConfigError: A bad key, priority or time (or an unreadable suppression file).
             OutboxError: The store failed.
         """
         self._check_open()
@@ -164,19 +200,36 @@ class Outbox:
         envelope = job.envelope
         message_id = envelope.message_id or ""
         content = job.content_for(smtputf8=envelope.needs_smtputf8, eightbitmime=True)
+        recipients, refused, error = await self._suppress(envelope.recipients)
         entry = NewEntry(
             key=key,
             payload=encode(message, envelope, content),
             message_id=message_id,
-            recipients=job.envelope.recipients,
+            recipients=recipients,
             lane=lane,
             due=due,
             enqueued_at=now,
+            refused=refused,
+            error=error,
         )
         created, status = await self.store.enqueue(entry)
         if self.telemetry is not None:
             self.telemetry.enqueued(key, created, time.time() - now)
         return status
+
+    async def _suppress(
+        self, recipients: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], dict[str, Refusal], str | None]:
+        """The recipients to send to, the suppressed ones' refusals, and the error if none."""
+        if self.suppression is None:
+            return recipients, {}, None
+        listed = await self.suppression.suppressed(recipients)
+        if not listed:
+            return recipients, {}, None
+        refusal = Refusal(None, SUPPRESSED_TEXT, retryable=False)
+        refused = {r: refusal for r in recipients if r in listed}
+        kept = tuple(r for r in recipients if r not in listed)
+        return kept, refused, None if kept else SUPPRESSED_ALL
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -226,6 +279,7 @@ class Outbox:
             lease_seconds=self.lease_seconds,
             resend_unknown=self.resend_unknown,
             telemetry=combine(self.telemetry, telemetry),
+            suppressions=self.suppression,
         )
         return Delivering(delivery, grace)
 

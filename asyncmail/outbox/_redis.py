@@ -47,6 +47,7 @@ import anyio
 
 from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import RateLimit
+from ..suppression._model import Suppression
 from . import _redis_scripts as scripts
 from ._model import (
     DIED_AFTER_DOT,
@@ -59,6 +60,7 @@ from ._model import (
     Outcome,
     State,
     redact_url,
+    when,
 )
 from ._redis_scripts import (
     STATUS_FIELDS,
@@ -269,9 +271,11 @@ class RedisStore:
                 await client.aclose()
 
     async def enqueue(self, entry: NewEntry) -> tuple[bool, OutboxStatus]:
+        refused = {r: [v.code, v.text, v.retryable] for r, v in entry.refused.items()}
         args: list[Arg] = [
             entry.key, entry.lane, repr(entry.due), entry.payload, entry.message_id,
-            json.dumps(entry.recipients), repr(entry.enqueued_at), *STATUS_FIELDS,
+            json.dumps(entry.recipients), repr(entry.enqueued_at), json.dumps(refused),
+            entry.error or "", *STATUS_FIELDS,
         ]  # fmt: skip
         reply = as_list(await self._run("ENQUEUE", [self._msg(entry.key)], args))
         return reply[0] == 1, status_of(as_list(reply[1]))
@@ -412,6 +416,75 @@ class RedisStore:
                 if n < _CHUNK:
                     break
         return deleted
+
+    # -- the suppression list: one hash, normalised address -> the entry as JSON --------------
+
+    @property
+    def _suppressions(self) -> str:
+        return self._prefix + "suppressed"
+
+    async def suppressed(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            with self._boundary("suppressed"):
+                values = as_list(
+                    await self._db.execute_command("HMGET", self._suppressions, *chunk)
+                )
+            found.update(k for k, v in zip(chunk, values, strict=True) if v is not None)
+        return found
+
+    async def suppress(self, entries: Sequence[Suppression]) -> int:
+        if not entries:
+            return 0
+        with self._boundary("suppress"):
+            pipe = self._db.pipeline(transaction=False)
+            for e in entries:
+                value = [e.address, e.reason, e.status, e.diagnostic, e.added_at.timestamp()]
+                value.append(e.source)
+                pipe.execute_command("HSETNX", self._suppressions, e.key, json.dumps(value))
+            replies = as_list(await pipe.execute(raise_on_error=True))
+        return sum(1 for reply in replies if reply == 1)
+
+    async def unsuppress(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        removed = 0
+        for start in range(0, len(keys), _CHUNK):
+            with self._boundary("unsuppress"):
+                n = await self._db.execute_command(
+                    "HDEL", self._suppressions, *keys[start : start + _CHUNK]
+                )
+            removed += int(as_text(n))
+        return removed
+
+    async def suppressions(self) -> list[Suppression]:
+        found: list[Suppression] = []
+        cursor = "0"
+        while True:
+            with self._boundary("suppressions"):
+                reply = as_list(
+                    await self._db.execute_command(
+                        "HSCAN", self._suppressions, cursor, "COUNT", _CHUNK
+                    )
+                )
+            # (redis-py turns HSCAN's reply into a cursor and a dict)
+            cursor, pairs = as_text(reply[0]), reply[1]
+            values = list(pairs.values()) if isinstance(pairs, dict) else as_list(pairs)[1::2]
+            for value in values:
+                address, reason, status, diagnostic, added_at, source = json.loads(as_text(value))
+                found.append(
+                    Suppression(
+                        address=address,
+                        reason=reason,
+                        status=status,
+                        diagnostic=diagnostic,
+                        added_at=when(added_at),
+                        source=source,
+                    )
+                )
+            if cursor == "0":
+                return found
 
     def limiter(self, limit: RateLimit) -> RedisLimiter:
         return RedisLimiter(limit, self._reserve)

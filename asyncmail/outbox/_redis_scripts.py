@@ -130,25 +130,32 @@ end
 """
 
 # KEYS: FIXED, record. ARGV: prefix, group, now, key, lane, due, payload, message_id,
-# recipients (JSON), enqueued_at, then the status fields to return.
+# recipients (JSON), enqueued_at, refused (JSON), error, then the status fields to return.
+# With no recipients (all suppressed) the record is stored FAILED, and never queued.
 ENQUEUE = (
     _PRELUDE
     + """
 local h, key, lane, due = KEYS[14], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('EXISTS', h) == 1 then
-  return {0, redis.call('HMGET', h, unpack(ARGV, 11))}
+  return {0, redis.call('HMGET', h, unpack(ARGV, 13))}
 end
 redis.call('HSET', h, 'key', key, 'lane', lane, 'due', due, 'attempts', 0,
   'payload', ARGV[7], 'message_id', ARGV[8], 'recipients', ARGV[9], 'pending', ARGV[9],
-  'accepted', '[]', 'refused', '{}', 'unknown', '[]', 'enqueued_at', ARGV[10], 'token', '')
-move(h, key, nil, 'queued')
-if tonumber(due) <= tonumber(NOW) then
+  'accepted', '[]', 'refused', ARGV[11], 'unknown', '[]', 'enqueued_at', ARGV[10], 'token', '',
+  'error', ARGV[12])
+if ARGV[9] == '[]' then
+  move(h, key, nil, 'failed')
+  redis.call('HSET', h, 'due', '', 'entry', '')
+  finished(key, server_ms())
+elseif tonumber(due) <= tonumber(NOW) then
+  move(h, key, nil, 'queued')
   redis.call('HSET', h, 'entry', redis.call('XADD', LANES[tonumber(lane) + 1], '*', 'k', key))
 else
+  move(h, key, nil, 'queued')
   redis.call('ZADD', DELAYED, due, key)
   redis.call('HSET', h, 'entry', '')
 end
-return {1, redis.call('HMGET', h, unpack(ARGV, 11))}
+return {1, redis.call('HMGET', h, unpack(ARGV, 13))}
 """
 )
 

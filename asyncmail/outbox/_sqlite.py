@@ -25,6 +25,7 @@ import anyio
 
 from .._exceptions import ConfigError, OutboxError
 from ..engine._ratelimit import Limiter, RateLimit
+from ..suppression._model import Suppression
 from ._model import (
     DIED_AFTER_DOT,
     FINAL_STATES,
@@ -50,6 +51,8 @@ KIND = "asyncmail-outbox"
 POLL_INTERVAL = 0.05
 #: Expired leases taken over per ``lease`` call at most.
 TAKEOVER_BATCH = 200
+#: Addresses looked up in one query at most (SQLite allows 32766 parameters).
+_CHUNK = 500
 
 _SCHEMA = f"""
 CREATE TABLE asyncmail_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +84,20 @@ CREATE INDEX asyncmail_outbox_leases ON asyncmail_outbox (lease_until)
     WHERE state IN ('leased', 'sending');
 CREATE INDEX asyncmail_outbox_changed ON asyncmail_outbox (state, updated_at);
 CREATE TABLE asyncmail_rate (name TEXT PRIMARY KEY, tat REAL NOT NULL);
+"""
+
+# The suppression list (added after schema version 1 shipped: created where it is missing,
+# which an asyncmail without it ignores, so the schema version stays 1).
+_SUPPRESSION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS asyncmail_suppression (
+    address TEXT PRIMARY KEY,
+    given TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    diagnostic TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    source TEXT NOT NULL
+)
 """
 
 _STATUS_COLUMNS = (
@@ -121,16 +138,19 @@ def _status(row: sqlite3.Row | tuple[Any, ...]) -> OutboxStatus:
 
 def _new_status(entry: NewEntry) -> OutboxStatus:
     """The status of a message just enqueued (what reading it back would say)."""
+    state = entry.state
     return OutboxStatus(
         key=entry.key,
-        state=State.QUEUED,
+        state=state,
         message_id=entry.message_id,
         priority=lane_name(entry.lane),
         attempts=0,
         enqueued_at=when(entry.enqueued_at),
         updated_at=when(entry.enqueued_at),
-        next_attempt_at=when(entry.due),
+        next_attempt_at=None if state in FINAL_STATES else when(entry.due),
+        refused=dict(entry.refused),
         pending=entry.recipients,
+        error=entry.error,
     )
 
 
@@ -243,15 +263,18 @@ class SQLiteStore:
         def enqueue(db: sqlite3.Connection) -> tuple[bool, OutboxStatus]:
             done = db.execute(
                 "INSERT INTO asyncmail_outbox (key, state, lane, due, message_id, recipients, "
-                "pending, enqueued_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?, "
-                "?, ?) ON CONFLICT (key) DO NOTHING",
+                "pending, refused, error, enqueued_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (
                     entry.key,
+                    entry.state.value,
                     entry.lane,
                     entry.due,
                     entry.message_id,
                     json.dumps(entry.recipients),
                     json.dumps(entry.recipients),
+                    _refusals_json(entry.refused),
+                    entry.error,
                     entry.enqueued_at,
                     entry.enqueued_at,
                 ),
@@ -397,16 +420,20 @@ class SQLiteStore:
                 else [r for k in keys for r in db.execute(f"{query} AND key = ?", (k,))]
             )
             now = time.time()
+            queued = 0
             for key, recipients, accepted in rows:
                 done = set(json.loads(accepted))
                 pending = [r for r in json.loads(recipients) if r not in done]
+                if not pending:  # (every recipient was suppressed at enqueue)
+                    continue
+                queued += 1
                 db.execute(
                     "UPDATE asyncmail_outbox SET state = 'queued', due = ?, attempts = 0, "
                     "first_attempt_at = NULL, pending = ?, refused = '{}', unknown = '[]', "
                     "error = NULL, token = NULL, updated_at = ? WHERE key = ?",
                     (now, json.dumps(pending), now, key),
                 )
-            return len(rows)
+            return queued
 
         n: int = await self._write(retry)
         if n:
@@ -431,6 +458,81 @@ class SQLiteStore:
 
         return await self._write(purge)
 
+    # -- the suppression list -------------------------------------------------------------
+
+    async def suppressed(self, keys: Sequence[str]) -> set[str]:
+        def suppressed(db: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                found.update(
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT address FROM asyncmail_suppression WHERE address IN ({marks})",
+                        chunk,
+                    )
+                )
+            return found
+
+        if not keys:
+            return set()
+        return await self._read(suppressed)
+
+    async def suppress(self, entries: Sequence[Suppression]) -> int:
+        def suppress(db: sqlite3.Connection) -> int:
+            return sum(
+                db.execute(
+                    "INSERT INTO asyncmail_suppression VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (address) DO NOTHING",
+                    (
+                        e.key,
+                        e.address,
+                        e.reason,
+                        e.status,
+                        e.diagnostic,
+                        e.added_at.timestamp(),
+                        e.source,
+                    ),
+                ).rowcount
+                for e in entries
+            )
+
+        if not entries:
+            return 0
+        return await self._write(suppress)
+
+    async def unsuppress(self, keys: Sequence[str]) -> int:
+        def unsuppress(db: sqlite3.Connection) -> int:
+            return sum(
+                db.execute("DELETE FROM asyncmail_suppression WHERE address = ?", (k,)).rowcount
+                for k in keys
+            )
+
+        if not keys:
+            return 0
+        return await self._write(unsuppress)
+
+    async def suppressions(self) -> list[Suppression]:
+        def suppressions(db: sqlite3.Connection) -> list[Suppression]:
+            rows = db.execute(
+                "SELECT given, reason, status, diagnostic, added_at, source "
+                "FROM asyncmail_suppression ORDER BY added_at"
+            )
+            return [
+                Suppression(
+                    address=given,
+                    reason=reason,
+                    status=status,
+                    diagnostic=diagnostic,
+                    added_at=when(added_at),
+                    source=source,
+                )
+                for given, reason, status, diagnostic, added_at, source in rows
+            ]
+
+        return await self._read(suppressions)
+
     def limiter(self, limit: RateLimit) -> Limiter:
         if self._rate_conn is None:
             raise OutboxError(f"the outbox {self.url} is not open")
@@ -445,10 +547,11 @@ def _create_schema(db: sqlite3.Connection) -> None:
     """Create the schema in an empty database (checked, in a write transaction)."""
     if _tables(db):
         _check_schema(db)
-        return
-    for statement in _SCHEMA.split(";"):  # (executescript would COMMIT first)
-        if statement.strip():
-            db.execute(statement)
+    else:
+        for statement in _SCHEMA.split(";"):  # (executescript would COMMIT first)
+            if statement.strip():
+                db.execute(statement)
+    db.execute(_SUPPRESSION_SCHEMA)
 
 
 def _check_schema(db: sqlite3.Connection) -> None:

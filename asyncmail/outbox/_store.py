@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..engine._ratelimit import Limiter, RateLimit
+from ..suppression._model import Suppression
 from ._model import (
     SCHEMA_VERSION,
     Lease,
@@ -111,3 +112,18 @@ class Store(Protocol):
 
     def limiter(self, limit: RateLimit) -> Limiter:
         """A rate limiter shared by every worker of this store, on every machine."""
+
+    # The suppression list (``outbox.suppressions``), by normalised address
+    # (``asyncmail.suppression._model.normalize``).
+
+    async def suppressed(self, keys: Sequence[str]) -> set[str]:
+        """Which of these normalised addresses are on the list."""
+
+    async def suppress(self, entries: Sequence[Suppression]) -> int:
+        """Add the entries whose address is not listed yet; how many were added."""
+
+    async def unsuppress(self, keys: Sequence[str]) -> int:
+        """Take these normalised addresses off the list; how many were on it."""
+
+    async def suppressions(self) -> list[Suppression]:
+        """Every entry of the list."""
