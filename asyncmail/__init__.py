@@ -37,6 +37,8 @@ from .batch._template import Template as Template
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
+from .engine._relays import Relay as Relay
+from .engine._relays import RelayStatistics as RelayStatistics
 from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
 from .message._message import Attachment as Attachment
@@ -81,6 +83,8 @@ __all__ = (
     "Recipient",
     "Refusal",
     "Rejected",
+    "Relay",
+    "RelayStatistics",
     "Reply",
     "ResultStream",
     "RetryPolicy",
