@@ -29,7 +29,7 @@ MEASURE_WINDOW = 5.0
 
 def format_rate(rate: float | None) -> str:
     """``"25/s"``, ``"0.5/s"`` or ``"unlimited"``."""
-    return "unlimited" if rate is None else f"{rate:.3g}/s"
+    return "unlimited" if rate is None else f"{rate:.4g}/s"
 
 
 class Pace:
