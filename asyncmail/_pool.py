@@ -267,6 +267,10 @@ class Pool:
         """Connections open now, idle or busy."""
         return len(self._idle) + len(self._busy)
 
+    def has_room(self) -> bool:
+        """True when an acquire would not wait: a connection is idle or one may open."""
+        return bool(self._idle) or (not self._waiters and self._in_use() < self._cap)
+
     def lower_cap(self, cap: int) -> None:
         """Allow at most ``cap`` connections (at least one) from now on; busy connections
         over it close when released, and the cap is raised again by one every CAP_PROBE

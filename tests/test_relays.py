@@ -349,7 +349,7 @@ async def test_a_relay_keeps_its_own_limits() -> None:
             target(b),
         ]
         async with Mailer(relays, strategy="round-robin", max_connections=3) as mailer:
-            results = [r async for r in mailer.send_many(message(i) for i in range(30))]
+            results = [r async for r in mailer.send_many(message(i) for i in range(300))]
             stats = mailer.statistics()
     assert all(r.ok for r in results)
     assert a.max_concurrent_connections == 1

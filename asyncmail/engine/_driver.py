@@ -165,7 +165,7 @@ class Driver:
 
         Returns None when no relay gave one: the job's attempt is then settled.
         """
-        tried: list[RelayState] = []
+        tried: list[RelayState] | None = None
         while True:
             job.relay = relay
             try:
@@ -175,6 +175,7 @@ class Driver:
                     error: DeliveryError = _shutdown()
                 else:
                     error = exc
+                    tried = tried or []
                     nxt = self._fail_over(job, relay, error, tried)
                     if nxt is not None:
                         relay = nxt

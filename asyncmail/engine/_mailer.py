@@ -307,9 +307,10 @@ class Mailer:
         Args:
             messages: An iterable or async iterable of messages.
             concurrency: Workers, each sending on one connection at a time; by default
-                ``max_connections`` (added up over the relays). With PIPELINING a worker
-                writes the next message's envelope behind the current message's final
-                dot, so up to twice this many messages can be on their way at once.
+                ``max_connections`` (round-robin: added up over the relays). With
+                PIPELINING a worker writes the next message's envelope behind the current
+                message's final dot, so up to twice this many messages can be on their way
+                at once.
             before_send: Called with each message right before its first transaction
                 starts (for a write-ahead journal). If it raises, that message is not
                 sent and ends FAILED, with the exception as the error's ``__cause__``.
@@ -338,7 +339,10 @@ class Mailer:
         return self._driver
 
     def _max_connections(self) -> int:
-        return sum(pool.limits.max_connections for pool in self._pools)
+        """Connections open at once at most: over all relays taking turns, over the largest
+        one for failover (one relay at a time)."""
+        sizes = [pool.limits.max_connections for pool in self._pools]
+        return sum(sizes) if self.strategy == "round-robin" else max(sizes)
 
     # -- introspection ----------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ A Mailer has one or more relays, each with its own pool, rate limit and statisti
 ``Relays`` set chooses the relay for a new session:
 
 - ``"failover"``: the first relay in the given order that is up.
-- ``"round-robin"``: the next relay in turn that is up (a session, that is one connection,
-  at a time: a ``send()``, or a ``send_many`` worker until its connection goes idle).
+- ``"round-robin"``: the next relay in turn that is up, preferring one with a free
+  connection (a session, that is one connection, at a time: a ``send()``, or a
+  ``send_many`` worker until its connection goes idle).
 
 A relay that could not take a connection (connect, TLS, EHLO, AUTH refused, a 4xx/5xx
 greeting, a timeout in the handshake) is marked down for ``retry_period`` seconds and
@@ -277,14 +278,23 @@ class Relays:
             return None if exclude else single
         now = self.clock()
         members = self.members
-        count = len(members)
-        start = self._turn if self.strategy == "round-robin" else 0
-        for i in range(count):
-            relay = members[(start + i) % count]
-            if relay.down_until <= now and relay not in exclude:
-                if self.strategy == "round-robin":
+        if self.strategy == "failover":
+            for relay in members:
+                if relay.down_until <= now and relay not in exclude:
+                    return relay
+        else:
+            count = len(members)
+            start = self._turn
+            # the next one in turn with a free connection; else the next one in turn
+            for roomy in (True, False):
+                for i in range(count):
+                    relay = members[(start + i) % count]
+                    if relay.down_until > now or relay in exclude:
+                        continue
+                    if roomy and not relay.pool.has_room():
+                        continue
                     self._turn = (start + i + 1) % count
-                return relay
+                    return relay
         waiting = [r for r in members if r not in exclude]
         if not waiting:
             return None
