@@ -503,3 +503,27 @@ async def test_a_feeds_shared_limiter_and_a_relays_own_rate_both_apply() -> None
     assert shared.acquired == 5  # the feed's limiter paced every transaction
     assert pace.started == 5
     assert pace.limiter is not None and pace.limiter.limit == RateLimit(1000)
+
+
+async def test_a_dead_relay_is_logged_down_once_however_many_sends_find_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asyncmail")
+    dead = dead_relay()
+    async with CaptureServer() as good:
+        async with Mailer([dead, target(good)], retry=ONE_ATTEMPT) as mailer:
+            results = [r async for r in mailer.send_many(message(i) for i in range(50))]
+    assert all(r.relay == target(good).display for r in results)
+    down = [r for r in caplog.records if "is down" in r.getMessage()]
+    assert len(down) == 1 and down[0].levelno == logging.WARNING
+    assert dead.display in down[0].getMessage()
+
+
+async def test_a_too_many_connections_greeting_fails_over_and_slows_that_relay() -> None:
+    faults = [Fault.reply("greeting", 421, "4.7.0 Error: too many connections from 127.0.0.1")]
+    async with CaptureServer(faults=faults) as crowded, CaptureServer() as other:
+        async with Mailer([target(crowded), target(other)], retry=ONE_ATTEMPT) as mailer:
+            result = await mailer.send(message(1))
+            first = mailer.statistics().relays[0]
+    assert result.relay == target(other).display
+    assert (first.up, first.throttled, first.max_connections) == (False, 1, 1)

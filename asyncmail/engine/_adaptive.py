@@ -81,11 +81,8 @@ class Pace:
             return 0.0
         return (self.started - self._prev_count) / elapsed
 
-    def _set(self, rate: float | None, now: float) -> None:
+    def _set(self, rate: float, now: float) -> None:
         self.changed = now
-        if rate is None:
-            self.limiter = None
-            return
         burst = self.configured.burst if self.configured is not None else 1
         limit = RateLimit(rate, per=1.0, burst=burst)
         if self.limiter is None:
@@ -123,6 +120,7 @@ class Pace:
         configured = self.configured
         if configured is None:
             self.limiter = None
-        elif self.limiter is not None:
+        else:
+            assert self.limiter is not None  # (made when the configured limit was)
             self.limiter.limit = configured
         return old, self.rate
