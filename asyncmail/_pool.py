@@ -153,14 +153,11 @@ class Pool:
     def _release(self, conn: Connection, reusable: bool) -> list[Connection]:
         """Take a connection back. Returns the connections to close."""
         self._busy.discard(conn)
-        if (
-            reusable
-            and not self._closed
-            and conn.state is ConnState.ACTIVE
-            and (self._cap >= self.limits.max_connections or self._in_use() < self._cap)
-        ):  # (over a lowered cap, a connection is closed rather than kept)
-            conn.mark_idle()
-            if not conn.has_expired(self.clock()):
+        if reusable and not self._closed and conn.state is ConnState.ACTIVE:
+            conn.mark_idle()  # (clean: closing it says QUIT)
+            if not conn.has_expired(self.clock()) and (
+                self._cap >= self.limits.max_connections or self._in_use() < self._cap
+            ):  # (over a lowered cap, a connection is closed rather than kept)
                 if not self._hand_over(conn):
                     self._idle.append(conn)
                 return []

@@ -393,6 +393,7 @@ async def test_a_burst_of_too_fast_replies_halves_the_rate_and_connections_once(
     assert stats.throttled == 100
     assert stats.rate == 500.0
     assert stats.max_connections < 4
+    assert stats.pool.open <= stats.max_connections  # the ones over the cap were closed
     lines = throttle_lines(caplog)
     assert len(lines) == 1, lines  # one line per change, not per message
     assert f"relay {target(server).display}: throttled by the server (451 4.7.500" in lines[0]
