@@ -167,7 +167,7 @@ async def test_a_job_a_relay_accepted_a_recipient_of_never_moves_to_another() ->
     """user1 is accepted; user2 gets 451 and is retried. Then the relay goes away: the rest
     of the message stays on it (and fails) rather than a second copy going elsewhere."""
     msg = message(1, to=["user1@example.net", "user2@example.net"])
-    retry = RetryPolicy(attempts=3, base_delay=0.3, jitter=False)
+    retry = RetryPolicy(attempts=3, base_delay=0.5, jitter=False)
     faults = [Fault.reply("rcpt", 451, "4.2.0 Mailbox busy", match="user2@")]
     async with CaptureServer() as other:
         first = CaptureServer(faults=faults)
