@@ -39,6 +39,8 @@ from .bounces._model import BouncedRecipient as BouncedRecipient
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
+from .engine._relays import Relay as Relay
+from .engine._relays import RelayStatistics as RelayStatistics
 from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
 from .message._message import Attachment as Attachment
@@ -89,6 +91,8 @@ __all__ = (
     "Recipient",
     "Refusal",
     "Rejected",
+    "Relay",
+    "RelayStatistics",
     "Reply",
     "ResultStream",
     "RetryPolicy",

@@ -333,6 +333,8 @@ class SendResult(Generic[MessageT]):
         attempts: How many transactions were attempted for this message.
         error: Why nothing was delivered (FAILED, UNKNOWN); None when DELIVERED.
             A DeliveryError, or a MessageError for invalid input in send_many().
+        relay: The relay that took the message (its display form, no password); for a
+            message that was not delivered, the last relay tried; None if none was.
     """
 
     message: MessageT
@@ -344,6 +346,7 @@ class SendResult(Generic[MessageT]):
     reply: Reply | None = None
     attempts: int = 0
     error: MailError | None = None
+    relay: str | None = None
 
     def __post_init__(self) -> None:
         error = self.error

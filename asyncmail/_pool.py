@@ -154,8 +154,10 @@ class Pool:
         """Take a connection back. Returns the connections to close."""
         self._busy.discard(conn)
         if reusable and not self._closed and conn.state is ConnState.ACTIVE:
-            conn.mark_idle()
-            if not conn.has_expired(self.clock()):
+            conn.mark_idle()  # (clean: closing it says QUIT)
+            if not conn.has_expired(self.clock()) and (
+                self._cap >= self.limits.max_connections or self._in_use() < self._cap
+            ):  # (over a lowered cap, a connection is closed rather than kept)
                 if not self._hand_over(conn):
                     self._idle.append(conn)
                 return []
@@ -251,6 +253,27 @@ class Pool:
         self._cap = max(1, min(self._cap, open_now))
         self._cap_changed = self.clock()
         return True
+
+    @property
+    def cap(self) -> int:
+        """Connections allowed now: ``max_connections``, or less while lowered."""
+        return self._cap
+
+    @property
+    def open_count(self) -> int:
+        """Connections open now, idle or busy."""
+        return len(self._idle) + len(self._busy)
+
+    def has_room(self) -> bool:
+        """True when an acquire would not wait: a connection is idle or one may open."""
+        return bool(self._idle) or (not self._waiters and self._in_use() < self._cap)
+
+    def lower_cap(self, cap: int) -> None:
+        """Allow at most ``cap`` connections (at least one) from now on; busy connections
+        over it close when released, and the cap is raised again by one every CAP_PROBE
+        seconds (the server asked for fewer connections: a throttle reply)."""
+        self._cap = max(1, min(self._cap, cap))
+        self._cap_changed = self.clock()
 
     async def _wait(self, deadline: float) -> Connection | None:
         """Wait in line for a connection (or a slot to open one: None)."""

@@ -1,13 +1,23 @@
 """The one session driver: ``send()`` and every ``send_many()`` worker deliver through it.
 
 ``Driver.serve(feed)`` takes jobs from a feed and carries each to its single result. For
-each job it acquires a connection, waits for the rate limiter, calls the write-ahead hook,
-runs the transaction, RSETs a connection a failed transaction left open, retries once on
-a fresh connection when a reused one turns out stale, chains the next ready job behind
-the final dot (PIPELINING), and releases the connection, shielded, in a known state.
-A job that needs another attempt waits out its backoff in the same ``serve`` (so the
-messages in backoff are bounded by the workers), and closing the Mailer cuts that wait
-short. ``send()`` is a feed of one job.
+each job it picks a relay (``asyncmail.engine._relays``) and acquires one of its
+connections, failing over at once to the next relay when one cannot take a connection
+(for a job no relay has accepted a recipient of yet), waits for the rate limiters, calls
+the write-ahead hook, runs the transaction, RSETs a connection a failed transaction left
+open, retries once on a fresh connection when a reused one turns out stale, chains the
+next ready job behind the final dot (PIPELINING), and releases the connection, shielded,
+in a known state. A job that needs another attempt waits out its backoff in the same
+``serve`` (so the messages in backoff are bounded by the workers), and closing the Mailer
+cuts that wait short. ``send()`` is a feed of one job.
+
+Failover: a relay that fails in the handshake (connect, TLS, EHLO, AUTH, a refused greeting,
+a timeout before MAIL) is marked down and the next one is tried at once, without backoff;
+the whole sweep counts as one attempt of the retry policy, whose error is the last relay's.
+A job is never moved once a relay accepted one of its recipients: its other recipients
+are retried on that relay only. A reply to MAIL/RCPT/DATA is the relay's answer, never a
+reason to fail over. A 4xx that says "too fast" (``asyncmail.smtp._throttle``) slows the
+relay down.
 
 Nothing but cancellation leaves ``serve``: every job ends in exactly one result handed to
 ``feed.emit``, and a cancelled job leaves the ledger without one.
@@ -32,15 +42,17 @@ from .._exceptions import (
     Phase,
     SendResult,
     ShutdownError,
+    Status,
 )
-from .._pool import Pool
 from ..message._envelope import smtp_address
 from ..smtp._connection import Connection
 from ..smtp._judge import Attempt, failed
+from ..smtp._throttle import says_too_fast
 from ..smtp._transaction import Prepared, prepare, reset, run
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
 from ._ratelimit import Limiter
+from ._relays import Relays, RelayState, fails_over
 from ._retry import backoff_delay, may_retry
 
 __all__ = ["Driver", "Feed"]
@@ -55,7 +67,8 @@ class Feed(Protocol):
     retry: RetryPolicy | None
     """This feed's retry policy instead of the Mailer's (the outbox keeps its own schedule)."""
     limiter: Limiter | None
-    """This feed's rate limiter instead of the Mailer's (the outbox's is shared by workers)."""
+    """This feed's rate limiter instead of the Mailer's (the outbox's is shared by workers);
+    a relay's own ``rate_limit`` and its throttled rate apply on top of it."""
 
     async def next(self) -> Job | None:
         """The next job, waiting for one; None when there are no more."""
@@ -77,22 +90,20 @@ class _Run:
 
 
 class Driver:
-    """Delivers jobs over a pool's connections; one per Mailer, shared by all its sends."""
+    """Delivers jobs over the relays' connections; one per Mailer, shared by all its sends."""
 
     def __init__(
         self,
-        pool: Pool,
+        relays: Relays,
         *,
         retry: RetryPolicy,
-        limiter: Limiter | None,
         pipelining: bool,
         ledger: Ledger,
         closing: Signal,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.pool = pool
+        self.relays = relays
         self.retry = retry
-        self.limiter = limiter
         self.pipelining = pipelining
         self.ledger = ledger
         self.closing = closing
@@ -130,25 +141,73 @@ class Driver:
 
     async def _session(self, state: _Run, job: Job) -> None:
         """Acquire a connection, run the job and what follows it, release the connection."""
+        relay = job.relay if job.pinned and job.relay is not None else self.relays.pick()
+        assert relay is not None
         fresh = False
         redo: Job | None = job
         while redo is not None:
             job, redo = redo, None
-            try:
-                conn = await self.pool.acquire(fresh=fresh)
-            except (DeliveryError, MailerClosedError) as exc:
-                job.begin(self.clock())
-                error = exc if isinstance(exc, DeliveryError) else _shutdown()
-                await self._settle(state, job, failed(job.pending, error, reusable=False))
+            got = await self._acquire(state, job, relay, fresh=fresh)
+            if got is None:
                 return
+            relay, conn = got
             clean = False
             try:
-                redo, clean = await self._chain(state, conn, job)
+                redo, clean = await self._chain(state, relay, conn, job)
             finally:  # (release shields what it must await: a cancel cannot skip it)
-                await self.pool.release(conn, reusable=clean)
-            fresh = True  # a stale connection is replaced once, by a new one
+                await relay.pool.release(conn, reusable=clean)
+            fresh = True  # a stale connection is replaced once, by a new one (same relay)
 
-    async def _chain(self, state: _Run, conn: Connection, job: Job) -> tuple[Job | None, bool]:
+    async def _acquire(
+        self, state: _Run, job: Job, relay: RelayState, *, fresh: bool
+    ) -> tuple[RelayState, Connection] | None:
+        """A connection for ``job``, from ``relay`` or, failing over, from the next relays.
+
+        Returns None when no relay gave one: the job's attempt is then settled.
+        """
+        tried: list[RelayState] | None = None
+        while True:
+            job.relay = relay
+            try:
+                conn = await relay.pool.acquire(fresh=fresh)
+            except (DeliveryError, MailerClosedError) as exc:
+                if not isinstance(exc, DeliveryError):
+                    error: DeliveryError = _shutdown()
+                else:
+                    error = exc
+                    tried = tried or []
+                    nxt = self._fail_over(job, relay, error, tried)
+                    if nxt is not None:
+                        relay = nxt
+                        continue
+                job.begin(self.clock())
+                await self._settle(state, job, relay, failed(job.pending, error, reusable=False))
+                return None
+            if relay.down:
+                self.relays.mark_up(relay)
+            return relay, conn
+
+    def _fail_over(
+        self, job: Job, relay: RelayState, error: DeliveryError, tried: list[RelayState]
+    ) -> RelayState | None:
+        """After ``relay`` failed to give a connection: the relay to try next, if any."""
+        if not fails_over(error):
+            return None
+        relays = self.relays
+        relays.mark_down(relay, error)
+        if error.code is not None and says_too_fast(error.code, error.text):
+            relay.throttle(error, self.clock())
+        if job.pinned or self.closing.fired:
+            return None  # a relay accepted some of it: it stays there
+        tried.append(relay)
+        nxt = relays.pick(exclude=tried)
+        if nxt is not None:
+            logger.debug("failing over from %s to %s: %s", relay.display, nxt.display, error)
+        return nxt
+
+    async def _chain(
+        self, state: _Run, relay: RelayState, conn: Connection, job: Job
+    ) -> tuple[Job | None, bool]:
         """Run ``job`` and the ready jobs after it on ``conn``.
 
         Returns:
@@ -160,13 +219,13 @@ class Driver:
         tx: Prepared | Attempt | None = self._prepare(conn, job)
         while True:
             chained: list[tuple[Job, Prepared | Attempt | None]] = []
-            attempt = await self._one(state, conn, job, tx, group_sent, chained)
+            attempt = await self._one(state, relay, conn, job, tx, group_sent, chained)
             if attempt is not None:
                 if attempt.stale and first:
                     job.unbook()
                     logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
                     return job, False
-                await self._settle(state, job, attempt)
+                await self._settle(state, job, relay, attempt)
                 if not attempt.reusable:
                     await self._requeue(state, chained)
                     return None, False
@@ -177,12 +236,14 @@ class Driver:
                 nxt = self._ready(state, conn)
                 if nxt is None:
                     return None, True
+                nxt.relay = relay
                 job, tx, group_sent = nxt, self._prepare(conn, nxt), False
             first = False
 
     async def _one(
         self,
         state: _Run,
+        relay: RelayState,
         conn: Connection,
         job: Job,
         tx: Prepared | Attempt | None,
@@ -196,9 +257,9 @@ class Driver:
         if isinstance(tx, Attempt):  # refused before any I/O
             job.begin(self.clock())
             return tx
-        if not group_sent and not await self._start(state, job):
+        if not group_sent and not await self._start(state, relay, job):
             return None  # the write-ahead hook failed: the job already has its result
-        follow = self._follower(state, conn, chained) if tx.pipelined else None
+        follow = self._follower(state, relay, conn, chained) if tx.pipelined else None
         attempt = await run(conn, tx, group_sent=group_sent, follow=follow, gate=job.gate)
         if attempt.needs_rset and attempt.reusable:
             attempt = replace(attempt, reusable=await reset(conn))
@@ -232,20 +293,24 @@ class Driver:
     def _follower(
         self,
         state: _Run,
+        relay: RelayState,
         conn: Connection,
         chained: list[tuple[Job, Prepared | Attempt | None]],
     ) -> Callable[[], bytes | None]:
         """What ``run`` calls once the content has left: the next job's group, if any."""
 
         def follow() -> bytes | None:
-            if self._limiter(state) is not None or state.retries or self.closing.fired or chained:
+            if state.retries or self.closing.fired or chained:
                 return None
+            if state.feed.limiter is not None or relay.pace.limiter is not None:
+                return None  # (each transaction waits for its slot first)
             if not conn.has_room():
                 return None
             job = state.feed.ready()
             if job is None:
                 return None
             state.held.add(job)
+            job.relay = relay
             tx: Prepared | Attempt | None = self._prepare(conn, job)
             if isinstance(tx, Prepared):
                 try:
@@ -256,28 +321,36 @@ class Driver:
             chained.append((job, tx))
             if not isinstance(tx, Prepared):
                 return None
-            job.begin(self.clock())
+            now = self.clock()
+            relay.pace.note(now)
+            job.begin(now)
             return tx.group
 
         return follow
 
-    async def _start(self, state: _Run, job: Job) -> bool:
-        """Before a job's transaction: the write-ahead hook and the rate limit."""
+    async def _start(self, state: _Run, relay: RelayState, job: Job) -> bool:
+        """Before a job's transaction: the write-ahead hook and the rate limits."""
         try:
             job.announce(state.feed.before_send)
         except DeliveryError as exc:
             job.fail(exc)
             await self._finish(state, job)
             return False
-        limiter = self._limiter(state)
+        pace = relay.pace
+        if pace.lowered:
+            relay.recover(self.clock())
+        feed_limiter = state.feed.limiter
+        if feed_limiter is not None:  # (it stands in for the Mailer-wide rate limit)
+            await feed_limiter.acquire()
+            limiter: Limiter | None = pace.limiter if relay.own_rate or pace.lowered else None
+        else:
+            limiter = pace.limiter
         if limiter is not None:
             await limiter.acquire()
-        job.begin(self.clock())
+        now = self.clock()
+        pace.note(now)
+        job.begin(now)
         return True
-
-    def _limiter(self, state: _Run) -> Limiter | None:
-        feed_limiter = state.feed.limiter
-        return self.limiter if feed_limiter is None else feed_limiter
 
     def _prepare(self, conn: Connection, job: Job) -> Prepared | Attempt:
         """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
@@ -299,8 +372,10 @@ class Driver:
         pipelining = self.pipelining and conn.supports("pipelining")
         return prepare(conn, sender, rcpts, content, pipelining=pipelining)
 
-    async def _settle(self, state: _Run, job: Job, attempt: Attempt) -> None:
+    async def _settle(self, state: _Run, job: Job, relay: RelayState, attempt: Attempt) -> None:
         """Book an attempt: schedule the job's retry, or hand on its result."""
+        if attempt.status is not Status.DELIVERED or attempt.refused:
+            self._check_throttle(relay, attempt)
         policy = state.feed.retry or self.retry
         retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
         if retry:
@@ -316,9 +391,20 @@ class Driver:
                 return
         await self._finish(state, job)
 
+    def _check_throttle(self, relay: RelayState, attempt: Attempt) -> None:
+        """Slow the relay down if a reply of this attempt said "too fast"."""
+        errors = [attempt.error] if attempt.error is not None else []
+        for error in [*errors, *attempt.refused.values()]:
+            if error.code is not None and says_too_fast(error.code, error.text):
+                relay.throttle(error, self.clock())
+                return
+
     async def _finish(self, state: _Run, job: Job, *, shutdown: bool = False) -> None:
         state.held.discard(job)
         result = self.ledger.finish(job.result(shutdown=shutdown))
+        relay = job.relay
+        if relay is not None:
+            relay.counts[result.status] += 1
         await state.feed.emit(result)
 
 

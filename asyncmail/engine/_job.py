@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._exceptions import (
     DeliveryError,
@@ -25,6 +25,9 @@ from ..message._envelope import Envelope, envelope_of
 from ..message._message import Message
 from ..smtp._judge import Attempt
 from ..smtp._transaction import Gate
+
+if TYPE_CHECKING:
+    from ._relays import RelayState
 
 __all__ = ["BeforeSend", "Job"]
 
@@ -47,7 +50,9 @@ class Job:
         "last",
         "message",
         "pending",
+        "pinned",
         "refused",
+        "relay",
         "reply",
         "started",
         "unknown",
@@ -71,6 +76,8 @@ class Job:
         self.due = 0.0  # when a retry may start (the engine's clock)
         self.announced = False  # before_send was called
         self.gate: Gate | None = None  # awaited before each content leaves (the outbox's)
+        self.relay: RelayState | None = None  # the relay of its latest session
+        self.pinned = False  # the relay accepted a recipient: the job never moves from it
 
     @classmethod
     def of(cls, message: Message | email.message.Message) -> Job:
@@ -134,6 +141,8 @@ class Job:
         """Book an attempt; return the recipients that another attempt may still reach."""
         self.last = attempt
         self.reply = attempt.reply or self.reply
+        if attempt.accepted:
+            self.pinned = True
         if attempt.status is Status.DELIVERED:
             self.accepted += attempt.accepted
         elif attempt.status is Status.UNKNOWN and not retry_unknown:
@@ -190,4 +199,5 @@ class Job:
             reply=self.reply,
             attempts=self.attempts,
             error=error,
+            relay=None if self.relay is None else self.relay.display,
         )

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -48,7 +48,17 @@ from ..message._message import Message
 from ._driver import Driver
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
-from ._ratelimit import Limiter, RateLimit, RateLimiter
+from ._ratelimit import Limiter, RateLimit
+from ._relays import (
+    DEFAULT_RETRY_PERIOD,
+    Relay,
+    Relays,
+    RelayState,
+    RelayStatistics,
+    Strategy,
+    check_strategy,
+    relays_of,
+)
 from ._send_many import ResultStream
 
 __all__ = ["Mailer", "MailerStatistics"]
@@ -65,13 +75,17 @@ ABORT_GRACE = 5.0
 
 @dataclass(frozen=True, slots=True)
 class MailerStatistics:
-    """A snapshot of a Mailer: outcomes so far, sends in flight, and the pool."""
+    """A snapshot of a Mailer: outcomes so far, sends in flight, and the pool.
+
+    With several relays ``pool`` adds up their pools, and ``relays`` has one entry each.
+    """
 
     delivered: int
     failed: int
     unknown: int
     in_flight: int
     pool: PoolStatistics
+    relays: tuple[RelayStatistics, ...] = ()
 
 
 class _One:
@@ -97,11 +111,17 @@ class _One:
 
 
 class Mailer:
-    """Sends mail through a pool of SMTP connections to one server.
+    """Sends mail through a pool of SMTP connections to one server, or to several relays.
 
     Args:
         server: An ``smtp://``/``smtps://`` URL or a ``Server``; by default ``ASYNCMAIL_URL``.
-        max_connections: Open connections at most.
+            Or a list of them (and of ``Relay`` values, for limits of their own): the
+            relays, each with its own pool, rate limit and statistics.
+        strategy: With several relays, ``"failover"`` uses the first one that is up,
+            ``"round-robin"`` takes turns among those that are up.
+        retry_period: Seconds a relay that failed (connect, TLS, AUTH, greeting) is
+            skipped before it is tried again.
+        max_connections: Open connections at most (per relay).
         max_messages_per_connection: Transactions before a connection is retired.
         idle_timeout: Seconds an idle connection is kept.
         max_connection_age: Seconds after which a connection is retired.
@@ -109,7 +129,7 @@ class Mailer:
         timeouts: Per-phase timeouts.
         retry: The retry policy for transient failures; ``RetryPolicy(attempts=1)`` for none.
         rate_limit: Transactions at most, such as ``"14/s"``, shared by all connections
-            and enforced before each transaction starts.
+            and enforced before each transaction starts (per relay).
         pipelining: Use PIPELINING (RFC 2920) when the server offers it.
         close_timeout: Seconds ``aclose()`` lets in-flight sends finish.
 
@@ -121,9 +141,11 @@ class Mailer:
 
     def __init__(
         self,
-        server: str | Server | None = None,
+        server: str | Server | Relay | Sequence[str | Server | Relay] | None = None,
         /,
         *,
+        strategy: Strategy = "failover",
+        retry_period: float = DEFAULT_RETRY_PERIOD,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_messages_per_connection: int = DEFAULT_MAX_MESSAGES_PER_CONNECTION,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
@@ -135,13 +157,12 @@ class Mailer:
         pipelining: bool = True,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
-        if server is None:
-            server = Server.from_env()
-        elif isinstance(server, str):
-            server = Server.from_url(server)
-        elif not isinstance(server, Server):
-            raise ConfigError(f"expected a URL or a Server, not {type(server).__name__}")
-        self.server = server
+        relays = relays_of(Server.from_env() if server is None else server)
+        check_strategy(strategy, retry_period)
+        self.server = relays[0].server  # (the first relay)
+        self.relays = tuple(relays)
+        self.strategy = strategy
+        self.retry_period = float(retry_period)
         self.limits = PoolLimits(
             max_connections=max_connections,
             max_messages_per_connection=max_messages_per_connection,
@@ -154,13 +175,28 @@ class Mailer:
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
         self.pipelining = pipelining
         self.close_timeout = close_timeout
-        self._pool = Pool(server, self.limits, self.timeouts)
+        members = [
+            RelayState(
+                relay,
+                self.limits
+                if relay.max_connections is None
+                else replace(self.limits, max_connections=relay.max_connections),
+                self.timeouts,
+                self.rate_limit,
+                clock=time.monotonic,
+            )
+            for relay in relays
+        ]
+        self._relays = Relays(
+            members, strategy=strategy, retry_period=self.retry_period, clock=time.monotonic
+        )
+        self._pools: tuple[Pool, ...] = tuple(r.pool for r in members)
+        self._pool = self._pools[0]
         self._ledger = Ledger()
         self._closing = Signal()
         self._driver = Driver(
-            self._pool,
+            self._relays,
             retry=self.retry,
-            limiter=RateLimiter(self.rate_limit) if self.rate_limit else None,
             pipelining=pipelining,
             ledger=self._ledger,
             closing=self._closing,
@@ -176,7 +212,8 @@ class Mailer:
             raise MailerClosedError("a Mailer can be entered once; create a new one")
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._pool.background = self._task_group
+        for pool in self._pools:
+            pool.background = self._task_group
         self._state = "open"
         return self
 
@@ -187,14 +224,16 @@ class Mailer:
         tb: TracebackType | None,
     ) -> bool | None:
         await self.aclose()  # (this waits for the pool's background QUITs too)
-        self._pool.background = None
+        for pool in self._pools:
+            pool.background = None
         task_group, self._task_group = self._task_group, None
         if task_group is not None:
             # stop any send_many() still running, and keep the body's own exception as it
             # is: it must not come out wrapped in an ExceptionGroup
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
-        self._pool.abort_all()  # (anything a cancelled task never closed)
+        for pool in self._pools:
+            pool.abort_all()  # (anything a cancelled task never closed)
         return None
 
     async def aclose(self) -> None:
@@ -213,9 +252,11 @@ class Mailer:
                     self._ledger.in_flight,
                     self.close_timeout,
                 )
-                self._pool.abort_busy()
+                for pool in self._pools:
+                    pool.abort_busy()
                 await self._ledger.wait_idle(ABORT_GRACE)
-            await self._pool.aclose()
+            for pool in self._pools:
+                await pool.aclose()
 
     def _check_open(self) -> None:
         if self._state == "closed":
@@ -266,15 +307,16 @@ class Mailer:
         Args:
             messages: An iterable or async iterable of messages.
             concurrency: Workers, each sending on one connection at a time; by default
-                ``max_connections``. With PIPELINING a worker writes the next message's
-                envelope behind the current message's final dot, so up to twice this many
-                messages can be on their way at once.
+                ``max_connections`` (round-robin: added up over the relays). With
+                PIPELINING a worker writes the next message's envelope behind the current
+                message's final dot, so up to twice this many messages can be on their way
+                at once.
             before_send: Called with each message right before its first transaction
                 starts (for a write-ahead journal). If it raises, that message is not
                 sent and ends FAILED, with the exception as the error's ``__cause__``.
         """
         self._check_open()
-        workers = concurrency if concurrency is not None else self.limits.max_connections
+        workers = concurrency if concurrency is not None else self._max_connections()
         if not isinstance(workers, int) or workers < 1:
             raise ConfigError(f"concurrency must be an integer >= 1, not {concurrency!r}")
         return ResultStream(
@@ -296,23 +338,42 @@ class Mailer:
             raise MailerClosedError("the Mailer is not open: use it in 'async with'")
         return self._driver
 
+    def _max_connections(self) -> int:
+        """Connections open at once at most: over all relays taking turns, over the largest
+        one for failover (one relay at a time)."""
+        sizes = [pool.limits.max_connections for pool in self._pools]
+        return sum(sizes) if self.strategy == "round-robin" else max(sizes)
+
     # -- introspection ----------------------------------------------------------------------
 
     def statistics(self) -> MailerStatistics:
-        """A frozen snapshot of outcomes, sends in flight and the pool."""
+        """A frozen snapshot of outcomes, sends in flight, the pools and each relay."""
         counts = self._ledger.counts
+        relays = tuple(r.statistics() for r in self._relays.members)
+        pool = relays[0].pool if len(relays) == 1 else _added(r.pool for r in relays)
         return MailerStatistics(
             delivered=counts[Status.DELIVERED],
             failed=counts[Status.FAILED],
             unknown=counts[Status.UNKNOWN],
             in_flight=self._ledger.in_flight,
-            pool=self._pool.statistics(),
+            pool=pool,
+            relays=relays,
         )
 
     def __repr__(self) -> str:
         s = self.statistics()
+        more = f" (+{len(self.relays) - 1} relays)" if len(self.relays) > 1 else ""
         return (
-            f"<Mailer {self.server.display} {self._state} in_flight={s.in_flight} "
+            f"<Mailer {self.server.display}{more} {self._state} in_flight={s.in_flight} "
             f"delivered={s.delivered} failed={s.failed} unknown={s.unknown} "
             f"pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} busy/idle/max>"
         )
+
+
+def _added(pools: Iterable[PoolStatistics]) -> PoolStatistics:
+    """The pools of several relays as one."""
+    total = [0] * 7
+    for p in pools:
+        values = (p.max_connections, p.idle, p.busy, p.connecting, p.waiting, p.opened, p.closed)
+        total = [a + b for a, b in zip(total, values, strict=True)]
+    return PoolStatistics(*total)
