@@ -10,7 +10,8 @@ Files (all under ``$BASE/dkim``):
 - ``keys.txt``: one line per selector, ``<selector>._domainkey.<domain> <TXT record>``, the
   file OpenDKIM's ``TestPublicKeys`` option reads instead of asking DNS.
 
-``txt_lookup`` is the same table as a dkimpy ``dnsfunc``, so both verifiers see the same keys.
+``txt_lookup`` is the same table as a dkimpy ``dnsfunc``, so both verifiers see the same keys;
+``dkimpy_sign`` and ``dkimpy_verify`` sign and check with dkimpy (the ``interop`` extra).
 """
 
 from __future__ import annotations
@@ -83,6 +84,41 @@ def txt_lookup(name: bytes, timeout: int = 5) -> bytes | None:
     del timeout
     txt = records().get(name.decode("ascii").rstrip("."))
     return None if txt is None else txt.encode("ascii")
+
+
+def dkimpy_sign(raw: bytes, selector: str, include_headers: list[bytes] | None = None) -> bytes:
+    """``raw`` with a relaxed/relaxed DKIM-Signature by ``selector`` prepended (dkimpy)."""
+    import dkim
+
+    if selector == RSA_SELECTOR:
+        key, algo = (KEYDIR / f"{RSA_SELECTOR}.pem").read_bytes(), b"rsa-sha256"
+    else:
+        key, algo = (KEYDIR / f"{ED_SELECTOR}.seed").read_bytes(), b"ed25519-sha256"
+    sig: bytes = dkim.sign(
+        raw,
+        selector.encode(),
+        DOMAIN.encode(),
+        key,
+        canonicalize=(b"relaxed", b"relaxed"),
+        signature_algorithm=algo,
+        include_headers=include_headers,
+    )
+    return sig + raw
+
+
+def dkimpy_verify(raw: bytes) -> list[bool]:
+    """dkimpy's verdict on every DKIM-Signature of ``raw``, top first (keys from keys.txt)."""
+    import dkim
+
+    d = dkim.DKIM(raw)
+    count = sum(1 for name, _ in d.headers if name.lower() == b"dkim-signature")
+    verdicts = []
+    for i in range(count):
+        try:
+            verdicts.append(bool(d.verify(idx=i, dnsfunc=txt_lookup)))
+        except dkim.DKIMException:  # a body hash mismatch raises instead of returning False
+            verdicts.append(False)
+    return verdicts
 
 
 if __name__ == "__main__":

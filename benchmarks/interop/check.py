@@ -29,6 +29,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import _checks_deliverability as deliverability
+import dkim_selftest
+
 from asyncmail import (
     Attachment,
     AuthenticationError,
@@ -59,6 +62,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "strict_helo": 2528,
         "conn_limit2": 2529,
         "size_limit": 10240000,
+        "dkim": 2530,  # OpenDKIM milter (verify)
+        "dsn": 2531,  # smtpd command transcript in the log
+        "relay_a": 2532,  # failover / round-robin, logged as postfix/p2532
+        "relay_b": 2533,
+        "maillog": BASE / "maillog",
     },
     "exim": {
         "maildir": BASE / "exim" / "mail" / "new",
@@ -586,6 +594,17 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                 f"{dict(limited)} errors={dict(refusals)} duplicated={dups} {dt:.1f}s",
             )
 
+    # -- deliverability (_checks_deliverability.py) -----------------------------------------
+    if want("dkim"):
+        if prof.get("dkim"):
+            for tag, ok, ar in await asyncio.to_thread(dkim_selftest.run_cases, prof["dkim"]):
+                record(f"dkim harness (dkimpy+smtplib) {tag}", ok, " | ".join(ar)[:300])
+        await deliverability.run_dkim(prof, box, record)
+    if want("dsn"):
+        await deliverability.run_dsn(prof, box, record, prof.get("maillog", BASE / "maillog"))
+    if want("failover"):
+        await deliverability.run_failover(prof, box, record, prof.get("maillog", BASE / "maillog"))
+
     # -- CLI --------------------------------------------------------------------------------
     if want("cli"):
         exe = Path(sys.executable).parent / "asyncmail"
@@ -670,7 +689,8 @@ if __name__ == "__main__":
         "--only",
         nargs="*",
         help="run only checks whose group starts with these "
-        "(plain starttls implicit refused utf8 attach stdlib concurrent many content policy cli)",
+        "(plain starttls implicit refused utf8 attach stdlib concurrent many content policy "
+        "dkim dsn failover cli)",
     )
     ns = ap.parse_args()
     try:

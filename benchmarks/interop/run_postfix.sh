@@ -17,7 +17,8 @@
 #   2465  implicit TLS (smtpd_tls_wrappermode=yes), AUTH
 #   2530  plain, OpenDKIM verifier as milter (adds Authentication-Results), if opendkim is installed
 #   2531  plain, logs as postfix/p2531 with smtpd's command transcript (DSN, round-robin)
-#   2532  plain, logs as postfix/p2532 (the good relay of the failover/round-robin checks)
+#   2532  plain, logs as postfix/p2532 (the good relay of the failover checks)
+#   2533  plain, logs as postfix/p2533 (with 2532, the pair of the round-robin check)
 # OpenDKIM (Mode v) listens on 127.0.0.1:2891 and reads the public keys of
 # rsa1._domainkey.example.com and ed1._domainkey.example.com from $BASE/dkim/keys.txt
 # (TestPublicKeys, no DNS); _dkim_keys.py creates the keys once.
@@ -203,9 +204,11 @@ CONF
   -o smtpd_sasl_auth_enable=yes
 127.0.0.1:2531 inet n - n - - smtpd
   -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2531
-  -o debug_peer_list=127.0.0.1 -o debug_peer_level=2
+  -o debug_peer_list=127.0.0.1 -o debug_peer_level=1
 127.0.0.1:2532 inet n - n - - smtpd
   -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2532
+127.0.0.1:2533 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2533
 pickup     unix  n - n 60   1 pickup
 cleanup    unix  n - n -    0 cleanup
 qmgr       unix  n - n 300  1 qmgr
@@ -248,7 +251,7 @@ CONF
     postfix -c "$PF" set-permissions >/dev/null 2>&1 || true
     postfix -c "$PF" check
     postfix -c "$PF" start
-    for port in 2525 2526 2527 2528 2529 2531 2532 2587 2591 2592 2593 2465 $milter_ports; do
+    for port in 2525 2526 2527 2528 2529 2531 2532 2533 2587 2591 2592 2593 2465 $milter_ports; do
         for _ in $(seq 50); do
             (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
             sleep 0.1
