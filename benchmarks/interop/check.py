@@ -29,7 +29,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import _checks_deliverability as deliverability
+import _checks_dkim
+import _checks_dsn
+import _checks_failover
 import dkim_selftest
 
 from asyncmail import (
@@ -594,16 +596,18 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                 f"{dict(limited)} errors={dict(refusals)} duplicated={dups} {dt:.1f}s",
             )
 
-    # -- deliverability (_checks_deliverability.py) -----------------------------------------
+    # -- deliverability: _checks_dkim.py, _checks_dsn.py, _checks_failover.py -----------------
     if want("dkim"):
         if prof.get("dkim"):
             for tag, ok, ar in await asyncio.to_thread(dkim_selftest.run_cases, prof["dkim"]):
                 record(f"dkim harness (dkimpy+smtplib) {tag}", ok, " | ".join(ar)[:300])
-        await deliverability.run_dkim(prof, box, record)
+        await _checks_dkim.run_dkim(prof, box, record)
     if want("dsn"):
-        await deliverability.run_dsn(prof, box, record, prof.get("maillog", BASE / "maillog"))
+        await _checks_dsn.run_dsn(prof, box, record, prof.get("maillog", BASE / "maillog"))
     if want("failover"):
-        await deliverability.run_failover(prof, box, record, prof.get("maillog", BASE / "maillog"))
+        await _checks_failover.run_failover(
+            prof, box, record, prof.get("maillog", BASE / "maillog")
+        )
 
     # -- CLI --------------------------------------------------------------------------------
     if want("cli"):
