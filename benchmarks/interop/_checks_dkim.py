@@ -147,7 +147,7 @@ async def run_dkim(prof: dict[str, Any], box: MailBox, record: Record) -> None:
         record("dkim", None, "(asyncmail has no DKIM yet)")
         return
     signers = {
-        keys: [dkim_cls(domain=DOMAIN, selector=s, key=KEYDIR / f"{s}.pem") for s in sels]
+        keys: [dkim_cls(domain=DOMAIN, selector=s, key=str(KEYDIR / f"{s}.pem")) for s in sels]
         for keys, sels in selectors.items()
     }
     for keys, dkims in signers.items():
