@@ -15,6 +15,13 @@
 #   2528  plain, reject_non_fqdn_helo_hostname (a strict HELO policy)
 #   2529  plain, at most 2 concurrent connections per client (421 on the 3rd)
 #   2465  implicit TLS (smtpd_tls_wrappermode=yes), AUTH
+#   2530  plain, OpenDKIM verifier as milter (adds Authentication-Results), if opendkim is installed
+#   2531  plain, logs as postfix/p2531 with smtpd's command transcript (DSN, round-robin)
+#   2532  plain, logs as postfix/p2532 (the good relay of the failover checks)
+#   2533  plain, logs as postfix/p2533 (with 2532, the pair of the round-robin check)
+# OpenDKIM (Mode v) listens on 127.0.0.1:2891 and reads the public keys of
+# rsa1._domainkey.example.com and ed1._domainkey.example.com from $BASE/dkim/keys.txt
+# (TestPublicKeys, no DNS); _dkim_keys.py creates the keys once.
 # Every recipient is accepted (virtual_mailbox_domains = static:all) and delivered into one
 # Maildir, $BASE/mail/catchall/new, one file per recipient, except recipients refused by
 # rcpt_access: reject-*@ -> 550 5.1.1, tempfail-*@ -> 450 4.2.0.
@@ -26,8 +33,52 @@ set -euo pipefail
 BASE=${BASE:-/tmp/interop}
 PF=$BASE/postfix
 PY=${PY:-$(cd "$(dirname "$0")/../.." && pwd)/.venv/bin/python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+OD=$BASE/opendkim
+MILTER_PORT=2891
+
+stop_opendkim() {
+    if [ -f "$OD/opendkim.pid" ]; then
+        local pid
+        pid=$(cat "$OD/opendkim.pid")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$OD/opendkim.pid"
+    fi
+}
+
+# OpenDKIM as a verifying milter; public keys from a file (TestPublicKeys), never DNS.
+start_opendkim() {
+    stop_opendkim
+    rm -rf "$OD"
+    mkdir -p "$OD"
+    "$PY" "$HERE/_dkim_keys.py"
+    cat >"$OD/opendkim.conf" <<CONF
+Mode                v
+Socket              inet:$MILTER_PORT@127.0.0.1
+PidFile             $OD/opendkim.pid
+UserID              opendkim:opendkim
+Background          yes
+# no client is "internal": every message is verified, none signed
+InternalHosts       csl:192.0.2.1
+AlwaysAddARHeader   yes
+AuthservID          mx.interop.test
+# "intended for use only during automated testing": keys from this file, not DNS
+TestPublicKeys      $BASE/dkim/keys.txt
+Syslog              yes
+LogResults          yes
+LogWhy              yes
+CONF
+    chown opendkim:opendkim "$OD"
+    opendkim -x "$OD/opendkim.conf"
+    for _ in $(seq 50); do
+        (exec 3<>/dev/tcp/127.0.0.1/$MILTER_PORT) 2>/dev/null && break
+        sleep 0.1
+    done
+}
 
 stop() {
+    stop_opendkim
     if [ -f "$PF/main.cf" ]; then
         postfix -c "$PF" stop 2>/dev/null || true
         # wait for master to go away
@@ -151,6 +202,13 @@ CONF
 127.0.0.1:2465 inet n - n - - smtpd
   -o smtpd_tls_wrappermode=yes
   -o smtpd_sasl_auth_enable=yes
+127.0.0.1:2531 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2531
+  -o debug_peer_list=127.0.0.1 -o debug_peer_level=1
+127.0.0.1:2532 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2532
+127.0.0.1:2533 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2533
 pickup     unix  n - n 60   1 pickup
 cleanup    unix  n - n -    0 cleanup
 qmgr       unix  n - n 300  1 qmgr
@@ -177,10 +235,23 @@ scache     unix  - - n -    1 scache
 postlog    unix-dgram n - n - 1 postlogd
 CONF
 
+    local milter_ports=""
+    if command -v opendkim >/dev/null; then
+        start_opendkim
+        milter_ports=2530
+        cat >>"$PF/master.cf" <<CONF
+127.0.0.1:2530 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2530
+  -o smtpd_milters=inet:127.0.0.1:$MILTER_PORT -o milter_default_action=tempfail
+CONF
+    else
+        echo "opendkim not installed: no port 2530 (apt-get install -y opendkim opendkim-tools)" >&2
+    fi
+
     postfix -c "$PF" set-permissions >/dev/null 2>&1 || true
     postfix -c "$PF" check
     postfix -c "$PF" start
-    for port in 2525 2526 2527 2528 2529 2587 2591 2592 2593 2465; do
+    for port in 2525 2526 2527 2528 2529 2531 2532 2533 2587 2591 2592 2593 2465 $milter_ports; do
         for _ in $(seq 50); do
             (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
             sleep 0.1
@@ -196,7 +267,7 @@ count() {
 case "${1:-start}" in
     start) start ;;
     stop) stop ;;
-    clean) stop; rm -rf "$PF" "$BASE/mail" "$BASE/maillog" ;;
+    clean) stop; rm -rf "$PF" "$OD" "$BASE/dkim" "$BASE/mail" "$BASE/maillog" ;;
     count) count ;;
     *) echo "usage: $0 start|stop|clean|count" >&2; exit 2 ;;
 esac
