@@ -39,6 +39,7 @@ from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
 from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
+from .message._dsn import DSN as DSN
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
 from .outbox._deliver import Delivery as Delivery
@@ -50,13 +51,14 @@ from .outbox._outbox import Outbox as Outbox
 
 __version__ = "0.1.0"
 
-__all__ = (
+__all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "Address",
     "Attachment",
     "AuthenticationError",
     "BadRow",
     "ConfigError",
     "ConnectError",
+    "DSN",
     "Delivery",
     "DeliveryError",
     "MailError",
