@@ -23,6 +23,7 @@ from asyncmail import (
 from asyncmail.message._dsn import utf8_addr_xtext_decode, xtext_decode
 from asyncmail.message._verp import decode
 from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing._dsnparams import DSNError, split_dsn
 
 from ._support import mailer_for, message
 from .test_outbox import _wait_final
@@ -251,6 +252,28 @@ async def test_a_verp_recipient_always_deferred_uses_the_retry_policy_for_itself
     assert result.attempts == 2 + 3
 
 
+async def test_a_verp_round_goes_on_on_a_new_connection_after_a_421() -> None:
+    faults = [Fault.reply("mail", 421, "4.3.2 Shutting down", match="bob+news=", times=1)]
+    async with CaptureServer(faults=faults) as server, mailer_for(server) as mailer:
+        result = await mailer.send(_verp())
+    assert result.status is Status.DELIVERED
+    assert sorted(result.accepted) == sorted(RECIPIENTS)
+    assert len(server.sessions) == 2
+    second = [c.split(":")[1] for c in server.sessions[1].commands if c.startswith("RCPT")]
+    assert second == ["<carol=x@example.com>", "<bob+news@example.net>"]
+
+
+async def test_a_verp_copy_lost_after_its_dot_is_unknown_and_the_others_go_on() -> None:
+    faults = [Fault.disconnect("dot", times=1)]
+    async with CaptureServer(faults=faults) as server, mailer_for(server) as mailer:
+        result = await mailer.send(_verp())
+    assert result.status is Status.DELIVERED
+    assert result.unknown == ("alice@example.org",)
+    assert result.accepted == ("bob+news@example.net", "carol=x@example.com")
+    assert result.refused == {}
+    assert len(server.messages) == 3  # the lost reply's copy was stored
+
+
 async def test_a_verp_message_that_fails_for_everyone_fails() -> None:
     faults = [Fault.reply("mail", 550, "5.7.1 Sender refused")]
     async with CaptureServer(faults=faults) as server, mailer_for(server) as mailer:
@@ -384,3 +407,42 @@ def test_the_outbox_payload_keeps_the_verp_flag_and_the_dsn() -> None:
     job = Job.of(plain)
     payload = encode(plain, job.envelope, job.content_for(smtputf8=True, eightbitmime=True))
     assert payload.startswith(b'{"v":1,')  # an older worker still reads a plain message
+
+
+@pytest.mark.parametrize(
+    ("command", "arg", "kept", "dsn"),
+    [
+        (
+            "MAIL",
+            "FROM:<a@b> SIZE=10 RET=HDRS ENVID=x+2By",
+            "FROM:<a@b> SIZE=10",
+            ("RET=HDRS", "ENVID=x+2By"),
+        ),
+        ("RCPT", "TO:<a@b> NOTIFY=NEVER", "TO:<a@b>", ("NOTIFY=NEVER",)),
+        ("RCPT", "TO:<a@b> ORCPT=utf-8;jos\\x{E9}@b", "TO:<a@b>", ("ORCPT=utf-8;jos\\x{E9}@b",)),
+        ("RCPT", "TO:<a@b> ORCPT=utf-8;josé@b", "TO:<a@b>", ("ORCPT=utf-8;josé@b",)),
+        ("MAIL", "FROM:<a@b> NOTIFY=NEVER", "FROM:<a@b> NOTIFY=NEVER", ()),
+    ],
+)
+def test_the_capture_server_takes_dsn_parameters_off(
+    command: str, arg: str, kept: str, dsn: tuple[str, ...]
+) -> None:
+    assert split_dsn(command, arg) == (kept, dsn)
+
+
+@pytest.mark.parametrize(
+    ("command", "arg"),
+    [
+        ("MAIL", "FROM:<a@b> RET=ALL"),
+        ("MAIL", "FROM:<a@b> ENVID=a=b"),
+        ("MAIL", "FROM:<a@b> ENVID=" + "x" * 101),
+        ("MAIL", "FROM:<a@b> RET=FULL RET=HDRS"),
+        ("RCPT", "TO:<a@b> NOTIFY=NEVER,FAILURE"),
+        ("RCPT", "TO:<a@b> NOTIFY=FAILURE,FAILURE"),
+        ("RCPT", "TO:<a@b> ORCPT=a@b"),
+        ("RCPT", "TO:<a@b> ORCPT=rfc822;a+b"),
+    ],
+)
+def test_the_capture_server_refuses_malformed_dsn_parameters(command: str, arg: str) -> None:
+    with pytest.raises(DSNError):
+        split_dsn(command, arg)
