@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncmail import DSN, ConfigError, Message, MessageError
+from asyncmail import DSN, ConfigError, Mailer, Message, MessageError
 from asyncmail.message._dsn import (
     orcpt,
     utf8_addr_xtext,
@@ -121,3 +121,9 @@ def test_message_takes_a_dsn_and_the_envelope_carries_it() -> None:
 def test_message_refuses_a_dsn_that_is_not_a_dsn() -> None:
     with pytest.raises(MessageError, match="dsn: expected a DSN"):
         Message(sender="a@example.com", to="b@example.org", dsn="failure")  # type: ignore[arg-type]
+
+
+def test_mailer_refuses_a_dsn_that_is_not_a_dsn() -> None:
+    with pytest.raises(ConfigError, match="dsn must be a DSN"):
+        Mailer("smtp://127.0.0.1:25?tls=none", dsn={"notify": "never"})  # type: ignore[arg-type]
+    assert Mailer("smtp://127.0.0.1:25?tls=none", dsn=DSN()).dsn == DSN()
