@@ -8,7 +8,8 @@ A VERP message (``Envelope.verp``) goes in rounds of one transaction per open re
 each from its own envelope sender: ``batch`` is the first recipient not yet tried in the
 round, ``more_now`` says the round goes on, and the recipients that may be tried again wait
 in ``later`` for the next round, after the backoff. The retry policy counts rounds
-(``tries``), so each recipient gets the attempts the policy allows.
+(``tries``), so each recipient gets the attempts the policy allows, and the result's
+``attempts`` is the rounds: how often the most-tried recipient was tried.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Job:
         "pending",
         "refused",
         "reply",
+        "round_tx",
         "rounds",
         "started",
         "unknown",
@@ -70,7 +72,8 @@ class Job:
         self.pending = list(envelope.recipients)
         self.later: list[str] = []  # VERP: tried this round, open for the next one
         self.more_now = False  # VERP: the round goes on with the next recipient
-        self.rounds = 0  # VERP: rounds completed
+        self.rounds = 0  # VERP: rounds begun
+        self.round_tx = 0  # VERP: transactions begun in the current round
         self.accepted: list[str] = []
         self.unknown: list[str] = []
         self.unknown_error: DeliveryError | None = None
@@ -117,6 +120,10 @@ class Job:
         if not self.attempts:
             self.started = now
         self.attempts += 1
+        if self.envelope.verp:
+            self.round_tx += 1
+            if self.round_tx == 1:
+                self.rounds += 1
 
     def batch(self) -> list[str]:
         """The recipients of the next transaction: all open ones, or the next one for VERP."""
@@ -129,12 +136,16 @@ class Job:
 
     @property
     def tries(self) -> int:
-        """What the retry policy counts: transactions made, or rounds completed for VERP."""
+        """What the retry policy counts: transactions, or rounds for VERP (``attempts``)."""
         return self.rounds if self.envelope.verp else self.attempts
 
     def unbook(self) -> None:
         """Take back a transaction that did not happen (a stale connection, an unsent group)."""
         self.attempts -= 1
+        if self.envelope.verp:
+            self.round_tx -= 1
+            if not self.round_tx:
+                self.rounds -= 1
 
     def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:
         """The bytes for the wire in this mode, made once and kept for retries.
@@ -189,7 +200,7 @@ class Job:
         if self.more_now:
             return retry
         self.pending, self.later = self.later, []
-        self.rounds += 1
+        self.round_tx = 0
         return self.pending
 
     def fail(self, error: DeliveryError) -> None:
@@ -228,6 +239,6 @@ class Job:
             refused=refused,
             unknown=tuple(self.unknown),
             reply=self.reply,
-            attempts=self.attempts,
+            attempts=self.tries,
             error=error,
         )
