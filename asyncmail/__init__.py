@@ -43,6 +43,7 @@ from .engine._relays import Relay as Relay
 from .engine._relays import RelayStatistics as RelayStatistics
 from .engine._send_many import ResultStream as ResultStream
 from .message._address import Address as Address
+from .message._dsn import DSN as DSN
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
 from .outbox._deliver import Delivery as Delivery
@@ -57,7 +58,7 @@ from .suppression._model import Suppressions as Suppressions
 
 __version__ = "0.1.0"
 
-__all__ = (
+__all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "Address",
     "Attachment",
     "AuthenticationError",
@@ -67,6 +68,7 @@ __all__ = (
     "ConfigError",
     "ConnectError",
     "CsvSuppressions",
+    "DSN",
     "Delivery",
     "DeliveryError",
     "MailError",

@@ -330,7 +330,8 @@ class SendResult(Generic[MessageT]):
         unknown: The recipients whose copy may or may not have arrived: the connection
             broke after the final dot of a transaction that had accepted them.
         reply: The server's reply to the final dot, when there was one.
-        attempts: How many transactions were attempted for this message.
+        attempts: How many transactions were attempted for this message. A VERP message
+            has one transaction per recipient each time: there it counts those times.
         error: Why nothing was delivered (FAILED, UNKNOWN); None when DELIVERED.
             A DeliveryError, or a MessageError for invalid input in send_many().
         relay: The relay that took the message (its display form, no password); for a

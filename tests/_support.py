@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from asyncmail import (
+    DSN,
     Attachment,
     Mailer,
     Message,
@@ -45,6 +46,7 @@ class MessageFields(TypedDict, total=False):
     return_path: str | None
     message_id: str | None
     date: datetime | None
+    dsn: DSN | None
 
 
 class MailerOptions(TypedDict, total=False):
@@ -60,6 +62,7 @@ class MailerOptions(TypedDict, total=False):
     rate_limit: str | RateLimit | None
     pipelining: bool
     close_timeout: float
+    dsn: DSN | None
 
 
 def message(i: int = 0, **overrides: Unpack[MessageFields]) -> Message:

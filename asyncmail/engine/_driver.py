@@ -44,7 +44,9 @@ from .._exceptions import (
     ShutdownError,
     Status,
 )
+from ..message._dsn import DSN
 from ..message._envelope import smtp_address
+from ..message._verp import expand
 from ..smtp._connection import Connection
 from ..smtp._judge import Attempt, failed
 from ..smtp._throttle import says_too_fast
@@ -101,8 +103,10 @@ class Driver:
         ledger: Ledger,
         closing: Signal,
         clock: Callable[[], float] = time.monotonic,
+        dsn: DSN | None = None,
     ) -> None:
         self.relays = relays
+        self.dsn = dsn
         self.retry = retry
         self.pipelining = pipelining
         self.ledger = ledger
@@ -225,10 +229,16 @@ class Driver:
                     job.unbook()
                     logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
                     return job, False
-                await self._settle(state, job, relay, attempt)
+                more = await self._settle(state, job, relay, attempt)
+                if more and (not attempt.reusable or chained or not _may_go_on(conn)):
+                    self._again(state, job)  # the rest of its VERP round, elsewhere
+                    more = False
                 if not attempt.reusable:
                     await self._requeue(state, chained)
                     return None, False
+                if more:  # its next VERP transaction, on this connection
+                    tx, group_sent, first = self._prepare(conn, job), False, False
+                    continue
             if chained:
                 job, tx = chained[0]
                 group_sent = isinstance(tx, Prepared)
@@ -259,7 +269,9 @@ class Driver:
             return tx
         if not group_sent and not await self._start(state, relay, job):
             return None  # the write-ahead hook failed: the job already has its result
-        follow = self._follower(state, relay, conn, chained) if tx.pipelined else None
+        # (the next transaction of a VERP job goes next: nothing is chained behind it)
+        pipelined = tx.pipelined and not job.more
+        follow = self._follower(state, relay, conn, chained) if pipelined else None
         attempt = await run(conn, tx, group_sent=group_sent, follow=follow, gate=job.gate)
         if attempt.needs_rset and attempt.reusable:
             attempt = replace(attempt, reusable=await reset(conn))
@@ -275,8 +287,12 @@ class Driver:
                 continue
             if isinstance(ftx, Prepared):  # its group went nowhere: not an attempt
                 following.unbook()
-            following.due = self.clock()
-            state.retries.appendleft(following)
+            self._again(state, following)
+
+    def _again(self, state: _Run, job: Job) -> None:
+        """Run ``job`` next, on another connection, without waiting."""
+        job.due = self.clock()
+        state.retries.appendleft(job)
 
     def _ready(self, state: _Run, conn: Connection) -> Job | None:
         """The next job to run on ``conn`` now, if one is waiting and ``conn`` may take it."""
@@ -363,33 +379,45 @@ class Driver:
             )
             return failed(job.pending, error)
         # (valid: checked, and rendered for a server with 8BITMIME, when the job was made)
-        sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""
-        rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.pending]
+        rcpts = [(r, smtp_address(r, smtputf8=smtputf8)) for r in job.batch()]
+        sender = envelope.sender
+        if envelope.verp:  # one recipient: the template filled in for it, as it goes out
+            sender = expand(sender, rcpts[0][1])
+        sender = smtp_address(sender, smtputf8=smtputf8) if sender else ""
         try:
             content = job.content_for(smtputf8=smtputf8, eightbitmime=conn.supports("8bitmime"))
         except NotSupportedError as exc:
             return failed(job.pending, exc)
         pipelining = self.pipelining and conn.supports("pipelining")
-        return prepare(conn, sender, rcpts, content, pipelining=pipelining)
+        dsn = envelope.dsn or self.dsn
+        return prepare(conn, sender, rcpts, content, pipelining=pipelining, dsn=dsn)
 
-    async def _settle(self, state: _Run, job: Job, relay: RelayState, attempt: Attempt) -> None:
-        """Book an attempt: schedule the job's retry, or hand on its result."""
+    async def _settle(self, state: _Run, job: Job, relay: RelayState, attempt: Attempt) -> bool:
+        """Book an attempt: schedule the job's retry, or hand on its result.
+
+        Returns:
+            Whether the job goes on now: the next recipient of a VERP round.
+        """
         if attempt.status is not Status.DELIVERED or attempt.refused:
             self._check_throttle(relay, attempt)
         policy = state.feed.retry or self.retry
         retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
+        if job.more_now:
+            return True
         if retry:
             if self.closing.fired:
                 await self._finish(state, job, shutdown=True)
-                return
+                return False
             now = self.clock()
-            delay = backoff_delay(policy, job.attempts)
-            if may_retry(policy, job.attempts, now - job.started, delay):
-                logger.debug("retry %d in %.2f s: %s", job.attempts, delay, attempt.error)
+            tries = job.tries
+            delay = backoff_delay(policy, tries)
+            if may_retry(policy, tries, now - job.started, delay):
+                logger.debug("retry %d in %.2f s: %s", tries, delay, attempt.error)
                 job.due = now + delay
                 state.retries.append(job)
-                return
+                return False
         await self._finish(state, job)
+        return False
 
     def _check_throttle(self, relay: RelayState, attempt: Attempt) -> None:
         """Slow the relay down if a reply of this attempt said "too fast"."""
@@ -406,6 +434,12 @@ class Driver:
         if relay is not None:
             relay.counts[result.status] += 1
         await state.feed.emit(result)
+
+
+def _may_go_on(conn: Connection) -> bool:
+    """Whether another transaction may follow on ``conn`` now, the session in step."""
+    wire = conn.wire
+    return conn.has_room() and wire is not None and not wire.has_unread
 
 
 def _shutdown() -> ShutdownError:

@@ -3,6 +3,13 @@
 ``settle`` books one attempt and says which recipients deserve another try; ``result``
 turns the tally into the message's single SendResult. Every recipient ends in exactly one
 of ``accepted``, ``refused`` or ``unknown``.
+
+A VERP message (``Envelope.verp``) goes in rounds of one transaction per open recipient,
+each from its own envelope sender: ``batch`` is the first recipient not yet tried in the
+round, ``more_now`` says the round goes on, and the recipients that may be tried again wait
+in ``later`` for the next round, after the backoff. The retry policy counts rounds
+(``tries``), so each recipient gets the attempts the policy allows, and the result's
+``attempts`` is the rounds: how often the most-tried recipient was tried.
 """
 
 from __future__ import annotations
@@ -48,12 +55,16 @@ class Job:
         "errors",
         "gate",
         "last",
+        "later",
         "message",
+        "more_now",
         "pending",
         "pinned",
         "refused",
         "relay",
         "reply",
+        "round_tx",
+        "rounds",
         "started",
         "unknown",
         "unknown_error",
@@ -64,6 +75,10 @@ class Job:
         self.envelope = envelope
         self.content: dict[tuple[bool, bool], WireContent] = {}
         self.pending = list(envelope.recipients)
+        self.later: list[str] = []  # VERP: tried this round, open for the next one
+        self.more_now = False  # VERP: the round goes on with the next recipient
+        self.rounds = 0  # VERP: rounds begun
+        self.round_tx = 0  # VERP: transactions begun in the current round
         self.accepted: list[str] = []
         self.unknown: list[str] = []
         self.unknown_error: DeliveryError | None = None
@@ -112,10 +127,32 @@ class Job:
         if not self.attempts:
             self.started = now
         self.attempts += 1
+        if self.envelope.verp:
+            self.round_tx += 1
+            if self.round_tx == 1:
+                self.rounds += 1
+
+    def batch(self) -> list[str]:
+        """The recipients of the next transaction: all open ones, or the next one for VERP."""
+        return self.pending[:1] if self.envelope.verp else self.pending
+
+    @property
+    def more(self) -> bool:
+        """A VERP round has recipients after the next transaction's."""
+        return self.envelope.verp and len(self.pending) > 1
+
+    @property
+    def tries(self) -> int:
+        """What the retry policy counts: transactions, or rounds for VERP (``attempts``)."""
+        return self.rounds if self.envelope.verp else self.attempts
 
     def unbook(self) -> None:
         """Take back a transaction that did not happen (a stale connection, an unsent group)."""
         self.attempts -= 1
+        if self.envelope.verp:
+            self.round_tx -= 1
+            if not self.round_tx:
+                self.rounds -= 1
 
     def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:
         """The bytes for the wire in this mode, made once and kept for retries.
@@ -158,8 +195,22 @@ class Job:
                 self.errors[rcpt] = error
             else:
                 self.refused[rcpt] = error
+        if self.envelope.verp:
+            return self._settle_verp(attempt, retry)
         self.pending = retry
         return retry
+
+    def _settle_verp(self, attempt: Attempt, retry: list[str]) -> list[str]:
+        """Book one transaction of a VERP round: only its recipients are done with."""
+        done = {*attempt.accepted, *attempt.refused}
+        self.pending = [r for r in self.pending if r not in done]
+        self.later += retry
+        self.more_now = bool(self.pending)
+        if self.more_now:
+            return retry
+        self.pending, self.later = self.later, []
+        self.round_tx = 0
+        return self.pending
 
     def fail(self, error: DeliveryError) -> None:
         """End the open recipients with ``error`` (outside any transaction)."""
@@ -177,7 +228,7 @@ class Job:
         closing = None
         if shutdown:
             closing = ShutdownError("the Mailer closed before this message was delivered")
-        for rcpt in self.pending:
+        for rcpt in (*self.pending, *self.later):
             refused[rcpt] = closing or self.errors[rcpt]
         error: MailError | None = None
         if self.accepted:
@@ -197,7 +248,7 @@ class Job:
             refused=refused,
             unknown=tuple(self.unknown),
             reply=self.reply,
-            attempts=self.attempts,
+            attempts=self.tries,
             error=error,
             relay=None if self.relay is None else self.relay.display,
         )

@@ -44,6 +44,7 @@ from .._exceptions import (
     Status,
 )
 from .._pool import Pool, PoolStatistics
+from ..message._dsn import DSN
 from ..message._message import Message
 from ._driver import Driver
 from ._job import BeforeSend, Job
@@ -132,6 +133,9 @@ class Mailer:
             and enforced before each transaction starts (per relay).
         pipelining: Use PIPELINING (RFC 2920) when the server offers it.
         close_timeout: Seconds ``aclose()`` lets in-flight sends finish.
+        dsn: The delivery status notifications (RFC 3461) to ask for, for each message
+            without a ``dsn`` of its own (a stdlib ``EmailMessage`` has none); sent only to
+            a server that offers DSN.
 
     Use it as an async context manager, typically once per application::
 
@@ -156,6 +160,7 @@ class Mailer:
         rate_limit: str | RateLimit | None = None,
         pipelining: bool = True,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        dsn: DSN | None = None,
     ) -> None:
         relays = relays_of(Server.from_env() if server is None else server)
         check_strategy(strategy, retry_period)
@@ -175,6 +180,9 @@ class Mailer:
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
         self.pipelining = pipelining
         self.close_timeout = close_timeout
+        if dsn is not None and not isinstance(dsn, DSN):
+            raise ConfigError(f"dsn must be a DSN, not {type(dsn).__name__}")
+        self.dsn = dsn
         members = [
             RelayState(
                 relay,
@@ -201,6 +209,7 @@ class Mailer:
             ledger=self._ledger,
             closing=self._closing,
             clock=time.monotonic,
+            dsn=dsn,
         )
         self._task_group: TaskGroup | None = None
         self._state = "new"

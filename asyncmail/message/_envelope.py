@@ -16,7 +16,9 @@ from email.headerregistry import AddressHeader
 from .._exceptions import MessageError
 from ._address import unique_addresses, validate_addr_spec, wire_addr_spec
 from ._content import check_headers, headers_need_smtputf8
+from ._dsn import DSN
 from ._message import Message, new_message_id
+from ._verp import is_template
 
 __all__ = ["Envelope", "envelope_of", "smtp_address"]
 
@@ -35,12 +37,17 @@ class Envelope:
         needs_smtputf8: Whether an envelope address, or an address in a header such as
             Reply-To, has a non-ASCII local part: the transaction must declare SMTPUTF8.
             IDN domains alone do not need it: they have an ASCII (IDNA) form.
+        verp: ``sender`` is a VERP template (``asyncmail.message._verp``): each recipient
+            gets a transaction of its own, from the template filled in for it.
+        dsn: The message's own DSN request; None leaves it to the Mailer.
     """
 
     sender: str
     recipients: tuple[str, ...]
     message_id: str | None
     needs_smtputf8: bool
+    verp: bool = False
+    dsn: DSN | None = None
 
 
 def envelope_of(message: Message | email.message.Message) -> Envelope:
@@ -54,12 +61,17 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
             that could inject another header.
     """
     message_id: str | None
+    verp = False
+    dsn = None
     if isinstance(message, Message):
         sender, recipients, message_id = (
             message.envelope_sender,
             message.recipients,
             message.message_id,
         )
+        if message.return_path:
+            verp = is_template(message.return_path)
+        dsn = message.dsn
     elif isinstance(message, email.message.Message):
         check_headers(message)
         sender, recipients = _stdlib_addresses(message)
@@ -72,7 +84,7 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
         raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
     needs = any(not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients))
     needs = needs or headers_need_smtputf8(message)
-    return Envelope(sender, recipients, message_id, needs)
+    return Envelope(sender, recipients, message_id, needs, verp, dsn)
 
 
 def smtp_address(address: str, *, smtputf8: bool) -> str:

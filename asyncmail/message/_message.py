@@ -23,8 +23,10 @@ from ._address import (
     unique_addresses,
     validate_addr_spec,
 )
+from ._dsn import DSN
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
 from ._render import body_bytes, current_date, render
+from ._verp import check_template, expand, is_template
 
 __all__ = ["Attachment", "Message"]
 
@@ -125,9 +127,13 @@ class Message:
         html: The HTML body, if any.
         attachments: Files attached or embedded (``inline``).
         headers: Extra headers as ``(name, value)`` pairs, in the order given.
-        return_path: The envelope sender when it differs from ``sender`` (``""`` for ``<>``).
+        return_path: The envelope sender when it differs from ``sender`` (``""`` for ``<>``),
+            or a VERP template such as ``"bounces+{local}={domain}@example.com"``, filled
+            in for each recipient: the message then goes in one transaction per recipient.
         message_id: The Message-ID, with angle brackets.
         date: The Date; now (UTC) by default.
+        dsn: The delivery status notifications to ask for (RFC 3461), instead of the
+            Mailer's ``dsn``.
     """
 
     sender: Address
@@ -143,6 +149,7 @@ class Message:
     return_path: str | None
     message_id: str
     date: datetime
+    dsn: DSN | None
     # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value),
     # with a hint for the renderer (see _render.body_bytes).
     _text_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
@@ -164,6 +171,7 @@ class Message:
         return_path: str | None = None,
         message_id: str | None = None,
         date: datetime | None = None,
+        dsn: DSN | None = None,
     ) -> None:
         setattr_ = object.__setattr__
         from_ = parse_address(sender, "sender")
@@ -193,8 +201,14 @@ class Message:
         setattr_(self, "reply_to", reply)
         setattr_(self, "headers", extra)
         if return_path is not None and return_path != "":
-            validate_addr_spec(return_path, "return_path")
+            if is_template(return_path):
+                _check_verp(return_path, (*to_, *cc_, *bcc_))
+            else:
+                validate_addr_spec(return_path, "return_path")
         setattr_(self, "return_path", return_path)
+        if dsn is not None and not isinstance(dsn, DSN):
+            raise MessageError(f"dsn: expected a DSN, got {type(dsn).__name__}")
+        setattr_(self, "dsn", dsn)
         setattr_(self, "message_id", _message_id(message_id, from_.addr))
         if date is None:
             date = current_date()
@@ -212,7 +226,11 @@ class Message:
 
     @property
     def envelope_sender(self) -> str:
-        """The MAIL FROM address: ``return_path`` if given, else the sender's address."""
+        """The MAIL FROM address: ``return_path`` if given, else the sender's address.
+
+        For a VERP ``return_path`` this is the template; each recipient's transaction
+        says ``asyncmail.message._verp.expand(template, recipient)``.
+        """
         return self.sender.addr if self.return_path is None else self.return_path
 
     @property
@@ -230,6 +248,28 @@ class Message:
             MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
         """
         return render(self, (self._text_data, self._html_data), smtputf8=smtputf8)
+
+
+def _check_verp(template: str, recipients: Iterable[Address]) -> None:
+    """A VERP template, and the address it makes for each recipient, must be valid.
+
+    Raises:
+        MessageError: for an invalid template, a quoted local part (it cannot go into
+            another address's local part), or an address that comes out invalid (too long).
+    """
+    check_template(template, "return_path")
+    for recipient in recipients:
+        addr = recipient.addr
+        local, _, domain = addr.rpartition("@")
+        forms = {addr, f"{local}@{ascii_domain(domain)}"}  # as given, and as IDNA
+        for form in forms:
+            verp = expand(template, form)
+            try:
+                validate_addr_spec(verp, "return_path")
+            except MessageError:
+                raise MessageError(
+                    f"return_path: the VERP address for {addr!r} would be invalid: {verp!r}"
+                ) from None
 
 
 def _header_fields(

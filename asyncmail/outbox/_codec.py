@@ -8,6 +8,11 @@ its bytes. A worker sends the stored content without parsing the message; only a
 without 8BITMIME makes it read the message back and render it again, with the same
 Message-ID and Date. Never pickle: a store shared by many machines must not be able to run
 code in a worker.
+
+The head of a VERP or DSN message also holds the VERP flag and the DSN request, and says
+format 2, so that a worker of an older asyncmail (format 1 only) refuses it instead of
+sending the VERP template as the sender. A message without a ``dsn`` of its own (a stdlib
+message never has one) stores none: the worker's Mailer applies its own ``dsn``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from .._exceptions import MessageError
 from ..message._address import Address
 from ..message._content import WireContent
+from ..message._dsn import DSN
 from ..message._envelope import Envelope
 from ..message._message import Attachment, Message
 
@@ -31,6 +37,8 @@ __all__ = ["FORMAT", "Stored", "encode", "read"]
 
 #: The payload format; a worker refuses a payload of a format it does not know.
 FORMAT = 1
+#: The format of a payload with VERP or DSN (format 1 and two more head fields).
+FORMAT_DSN = 2
 
 
 def _addr(address: Address) -> list[str]:
@@ -65,7 +73,24 @@ def _fields(message: Message) -> dict[str, Any]:
         "return_path": message.return_path,
         "message_id": message.message_id,
         "date": message.date.isoformat(),
+        "dsn": _dsn(message.dsn),
     }
+
+
+def _dsn(dsn: DSN | None) -> dict[str, Any] | None:
+    if dsn is None:
+        return None
+    return {
+        "notify": list(dsn.notify),
+        "ret": dsn.ret,
+        "envid": dsn.envid,
+        "orcpt": dsn.orcpt,
+        "required": dsn.required,
+    }
+
+
+def _dsn_of(fields: dict[str, Any] | None) -> DSN | None:
+    return None if fields is None else DSN(**fields)
 
 
 def encode(
@@ -87,6 +112,8 @@ def encode(
         "needs_smtputf8": envelope.needs_smtputf8,
         "wire": [len(content.data), content.size, content.eight_bit, content.smtputf8],
     }
+    if envelope.verp or envelope.dsn is not None:
+        head.update(v=FORMAT_DSN, verp=envelope.verp, dsn=_dsn(envelope.dsn))
     line = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
     return b"".join([line, b"\n", content.data, body])
 
@@ -128,11 +155,16 @@ def read(payload: bytes) -> Stored:
     line, _, rest = payload.partition(b"\n")
     try:
         head = json.loads(line)
-        if not isinstance(head, dict) or head.get("v") != FORMAT:
+        if not isinstance(head, dict) or head.get("v") not in (FORMAT, FORMAT_DSN):
             raise ValueError("unknown payload format")
         length, size, eight_bit, smtputf8 = head["wire"]
         envelope = Envelope(
-            head["sender"], tuple(head["recipients"]), head["message_id"], head["needs_smtputf8"]
+            head["sender"],
+            tuple(head["recipients"]),
+            head["message_id"],
+            head["needs_smtputf8"],
+            bool(head.get("verp", False)),
+            _dsn_of(head.get("dsn")),
         )
         content = WireContent(rest[:length], size, bool(eight_bit), bool(smtputf8))
         return Stored(envelope, content, head["kind"], rest[length:])
@@ -164,4 +196,5 @@ def _message(fields: dict[str, Any]) -> Message:
         return_path=fields["return_path"],
         message_id=fields["message_id"],
         date=datetime.fromisoformat(fields["date"]),
+        dsn=_dsn_of(fields.get("dsn")),
     )

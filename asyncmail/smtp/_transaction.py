@@ -13,12 +13,14 @@ cancellation.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from .._config import Timeouts
-from .._exceptions import DeliveryError, Phase, Rejected, Reply
+from .._exceptions import DeliveryError, NotSupportedError, Phase, Rejected, Reply
 from ..message._content import WireContent
+from ..message._dsn import DSN, orcpt
 from ._connection import Connection
 from ._judge import Attempt, Exchange, content_wanted, failed, judge
 from ._wire import Wire, WireClosed
@@ -33,6 +35,9 @@ logger = logging.getLogger("asyncmail")
 
 #: Content up to this size goes out in one write with the next chained group.
 MERGE_LIMIT = 64 * 1024
+
+#: The connections already logged as sending without the DSN a message asked for.
+_told_no_dsn: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
 def _ok(reply: Reply) -> bool:
@@ -62,6 +67,7 @@ def prepare(
     content: WireContent,
     *,
     pipelining: bool,
+    dsn: DSN | None = None,
 ) -> Prepared | Attempt:
     """Build a transaction's commands, or the Attempt that ends it before any I/O.
 
@@ -72,7 +78,16 @@ def prepare(
         content: The content for this server (``asyncmail.message._content.wire_content``),
             which also says whether to declare SMTPUTF8 and BODY=8BITMIME (RFC 6531, 6152).
         pipelining: Group the commands (the server offers PIPELINING).
+        dsn: The notifications to ask for (RFC 3461), when the server offers DSN; without
+            it they are left out, or, when required, the transaction is refused.
     """
+    if dsn is not None and not conn.supports("dsn"):
+        if dsn.required:
+            return failed([r for r, _ in recipients], _no_dsn())
+        if conn not in _told_no_dsn:
+            _told_no_dsn.add(conn)
+            logger.debug("connection %d: the server does not offer DSN; sending without", conn.id)
+        dsn = None
     params = " SMTPUTF8" if content.smtputf8 else ""
     if content.eight_bit:
         params += " BODY=8BITMIME"
@@ -89,9 +104,31 @@ def prepare(
             return failed([r for r, _ in recipients], error)
         params += f" SIZE={content.size}"
     encoding = "utf-8" if content.smtputf8 else "ascii"
-    commands = [f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)]
-    commands += [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
+    if dsn is None:
+        commands = [f"MAIL FROM:<{sender}>{params}\r\n".encode(encoding)]
+        commands += [f"RCPT TO:<{smtp}>\r\n".encode(encoding) for _, smtp in recipients]
+    else:
+        commands = [f"MAIL FROM:<{sender}>{params}{dsn.mail_params}\r\n".encode(encoding)]
+        commands += [
+            f"RCPT TO:<{smtp}>{_rcpt_params(dsn, smtp)}\r\n".encode(encoding)
+            for _, smtp in recipients
+        ]
     return Prepared(commands, recipients, content.data, pipelining)
+
+
+def _rcpt_params(dsn: DSN, smtp: str) -> str:
+    """`` NOTIFY=.. ORCPT=..`` for one recipient (no ORCPT when it would be too long)."""
+    original = orcpt(smtp) if dsn.orcpt else None
+    return dsn.notify_param if original is None else f"{dsn.notify_param} ORCPT={original}"
+
+
+def _no_dsn() -> NotSupportedError:
+    return NotSupportedError(
+        "the server does not offer DSN (RFC 3461) and the message requires it "
+        "(DSN(required=True)); send through a server that offers DSN, or set "
+        "required=False to send without delivery status notifications",
+        phase=Phase.MAIL,
+    )
 
 
 async def run(

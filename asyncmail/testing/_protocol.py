@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, auth_mechanism
 from aiosmtpd.smtp import Session as SMTPSession
 
+from ._dsnparams import DSNError, split_dsn
 from ._faults import Fault, Phase
 from ._records import CapturedMessage, SessionLog
 
@@ -123,6 +124,8 @@ class CaptureSMTP(SMTP):
         self._mid_data: Fault | None = None
         self._content_bytes = 0
         self._swallowing = False
+        self._mail_params: tuple[str, ...] = ()  # the DSN parameters of the last MAIL
+        self._rcpt_params: list[tuple[str, ...]] = []  # those of each accepted RCPT
 
     smtp_EHLO = _command("EHLO")
     smtp_HELO = _command("HELO")
@@ -277,6 +280,9 @@ class CaptureSMTP(SMTP):
         if name == "DATA":
             self._mid_data = self._link.faults.take("mid_data")
             self._content_bytes = 0
+        if name in ("MAIL", "RCPT"):
+            await self._envelope_command(name, arg, run)
+            return
         try:
             await run(arg)
         finally:
@@ -284,6 +290,28 @@ class CaptureSMTP(SMTP):
         session = self.session
         if name == "AUTH" and session is not None and session.authenticated and session.auth_data:
             self._record.authenticated_as = str(session.auth_data)
+
+    async def _envelope_command(
+        self, name: str, arg: str | None, run: Callable[[str | None], Awaitable[None]]
+    ) -> None:
+        """MAIL or RCPT: with ``dsn``, its DSN parameters are taken off, checked and kept."""
+        params: tuple[str, ...] = ()
+        if self._owner.dsn and arg:
+            try:
+                arg, params = split_dsn(name, arg)
+            except DSNError as exc:
+                await self.push(f"501 5.5.4 {exc}")
+                return
+        envelope = self.envelope
+        before = (envelope.mail_from, len(envelope.rcpt_tos)) if envelope else (None, 0)
+        await run(arg)
+        envelope = self.envelope
+        if envelope is None:  # pragma: no cover - aiosmtpd keeps one per session
+            return
+        if name == "MAIL" and envelope.mail_from is not None and before[0] is None:
+            self._mail_params, self._rcpt_params = params, []
+        elif name == "RCPT" and len(envelope.rcpt_tos) > before[1]:
+            self._rcpt_params.append(params)
 
     async def _apply(self, fault: Fault) -> None:
         """Do what a reply/disconnect/stall fault says, in place of the normal answer."""
@@ -301,6 +329,8 @@ class CaptureSMTP(SMTP):
         """aiosmtpd's EHLO reply lines with PIPELINING and the AUTH this connection offers."""
         lines = [line for line in lines if not line.startswith("250-AUTH")]
         extra = ["250-PIPELINING"] if self._owner.pipelining else []
+        if self._owner.dsn:
+            extra.append("250-DSN")
         if self._mechanisms and self._auth_refusal() is None:
             extra.append("250-AUTH " + " ".join(self._mechanisms))
         return lines[:-1] + extra + lines[-1:]
@@ -338,8 +368,12 @@ class CaptureSMTP(SMTP):
                     envelope_sender=envelope.mail_from,
                     recipients=tuple(envelope.rcpt_tos),
                     data=data,
-                    mail_options=tuple(envelope.mail_options),
-                    rcpt_options=tuple(envelope.rcpt_options),
+                    mail_options=(*envelope.mail_options, *self._mail_params),
+                    rcpt_options=(
+                        *envelope.rcpt_options,
+                        *(p for params in self._rcpt_params for p in params),
+                    ),
+                    recipient_options=tuple(self._rcpt_params),
                     tls=self._record.tls,
                     authenticated_as=self._record.authenticated_as,
                     session_id=self._record.id,

@@ -19,8 +19,11 @@ class CapturedMessage:
         envelope_sender: The MAIL FROM address (``""`` for the null sender).
         recipients: The accepted RCPT TO addresses, in order.
         data: The content exactly as received, dot-unstuffed, CRLF line endings.
-        mail_options: MAIL FROM parameters (upper-cased by aiosmtpd), e.g. ``("SIZE=123",)``.
+        mail_options: MAIL FROM parameters (upper-cased by aiosmtpd), e.g. ``("SIZE=123",)``,
+            then the DSN parameters as sent (a server with ``dsn=True``).
         rcpt_options: RCPT TO parameters of all recipients.
+        recipient_options: The RCPT TO parameters of each recipient in ``recipients``, as
+            sent, e.g. ``(("NOTIFY=FAILURE", "ORCPT=rfc822;a@example.com"),)``.
         tls: Whether the connection was encrypted when the message arrived.
         authenticated_as: The user name that authenticated the connection, if any.
         session_id: The ``Session.id`` of the connection it came on.
@@ -31,6 +34,7 @@ class CapturedMessage:
     data: bytes
     mail_options: tuple[str, ...] = ()
     rcpt_options: tuple[str, ...] = ()
+    recipient_options: tuple[tuple[str, ...], ...] = ()
     tls: bool = False
     authenticated_as: str | None = None
     session_id: int = 0

@@ -99,6 +99,10 @@ class CaptureServer:
         require_auth: Refuse MAIL, RCPT and DATA before a successful AUTH.
         pipelining: Advertise PIPELINING in the EHLO reply.
         smtputf8: Advertise and accept SMTPUTF8.
+        dsn: Advertise DSN (RFC 3461): accept RET and ENVID on MAIL and NOTIFY and ORCPT on
+            RCPT (a malformed one gets 501), and record them as sent in
+            ``CapturedMessage.mail_options`` and ``recipient_options``. No notification is
+            ever sent.
         record_chunks: Keep every raw read from each client in ``Session.chunks``.
         faults: Faults armed from the start; see ``Fault``.
         host: The interface to listen on. The TLS certificate covers only localhost,
@@ -124,6 +128,7 @@ class CaptureServer:
         require_auth: bool = False,
         pipelining: bool = True,
         smtputf8: bool = True,
+        dsn: bool = False,
         record_chunks: bool = False,
         faults: Iterable[Fault] = (),
         host: str = HOST,
@@ -147,6 +152,7 @@ class CaptureServer:
         self.require_auth = require_auth
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
+        self.dsn = dsn
         self.record_chunks = record_chunks
         self.record = record
         self._host = host
