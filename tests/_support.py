@@ -45,6 +45,9 @@ class MessageFields(TypedDict, total=False):
     return_path: str | None
     message_id: str | None
     date: datetime | None
+    unsubscribe: str | None
+    unsubscribe_mailto: str | None
+    list_id: str | None
 
 
 class MailerOptions(TypedDict, total=False):

@@ -24,6 +24,7 @@ from ._address import (
     validate_addr_spec,
 )
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
+from ._list import list_head, normal_list_id, normal_mailto, normal_unsubscribe
 from ._render import body_bytes, current_date, render
 
 __all__ = ["Attachment", "Message"]
@@ -128,6 +129,13 @@ class Message:
         return_path: The envelope sender when it differs from ``sender`` (``""`` for ``<>``).
         message_id: The Message-ID, with angle brackets.
         date: The Date; now (UTC) by default.
+        unsubscribe: An ``https://`` URL that unsubscribes the recipient with one POST: it
+            becomes ``List-Unsubscribe`` plus ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
+            (RFC 8058).
+        unsubscribe_mailto: An address, or a ``mailto:`` URL (``?subject=`` allowed,
+            percent-encoded), listed in ``List-Unsubscribe`` after the URL.
+        list_id: The ``List-Id`` (RFC 2919): ``"label.example.com"`` or
+            ``"Name <label.example.com>"``.
     """
 
     sender: Address
@@ -143,10 +151,15 @@ class Message:
     return_path: str | None
     message_id: str
     date: datetime
+    unsubscribe: str | None
+    unsubscribe_mailto: str | None
+    list_id: str | None
     # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value),
     # with a hint for the renderer (see _render.body_bytes).
     _text_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
     _html_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
+    # The List-* header lines, made once, here (see _list.list_head).
+    _list_head: str | None = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -164,6 +177,9 @@ class Message:
         return_path: str | None = None,
         message_id: str | None = None,
         date: datetime | None = None,
+        unsubscribe: str | None = None,
+        unsubscribe_mailto: str | None = None,
+        list_id: str | None = None,
     ) -> None:
         setattr_ = object.__setattr__
         from_ = parse_address(sender, "sender")
@@ -201,6 +217,19 @@ class Message:
         elif not isinstance(date, datetime):
             raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
         setattr_(self, "date", date)
+        head = None
+        if unsubscribe is not None or unsubscribe_mailto is not None or list_id is not None:
+            if unsubscribe is not None:
+                unsubscribe = normal_unsubscribe(unsubscribe)
+            if unsubscribe_mailto is not None:
+                unsubscribe_mailto = normal_mailto(unsubscribe_mailto)
+            if list_id is not None:
+                list_id = normal_list_id(list_id)
+            head = list_head(unsubscribe, unsubscribe_mailto, list_id)
+        setattr_(self, "unsubscribe", unsubscribe)
+        setattr_(self, "unsubscribe_mailto", unsubscribe_mailto)
+        setattr_(self, "list_id", list_id)
+        setattr_(self, "_list_head", head)
 
     def __repr__(self) -> str:
         recipients = len(self.to) + len(self.cc) + len(self.bcc)
@@ -229,7 +258,7 @@ class Message:
         Raises:
             MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
         """
-        return render(self, (self._text_data, self._html_data), smtputf8=smtputf8)
+        return render(self, (self._text_data, self._html_data), self._list_head, smtputf8=smtputf8)
 
 
 def _header_fields(

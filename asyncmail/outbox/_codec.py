@@ -65,6 +65,9 @@ def _fields(message: Message) -> dict[str, Any]:
         "return_path": message.return_path,
         "message_id": message.message_id,
         "date": message.date.isoformat(),
+        "unsubscribe": message.unsubscribe,
+        "unsubscribe_mailto": message.unsubscribe_mailto,
+        "list_id": message.list_id,
     }
 
 
@@ -164,4 +167,7 @@ def _message(fields: dict[str, Any]) -> Message:
         return_path=fields["return_path"],
         message_id=fields["message_id"],
         date=datetime.fromisoformat(fields["date"]),
+        unsubscribe=fields.get("unsubscribe"),  # (absent from payloads of older versions)
+        unsubscribe_mailto=fields.get("unsubscribe_mailto"),
+        list_id=fields.get("list_id"),
     )
