@@ -29,6 +29,7 @@ from ._run import (
     batch_with_progress,
     exit_code,
 )
+from ._unsubscribe import list_options, with_list_headers
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -202,6 +203,7 @@ def send(
     help="With --outbox: the batch's name in the outbox keys (default: the one recorded "
     "next to the report, else one made from the report's path).",
 )
+@list_options
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 @click.option(
@@ -224,6 +226,10 @@ def batch(
     resend_unknown: bool,
     outbox_url: str | None,
     batch_id: str | None,
+    unsubscribe_url: str | None,
+    unsubscribe_secret_env: str | None,
+    unsubscribe_mailto: str | None,
+    list_id: str | None,
     dry_run: bool,
     no_progress: bool,
     progress_interval: float,
@@ -251,7 +257,13 @@ def batch(
             Server.from_url(url) if url else Server.from_env()
         if rate is not None:
             RateLimit.parse(rate)
-        template = Template.from_dir(template_dir)
+        template = with_list_headers(
+            Template.from_dir(template_dir),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_secret_env=unsubscribe_secret_env,
+            unsubscribe_mailto=unsubscribe_mailto,
+            list_id=list_id,
+        )
         first = check_first_row(recipients, template, sender)
     except (ConfigError, BatchUsageError) as exc:
         raise _usage(str(exc)) from None
