@@ -519,3 +519,89 @@ def test_cli_batch_refuses_bad_list_options_before_sending(
     assert problem in output
     assert "abc" not in output.replace("abc123", "")
     assert server.messages == []
+
+
+# --- the README's web app (the same code as in the README section) --------------------------
+
+WEB_APP = '''
+import os
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from asyncmail import InvalidToken, UnsubscribeTokens, is_one_click
+
+tokens = UnsubscribeTokens(os.environ["UNSUBSCRIBE_SECRET"], max_age=90 * 86400)
+unsubscribed: set[tuple[str, str]] = set()  # your database
+app = FastAPI()
+
+
+@app.post("/u/{token}")
+async def one_click(token: str, request: Request) -> dict[str, str]:
+    """The POST a mailbox provider sends when the user clicks "Unsubscribe" (RFC 8058)."""
+    try:
+        who = tokens.check(token)  # signed by us: no lookup needed to trust it
+    except InvalidToken:
+        raise HTTPException(status_code=404) from None
+    if not is_one_click(await request.body(), request.headers.get("content-type")):
+        raise HTTPException(status_code=400, detail="expected List-Unsubscribe=One-Click")
+    unsubscribed.add((who.address, who.list_id))  # idempotent: a second POST is fine
+    return {"status": "unsubscribed"}
+
+
+@app.get("/u/{token}", response_class=HTMLResponse)
+async def confirm_page(token: str) -> str:
+    """A person who opens the link gets a button; a GET alone never unsubscribes
+    (link scanners fetch every URL in a mail)."""
+    try:
+        tokens.check(token)
+    except InvalidToken:
+        raise HTTPException(status_code=404) from None
+    return (
+        f'<form method="post" action="/u/{token}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button>Unsubscribe</button></form>'
+    )
+'''
+
+
+async def test_the_readme_web_app_serves_the_one_click_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("UNSUBSCRIBE_SECRET", SECRET)
+    namespace: dict[str, Any] = {"__name__": "readme_unsubscribe_app"}
+    exec(WEB_APP, namespace)
+    template = Template(
+        subject="News",
+        text="Unsubscribe: https://example.com/u/{{ unsubscribe_token }}",
+        unsubscribe="https://example.com/u/{{ unsubscribe_token }}",
+        list_id="News <news.example.com>",
+        tokens=UnsubscribeTokens(SECRET),
+    )
+    async with CaptureServer() as server, mailer_for(server) as mailer:
+        for who in ("ann@example.com", "bob@example.com"):
+            await mailer.send(template.render(sender="news@example.com", to=who))
+    paths = [
+        str(m.parsed["List-Unsubscribe"]).strip("<>").removeprefix("https://example.com")
+        for m in server.messages
+    ]
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    multipart = {"content-type": "multipart/form-data; boundary=FormBoundaryjWmhtjORrn"}
+    with TestClient(namespace["app"]) as client:
+        assert client.get(paths[0]).status_code == 200
+        assert namespace["unsubscribed"] == set()  # a GET changes nothing
+        assert client.post(paths[0], headers=form, content="x=1").status_code == 400
+        reply = client.post(paths[0], headers=form, content="List-Unsubscribe=One-Click")
+        assert reply.status_code == 200
+        assert client.post(paths[1], headers=multipart, content=RFC8058_BODY).status_code == 200
+        forged = paths[0][:-2] + ("A" if paths[0][-2] != "A" else "B") + paths[0][-1]
+        assert (
+            client.post(forged, headers=form, content="List-Unsubscribe=One-Click").status_code
+            == 404
+        )
+    assert namespace["unsubscribed"] == {
+        ("ann@example.com", "news.example.com"),
+        ("bob@example.com", "news.example.com"),
+    }
