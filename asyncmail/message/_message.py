@@ -226,10 +226,10 @@ class Message:
             if list_id is not None:
                 list_id = normal_list_id(list_id)
             head = list_head(unsubscribe, unsubscribe_mailto, list_id)
-        setattr_(self, "unsubscribe", unsubscribe)
-        setattr_(self, "unsubscribe_mailto", unsubscribe_mailto)
-        setattr_(self, "list_id", list_id)
-        setattr_(self, "_list_head", head)
+        _set_unsubscribe(self, unsubscribe)
+        _set_unsubscribe_mailto(self, unsubscribe_mailto)
+        _set_list_id(self, list_id)
+        _set_list_head(self, head)
 
     def __repr__(self) -> str:
         recipients = len(self.to) + len(self.cc) + len(self.bcc)
@@ -259,6 +259,13 @@ class Message:
             MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
         """
         return render(self, (self._text_data, self._html_data), self._list_head, smtputf8=smtputf8)
+
+
+# The slots' own setters: cheaper than object.__setattr__, for fields most messages leave unset.
+_set_unsubscribe = Message.__dict__["unsubscribe"].__set__
+_set_unsubscribe_mailto = Message.__dict__["unsubscribe_mailto"].__set__
+_set_list_id = Message.__dict__["list_id"].__set__
+_set_list_head = Message.__dict__["_list_head"].__set__
 
 
 def _header_fields(
