@@ -9,6 +9,7 @@ from ._exceptions import AuthenticationError as AuthenticationError
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import ConnectError as ConnectError
 from ._exceptions import DeliveryError as DeliveryError
+from ._exceptions import InvalidToken as InvalidToken
 from ._exceptions import MailerClosedError as MailerClosedError
 from ._exceptions import MailError as MailError
 from ._exceptions import MessageError as MessageError
@@ -46,6 +47,9 @@ from .message._address import Address as Address
 from .message._dsn import DSN as DSN
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
+from .message._unsubscribe import UnsubscribeRequest as UnsubscribeRequest
+from .message._unsubscribe import UnsubscribeTokens as UnsubscribeTokens
+from .message._unsubscribe import is_one_click as is_one_click
 from .outbox._deliver import Delivery as Delivery
 from .outbox._model import OutboxState as OutboxState
 from .outbox._model import OutboxStatistics as OutboxStatistics
@@ -71,6 +75,7 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "DSN",
     "Delivery",
     "DeliveryError",
+    "InvalidToken",
     "MailError",
     "Mailer",
     "MailerClosedError",
@@ -113,7 +118,10 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "Timeouts",
     "TransientError",
     "UnknownOutcomeError",
+    "UnsubscribeRequest",
+    "UnsubscribeTokens",
     "__version__",
+    "is_one_click",
     "read_recipients",
 )
 

@@ -5,6 +5,7 @@
     MailError
     ├── MessageError (ValueError)        bad input, raised before any network I/O
     ├── ConfigError (ValueError)         bad Mailer/Server options or URL
+    ├── InvalidToken (ValueError)        an unsubscribe token is forged, damaged or expired
     ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
     ├── OutboxError                      the outbox's store is unreachable, corrupt or foreign
     └── DeliveryError                    a message was not delivered; carries its SendResult
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "DeliveryError",
+    "InvalidToken",
     "MailError",
     "MailerClosedError",
     "MessageError",
@@ -102,6 +104,10 @@ class MessageError(MailError, ValueError):
 
 class ConfigError(MailError, ValueError):
     """An option, URL or server configuration is invalid."""
+
+
+class InvalidToken(MailError, ValueError):
+    """An unsubscribe token was not made with our secret, was altered, or has expired."""
 
 
 class MailerClosedError(MailError, RuntimeError):

@@ -78,7 +78,7 @@ def run(label: str, paragraph: str, repeats: int, quick: bool) -> None:
             subject=SUBJECT.format(n=i),
             text=text,
             html=html,
-            headers={"List-Unsubscribe": f"<mailto:unsubscribe+{i}@example.com>"},
+            unsubscribe_mailto=f"unsubscribe+{i}@example.com",
         ).to_bytes()
 
     built = Message(

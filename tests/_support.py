@@ -47,6 +47,9 @@ class MessageFields(TypedDict, total=False):
     message_id: str | None
     date: datetime | None
     dsn: DSN | None
+    unsubscribe: str | None
+    unsubscribe_mailto: str | None
+    list_id: str | None
 
 
 class MailerOptions(TypedDict, total=False):

@@ -135,7 +135,11 @@ def test_invalid_recipient_raises_naming_field_and_index() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["From", "to", "CC", "Bcc", "Subject", "MIME-Version", "Content-Type", "content-x"]
+    "name",
+    [
+        *("From", "to", "CC", "Bcc", "Subject", "MIME-Version", "Content-Type", "content-x"),
+        *("List-Unsubscribe", "list-unsubscribe-post", "List-ID"),
+    ],
 )
 def test_managed_headers_cannot_be_set_through_headers(name: str) -> None:
     with pytest.raises(MessageError, match=r"sets .* itself"):
@@ -148,10 +152,10 @@ def test_invalid_header_names_raise(name: str) -> None:
         make(headers={name: "x"})
 
 
-def test_list_unsubscribe_and_other_headers_are_allowed() -> None:
-    msg = make(headers={"List-Unsubscribe": "<mailto:u@example.com>", "X-A": "1"})
+def test_list_unsubscribe_comes_from_its_field_and_other_headers_are_allowed() -> None:
+    msg = make(unsubscribe_mailto="u@example.com", headers={"X-A": "1"})
     raw = msg.to_bytes()
-    assert b"List-Unsubscribe: <mailto:u@example.com>\r\n" in raw
+    assert b"List-Unsubscribe: <mailto:u@example.com>\r\nX-A: 1\r\n" in raw
 
 
 def test_bodies_must_be_text() -> None:

@@ -380,6 +380,34 @@ def test_messages_keep_their_message_id_through_the_store() -> None:
     assert back.bcc == msg.bcc
 
 
+def test_list_headers_survive_the_store_and_older_payloads_still_read_back() -> None:
+    from asyncmail.engine._job import Job
+    from asyncmail.outbox._codec import encode, read
+
+    msg = message(
+        1,
+        unsubscribe="https://example.com/u/abc",
+        unsubscribe_mailto="unsub@example.com",
+        list_id="新闻 <news.example.com>",
+    )
+    job = Job.of(msg)
+    content = job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
+    payload = encode(msg, job.envelope, content)
+    back = read(payload).message()
+    assert back == msg
+    assert isinstance(back, Message)
+    head = msg.to_bytes().partition(b"MIME-Version")[0]
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in head
+    assert back.to_bytes().partition(b"MIME-Version")[0] == head  # (the boundary is random)
+    plain = message(2)
+    job = Job.of(plain)
+    content = job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
+    head, _, rest = encode(plain, job.envelope, content).rpartition(b',"unsubscribe":null')
+    older = head + rest.replace(b',"unsubscribe_mailto":null,"list_id":null', b"", 1)
+    assert b"unsubscribe" not in older
+    assert read(older).message() == plain
+
+
 def test_a_worker_sends_the_stored_bytes_and_renders_again_only_without_8bitmime() -> None:
     from asyncmail.engine._job import Job
     from asyncmail.outbox._codec import encode, read

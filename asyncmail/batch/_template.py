@@ -20,6 +20,7 @@ from .._exceptions import ConfigError, MessageError
 if TYPE_CHECKING:
     from ..message._address import AddressInput
     from ..message._message import Message
+    from ..message._unsubscribe import UnsubscribeTokens
 
 __all__ = ["Rendered", "Template", "html_to_text"]
 
@@ -27,6 +28,11 @@ INSTALL_HINT = "pip install 'asyncmail[templates]'"
 SUBJECT_FILE = "subject.txt"
 TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
+#: The variable (such as a CSV column) that is a row's unsubscribe URL when the template has
+#: no ``unsubscribe`` of its own.
+UNSUBSCRIBE_VARIABLE = "unsubscribe"
+#: The variable that holds a row's signed token when the template has ``tokens``.
+TOKEN_VARIABLE = "unsubscribe_token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,16 +69,33 @@ class Template:
         text: The plain-text body.
         html: The HTML body.
         name: A label for error messages, such as the folder the template came from.
+        unsubscribe: The one-click unsubscribe URL (``https://``), rendered per recipient
+            like the subject: ``"https://example.com/u/{{ unsubscribe_token }}"``. Without
+            it, a variable named ``unsubscribe`` (such as a CSV column) is the URL, when
+            not empty. Either way each Message gets ``List-Unsubscribe`` and
+            ``List-Unsubscribe-Post``.
+        unsubscribe_mailto: An address or ``mailto:`` URL for ``List-Unsubscribe``, rendered
+            per recipient too.
+        list_id: The ``List-Id`` of every message, ``"Name <label.example.com>"``.
+        tokens: Signs a token per recipient, for the recipient's address and the bare
+            ``list_id``: the variable ``unsubscribe_token``, in every source. A message
+            with more than one recipient is refused (a token names one).
 
     Raises:
-        ConfigError: Jinja2 is missing, no body was given, or a source has a syntax error.
+        ConfigError: Jinja2 is missing, no body was given, a source has a syntax error, or
+            ``list_id`` is invalid.
     """
 
     subject: str
     text: str | None = None
     html: str | None = None
     name: str = "<template>"
+    unsubscribe: str | None = None
+    unsubscribe_mailto: str | None = None
+    list_id: str | None = None
+    tokens: UnsubscribeTokens | None = None
     _compiled: tuple[Any, Any, Any] = field(init=False, repr=False, compare=False)
+    _links: tuple[Any, Any, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.text is None and self.html is None:
@@ -90,9 +113,22 @@ class Template:
                 None if self.text is None else plain.from_string(self.text),
                 None if self.html is None else marked.from_string(self.html),
             )
+            unsubscribe, mailto = (
+                None if source is None else plain.from_string(source)
+                for source in (self.unsubscribe, self.unsubscribe_mailto)
+            )
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(f"{self.name}: template syntax error: {exc}") from None
         object.__setattr__(self, "_compiled", compiled)
+        bare = ""
+        if self.list_id is not None:
+            from ..message._list import split_list_id
+
+            try:
+                bare = split_list_id(self.list_id)[1]
+            except MessageError as exc:
+                raise ConfigError(f"{self.name}: {exc}") from None
+        object.__setattr__(self, "_links", (unsubscribe, mailto, bare))
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Template:
@@ -129,9 +165,13 @@ class Template:
 
         env = jinja2.Environment()
         names: set[str] = set()
-        for source in (self.subject, self.text, self.html):
+        for source in (self.subject, self.text, self.html, self.unsubscribe):
             if source is not None:
                 names |= jinja2.meta.find_undeclared_variables(env.parse(source))
+        if self.unsubscribe_mailto is not None:
+            names |= jinja2.meta.find_undeclared_variables(env.parse(self.unsubscribe_mailto))
+        if self.tokens is not None:
+            names.discard(TOKEN_VARIABLE)
         return frozenset(names)
 
     def render_parts(self, variables: Mapping[str, Any]) -> Rendered:
@@ -172,16 +212,57 @@ class Template:
             **more_variables: More template variables.
 
         Raises:
-            MessageError: Rendering failed (undefined variable, multi-line subject) or the
-                addresses are invalid.
+            MessageError: Rendering failed (undefined variable, multi-line subject), the
+                addresses are invalid, or so is the unsubscribe URL.
         """
         from ..message._message import Message
 
-        values = {**variables, **more_variables} if variables else more_variables
+        values: Mapping[str, Any] = {**variables, **more_variables} if variables else more_variables
+        if self.tokens is not None:
+            values = {**values, TOKEN_VARIABLE: self._token(to)}
         parts = self.render_parts(values)
+        url, mailto = self._render_links(values)
         return Message(
-            sender=sender, to=to, subject=parts.subject, text=parts.text, html=parts.html
+            sender=sender,
+            to=to,
+            subject=parts.subject,
+            text=parts.text,
+            html=parts.html,
+            unsubscribe=url,
+            unsubscribe_mailto=mailto,
+            list_id=self.list_id,
         )
+
+    def _token(self, to: object) -> str:
+        from ..message._address import parse_addresses
+
+        assert self.tokens is not None
+        addresses = parse_addresses(to, "to")
+        if len(addresses) != 1:
+            raise MessageError(
+                f"{self.name}: an unsubscribe token names one recipient; got {len(addresses)}"
+            )
+        return self.tokens.make(addresses[0].addr, list_id=self._links[2])
+
+    def _render_links(self, values: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """The rendered unsubscribe URL and mailto; None for one that is absent or empty."""
+        unsubscribe_t, mailto_t, _ = self._links
+        rendered: list[str | None] = []
+        for source, field_name in ((unsubscribe_t, "unsubscribe"), (mailto_t, "mailto")):
+            if source is None:
+                rendered.append(None)
+                continue
+            try:
+                value = source.render(values).strip()
+            except Exception as exc:  # as in render_parts: the row's error
+                raise MessageError(f"{self.name}: {field_name}: {_describe(exc)}") from None
+            rendered.append(value or None)
+        url, mailto = rendered
+        if unsubscribe_t is None:
+            column = values.get(UNSUBSCRIBE_VARIABLE)
+            if isinstance(column, str) and column.strip():
+                url = column.strip()
+        return url, mailto
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from ._run import (
     exit_code,
 )
 from ._suppress import suppress
+from ._unsubscribe import list_options, with_list_headers
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -214,6 +215,7 @@ def send(
     "not sent (reported 'suppressed'), and recipients a server refuses as non-existent "
     "(5.1.x) are added to it. Give it again with --resume.",
 )
+@list_options
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 @click.option(
@@ -237,6 +239,10 @@ def batch(
     outbox_url: str | None,
     batch_id: str | None,
     suppress_list: str | None,
+    unsubscribe_url: str | None,
+    unsubscribe_secret_env: str | None,
+    unsubscribe_mailto: str | None,
+    list_id: str | None,
     dry_run: bool,
     no_progress: bool,
     progress_interval: float,
@@ -264,7 +270,13 @@ def batch(
             Server.from_url(url) if url else Server.from_env()
         if rate is not None:
             RateLimit.parse(rate)
-        template = Template.from_dir(template_dir)
+        template = with_list_headers(
+            Template.from_dir(template_dir),
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_secret_env=unsubscribe_secret_env,
+            unsubscribe_mailto=unsubscribe_mailto,
+            list_id=list_id,
+        )
         first = check_first_row(recipients, template, sender)
     except (ConfigError, BatchUsageError) as exc:
         raise _usage(str(exc)) from None

@@ -21,7 +21,12 @@ __all__ = [
 ]
 
 # Headers asyncmail writes itself; users set them through Message fields instead.
-MANAGED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "mime-version"})
+MANAGED_HEADERS = frozenset(
+    {
+        *("from", "to", "cc", "bcc", "subject", "mime-version"),
+        *("list-id", "list-unsubscribe", "list-unsubscribe-post"),
+    }
+)
 
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 # The same, and lone surrogates (not encodable as UTF-8): one search settles a valid value.

@@ -25,6 +25,7 @@ from ._address import (
 )
 from ._dsn import DSN
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
+from ._list import list_head, normal_list_id, normal_mailto, normal_unsubscribe
 from ._render import body_bytes, current_date, render
 from ._verp import check_template, expand, is_template
 
@@ -134,6 +135,13 @@ class Message:
         date: The Date; now (UTC) by default.
         dsn: The delivery status notifications to ask for (RFC 3461), instead of the
             Mailer's ``dsn``.
+        unsubscribe: An ``https://`` URL that unsubscribes the recipient with one POST: it
+            becomes ``List-Unsubscribe`` plus ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
+            (RFC 8058).
+        unsubscribe_mailto: An address, or a ``mailto:`` URL (``?subject=`` allowed,
+            percent-encoded), listed in ``List-Unsubscribe`` after the URL.
+        list_id: The ``List-Id`` (RFC 2919): ``"label.example.com"`` or
+            ``"Name <label.example.com>"``.
     """
 
     sender: Address
@@ -150,10 +158,15 @@ class Message:
     message_id: str
     date: datetime
     dsn: DSN | None
+    unsubscribe: str | None
+    unsubscribe_mailto: str | None
+    list_id: str | None
     # The bodies as UTF-8 with CRLF line ends, encoded once, here (not part of the value),
     # with a hint for the renderer (see _render.body_bytes).
     _text_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
     _html_data: tuple[bytes, int] | None = field(init=False, repr=False, compare=False)
+    # The List-* header lines, made once, here (see _list.list_head).
+    _list_head: str | None = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -172,6 +185,9 @@ class Message:
         message_id: str | None = None,
         date: datetime | None = None,
         dsn: DSN | None = None,
+        unsubscribe: str | None = None,
+        unsubscribe_mailto: str | None = None,
+        list_id: str | None = None,
     ) -> None:
         setattr_ = object.__setattr__
         from_ = parse_address(sender, "sender")
@@ -201,10 +217,7 @@ class Message:
         setattr_(self, "reply_to", reply)
         setattr_(self, "headers", extra)
         if return_path is not None and return_path != "":
-            if is_template(return_path):
-                _check_verp(return_path, (*to_, *cc_, *bcc_))
-            else:
-                validate_addr_spec(return_path, "return_path")
+            _check_return_path(return_path, (*to_, *cc_, *bcc_))
         setattr_(self, "return_path", return_path)
         if dsn is not None and not isinstance(dsn, DSN):
             raise MessageError(f"dsn: expected a DSN, got {type(dsn).__name__}")
@@ -215,6 +228,15 @@ class Message:
         elif not isinstance(date, datetime):
             raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
         setattr_(self, "date", date)
+        head = None
+        if unsubscribe is not None or unsubscribe_mailto is not None or list_id is not None:
+            unsubscribe, unsubscribe_mailto, list_id, head = _list_fields(
+                unsubscribe, unsubscribe_mailto, list_id
+            )
+        _set_unsubscribe(self, unsubscribe)
+        _set_unsubscribe_mailto(self, unsubscribe_mailto)
+        _set_list_id(self, list_id)
+        _set_list_head(self, head)
 
     def __repr__(self) -> str:
         recipients = len(self.to) + len(self.cc) + len(self.bcc)
@@ -247,7 +269,14 @@ class Message:
         Raises:
             MessageError: when an address has a non-ASCII local part and ``smtputf8`` is false.
         """
-        return render(self, (self._text_data, self._html_data), smtputf8=smtputf8)
+        return render(self, (self._text_data, self._html_data), self._list_head, smtputf8=smtputf8)
+
+
+# The slots' own setters: cheaper than object.__setattr__, for fields most messages leave unset.
+_set_unsubscribe = Message.__dict__["unsubscribe"].__set__
+_set_unsubscribe_mailto = Message.__dict__["unsubscribe_mailto"].__set__
+_set_list_id = Message.__dict__["list_id"].__set__
+_set_list_head = Message.__dict__["_list_head"].__set__
 
 
 def _check_verp(template: str, recipients: Iterable[Address]) -> None:
@@ -270,6 +299,27 @@ def _check_verp(template: str, recipients: Iterable[Address]) -> None:
                 raise MessageError(
                     f"return_path: the VERP address for {addr!r} would be invalid: {verp!r}"
                 ) from None
+
+
+def _check_return_path(return_path: str, recipients: tuple[Address, ...]) -> None:
+    """Validate a return path: an address, or a VERP template every recipient fits."""
+    if is_template(return_path):
+        _check_verp(return_path, recipients)
+    else:
+        validate_addr_spec(return_path, "return_path")
+
+
+def _list_fields(
+    unsubscribe: str | None, mailto: str | None, list_id: str | None
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """The list fields in their normal forms, and the header lines they make."""
+    if unsubscribe is not None:
+        unsubscribe = normal_unsubscribe(unsubscribe)
+    if mailto is not None:
+        mailto = normal_mailto(mailto)
+    if list_id is not None:
+        list_id = normal_list_id(list_id)
+    return unsubscribe, mailto, list_id, list_head(unsubscribe, mailto, list_id)
 
 
 def _header_fields(

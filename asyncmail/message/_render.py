@@ -88,13 +88,16 @@ _Bodies = tuple[tuple[bytes, int] | None, tuple[bytes, int] | None]
 _now: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
 
 
-def render(message: Message, bodies: _Bodies, *, smtputf8: bool) -> bytes:
+def render(
+    message: Message, bodies: _Bodies, list_head: str | None = None, *, smtputf8: bool
+) -> bytes:
     """Return ``message`` as bytes for DATA: CRLF lines, no Bcc, not dot-stuffed.
 
     Args:
         message: The message.
         bodies: Its text and HTML bodies as ``body_bytes`` made them (the Message keeps
             them from construction), each None when absent.
+        list_head: The List-* header lines the Message made at construction, if any.
         smtputf8: Allow raw UTF-8 addresses in the headers.
 
     Raises:
@@ -110,6 +113,8 @@ def render(message: Message, bodies: _Bodies, *, smtputf8: bool) -> bytes:
     head.append(fold_unstructured("Subject", message.subject) if message.subject else "Subject:")
     head.append("Date: " + format_date(message.date))
     head.append("Message-ID: " + message.message_id)
+    if list_head is not None:
+        head.append(list_head)
     for name, value in message.headers:
         head.append(fold_unstructured(name, value))
     head.append("MIME-Version: 1.0")

@@ -74,6 +74,9 @@ def _fields(message: Message) -> dict[str, Any]:
         "message_id": message.message_id,
         "date": message.date.isoformat(),
         "dsn": _dsn(message.dsn),
+        "unsubscribe": message.unsubscribe,
+        "unsubscribe_mailto": message.unsubscribe_mailto,
+        "list_id": message.list_id,
     }
 
 
@@ -197,4 +200,7 @@ def _message(fields: dict[str, Any]) -> Message:
         message_id=fields["message_id"],
         date=datetime.fromisoformat(fields["date"]),
         dsn=_dsn_of(fields.get("dsn")),
+        unsubscribe=fields.get("unsubscribe"),  # (absent from payloads of older versions)
+        unsubscribe_mailto=fields.get("unsubscribe_mailto"),
+        list_id=fields.get("list_id"),
     )
