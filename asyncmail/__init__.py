@@ -34,6 +34,7 @@ from .batch._recipients import BadRow as BadRow
 from .batch._recipients import Recipient as Recipient
 from .batch._recipients import read_recipients as read_recipients
 from .batch._template import Template as Template
+from .dkim._signer import DKIM as DKIM
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
@@ -57,6 +58,7 @@ __all__ = (
     "BadRow",
     "ConfigError",
     "ConnectError",
+    "DKIM",
     "Delivery",
     "DeliveryError",
     "MailError",

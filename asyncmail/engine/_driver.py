@@ -38,7 +38,7 @@ from ..message._envelope import smtp_address
 from ..smtp._connection import Connection
 from ..smtp._judge import Attempt, failed
 from ..smtp._transaction import Prepared, prepare, reset, run
-from ._job import BeforeSend, Job
+from ._job import BeforeSend, Job, Sign
 from ._ledger import Ledger, Signal
 from ._ratelimit import Limiter
 from ._retry import backoff_delay, may_retry
@@ -89,8 +89,10 @@ class Driver:
         ledger: Ledger,
         closing: Signal,
         clock: Callable[[], float] = time.monotonic,
+        sign: Sign | None = None,
     ) -> None:
         self.pool = pool
+        self.sign = sign  # the Mailer's DKIM signers, for the jobs its feeds make
         self.retry = retry
         self.limiter = limiter
         self.pipelining = pipelining

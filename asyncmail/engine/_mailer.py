@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from types import TracebackType
@@ -44,6 +44,7 @@ from .._exceptions import (
     Status,
 )
 from .._pool import Pool, PoolStatistics
+from ..dkim._signer import DKIM, signers_of
 from ..message._message import Message
 from ._driver import Driver
 from ._job import BeforeSend, Job
@@ -112,6 +113,9 @@ class Mailer:
             and enforced before each transaction starts.
         pipelining: Use PIPELINING (RFC 2920) when the server offers it.
         close_timeout: Seconds ``aclose()`` lets in-flight sends finish.
+        dkim: Sign every message with this DKIM signer, or each of these (dual signing:
+            RSA and Ed25519), once, over the bytes that go out; a retry sends the same
+            signature.
 
     Use it as an async context manager, typically once per application::
 
@@ -134,6 +138,7 @@ class Mailer:
         rate_limit: str | RateLimit | None = None,
         pipelining: bool = True,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        dkim: DKIM | Sequence[DKIM] | None = None,
     ) -> None:
         if server is None:
             server = Server.from_env()
@@ -154,6 +159,8 @@ class Mailer:
         self.rate_limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
         self.pipelining = pipelining
         self.close_timeout = close_timeout
+        signers = signers_of(dkim)
+        self.dkim = signers.dkim if signers is not None else ()
         self._pool = Pool(server, self.limits, self.timeouts)
         self._ledger = Ledger()
         self._closing = Signal()
@@ -165,6 +172,7 @@ class Mailer:
             ledger=self._ledger,
             closing=self._closing,
             clock=time.monotonic,
+            sign=signers,
         )
         self._task_group: TaskGroup | None = None
         self._state = "new"
@@ -238,7 +246,7 @@ class Mailer:
             MailerClosedError: The Mailer was already closed.
         """
         self._check_open()
-        feed = _One(Job.of(message))
+        feed = _One(Job.of(message, sign=self._driver.sign))
         self._ledger.admit()
         await self._driver.serve(feed)
         result = feed.result

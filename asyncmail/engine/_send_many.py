@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -77,6 +78,8 @@ class _QueueFeed:
                 return None
             job = self._job(message)
             if job is not None:
+                if job.sign is not None:  # a signature took about a millisecond: let others run
+                    await anyio.lowlevel.checkpoint()
                 return job
 
     def ready(self) -> Job | None:
@@ -98,7 +101,7 @@ class _QueueFeed:
                 raise ShutdownError("the Mailer closed before this message was sent")
             if not isinstance(message, Message | email.message.Message):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
-            return Job.of(message)
+            return Job.of(message, sign=self.driver.sign)
         except (MessageError, ShutdownError) as exc:
             result = SendResult(message=message, status=Status.FAILED, error=exc)
             self._early.append(ledger.finish(result))

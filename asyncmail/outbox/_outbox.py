@@ -27,6 +27,7 @@ import anyio
 
 from .._config import RetryPolicy
 from .._exceptions import ConfigError, MailerClosedError, MessageError
+from ..dkim._signer import DKIM, signers_of
 from ..engine._job import Job
 from ..engine._mailer import Mailer
 from ..engine._ratelimit import RateLimit
@@ -66,6 +67,10 @@ class Outbox:
             dead worker's messages go to another one after this long.
         telemetry: Where ``enqueue`` and every delivery report (see ``_telemetry``). By
             default OpenTelemetry spans when ``opentelemetry-api`` is installed, else nothing.
+        dkim: Sign each message at enqueue with this DKIM signer (or each of these): the
+            stored bytes carry the signature, so every attempt, from any worker, sends the
+            same. A worker whose Outbox or Mailer has ``dkim=`` signs what a stored message
+            lacks (so a worker may own the key instead of the application).
     """
 
     def __init__(
@@ -77,7 +82,9 @@ class Outbox:
         idempotency_header: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         telemetry: Telemetry | None = None,
+        dkim: DKIM | Sequence[DKIM] | None = None,
     ) -> None:
+        self.sign = signers_of(dkim)
         self.store: Store = open_store(url)
         self.retry = retry or DEFAULT_RETRY
         self.resend_unknown = resend_unknown
@@ -160,7 +167,7 @@ class Outbox:
             raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
         if self.idempotency_header is not None:
             message = _stamped(message, self.idempotency_header, key)
-        job = Job.of(message)  # validates and renders: nothing bad is stored
+        job = Job.of(message, sign=self.sign)  # validates, renders, signs: nothing bad is stored
         envelope = job.envelope
         message_id = envelope.message_id or ""
         content = job.content_for(smtputf8=envelope.needs_smtputf8, eightbitmime=True)
@@ -226,6 +233,7 @@ class Outbox:
             lease_seconds=self.lease_seconds,
             resend_unknown=self.resend_unknown,
             telemetry=combine(self.telemetry, telemetry),
+            sign=signers_of(self.sign, mailer.dkim),
         )
         return Delivering(delivery, grace)
 
