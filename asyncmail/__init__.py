@@ -52,13 +52,13 @@ from .outbox._outbox import Outbox as Outbox
 __version__ = "0.1.0"
 
 __all__ = (
+    "DKIM",
     "Address",
     "Attachment",
     "AuthenticationError",
     "BadRow",
     "ConfigError",
     "ConnectError",
-    "DKIM",
     "Delivery",
     "DeliveryError",
     "MailError",

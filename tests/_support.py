@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from asyncmail import (
+    DKIM,
     Attachment,
     Mailer,
     Message,
@@ -60,6 +61,7 @@ class MailerOptions(TypedDict, total=False):
     rate_limit: str | RateLimit | None
     pipelining: bool
     close_timeout: float
+    dkim: DKIM | Sequence[DKIM] | None
 
 
 def message(i: int = 0, **overrides: Unpack[MessageFields]) -> Message:
