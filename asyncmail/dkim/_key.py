@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -37,13 +38,14 @@ class Loaded:
     """A checked private key: what to sign with and what to publish.
 
     Attributes:
-        private: The key (never shown).
+        sign_digest: Signs a SHA-256 digest: RSA PKCS#1 v1.5 with the digest taken as
+            SHA-256's (RFC 8017 9.2), or Ed25519 over the 32 octets themselves (RFC 8463 3).
         algorithm: ``"rsa-sha256"`` or ``"ed25519-sha256"``, the ``a=`` tag.
         public: The ``p=`` value of the DNS TXT record, base64.
         bits: The RSA modulus size; 256 for Ed25519.
     """
 
-    private: RSAPrivateKey | Ed25519PrivateKey
+    sign_digest: Callable[[bytes], bytes]
     algorithm: str
     public: str
     bits: int
@@ -125,7 +127,8 @@ def _ed25519_seed(text: bytes) -> bytes | None:
 
 
 def _checked(private: object, where: str) -> Loaded:
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+    from cryptography.hazmat.primitives.hashes import SHA256
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     if isinstance(private, rsa.RSAPrivateKey):
@@ -136,10 +139,15 @@ def _checked(private: object, where: str) -> Loaded:
                 f"{MIN_RSA_BITS} bits (RFC 8301), and 2048 is recommended"
             )
         der = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return Loaded(private, "rsa-sha256", base64.b64encode(der).decode("ascii"), bits)
+        rsa_key, pkcs1, prehashed = private, padding.PKCS1v15(), utils.Prehashed(SHA256())
+
+        def rsa_sign(digest: bytes) -> bytes:
+            return rsa_key.sign(digest, pkcs1, prehashed)
+
+        return Loaded(rsa_sign, "rsa-sha256", base64.b64encode(der).decode("ascii"), bits)
     if isinstance(private, ed25519.Ed25519PrivateKey):
         raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return Loaded(private, "ed25519-sha256", base64.b64encode(raw).decode("ascii"), 256)
+        return Loaded(private.sign, "ed25519-sha256", base64.b64encode(raw).decode("ascii"), 256)
     raise ConfigError(
         f"dkim key: {where} is a {type(private).__name__.removeprefix('_')}; DKIM signs with "
         f"RSA (rsa-sha256) or Ed25519 (ed25519-sha256) keys"

@@ -134,9 +134,6 @@ class DKIM:
 
     def signature(self, fields: Sequence[Field], body_hash: str, now: float) -> bytes:
         """The DKIM-Signature header line (CRLF-ended) for a message's fields and body hash."""
-        from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
-        from cryptography.hazmat.primitives.hashes import SHA256
-
         counts: dict[bytes, list[bytes]] = {}
         for field_name, text in fields:
             counts.setdefault(field_name, []).append(text)
@@ -163,12 +160,7 @@ class DKIM:
         listed += ["h=" + ":".join(names), f"bh={body_hash}", "b="]
         head = _folded(listed)
         hasher.update(relaxed_header(head.encode("ascii"))[:-2])  # (no CRLF: RFC 6376 3.7)
-        digest = hasher.digest()
-        private = self._loaded.private
-        if isinstance(private, rsa.RSAPrivateKey):
-            raw = private.sign(digest, padding.PKCS1v15(), utils.Prehashed(SHA256()))
-        else:
-            raw = private.sign(digest)
+        raw = self._loaded.sign_digest(hasher.digest())
         return (head + _folded_b64(base64.b64encode(raw).decode("ascii"), head) + "\r\n").encode()
 
 
