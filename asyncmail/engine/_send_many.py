@@ -78,8 +78,6 @@ class _QueueFeed:
                 return None
             job = self._job(message)
             if job is not None:
-                if job.sign is not None:  # a signature took about a millisecond: let others run
-                    await anyio.lowlevel.checkpoint()
                 return job
 
     def ready(self) -> Job | None:
@@ -96,9 +94,14 @@ class _QueueFeed:
         """A Job, or None when the message ended at once (invalid, or the Mailer closing)."""
         ledger = self.driver.ledger
         ledger.admit()
+        made = message if isinstance(message, Job) else None  # (signed by the feeder)
+        if made is not None:
+            message = made.message
         try:
             if self.driver.closing.fired:
                 raise ShutdownError("the Mailer closed before this message was sent")
+            if made is not None:
+                return made
             if not isinstance(message, Message | email.message.Message):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
             return Job.of(message, sign=self.driver.sign)
@@ -179,16 +182,34 @@ class _Work:
             try:
                 if isinstance(self.messages, AsyncIterable):
                     async for message in self.messages:
-                        await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
+                        # (taken: it gets a result, maybe FAILED)
+                        await _put(queue, await self._signed(message))
                         if self._done():
                             break
                 else:
                     for message in self.messages:
-                        await _put(queue, message)
+                        await _put(queue, await self._signed(message))
                         if self._done():
                             break  # what is queued ends FAILED (ShutdownError)
             except Exception as exc:  # the caller's iterable failed: their exception
                 self.failure = exc
+
+    async def _signed(self, message: object) -> object:
+        """With DKIM, the message's job, made (and signed) here and not by the workers.
+
+        One task signs, one message per turn of the event loop: a signature takes about a
+        millisecond, and workers each signing in the same turn would stall the loop for
+        as many. A message that is not valid goes on as it is: its worker reports it.
+        """
+        sign = self.driver.sign
+        if sign is None or not isinstance(message, Message | email.message.Message):
+            return message
+        try:
+            job: object = Job.of(message, sign=sign)
+        except MessageError:
+            job = message
+        await anyio.lowlevel.checkpoint()
+        return job
 
     async def _work(
         self,
