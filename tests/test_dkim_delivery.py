@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP
 from asyncmail import (
     DKIM,
     Mailer,
+    MessageError,
     NotSupportedError,
     Outbox,
     OutboxState,
@@ -71,6 +72,27 @@ async def test_send_many_signs_every_message() -> None:
         results = [r async for r in mailer.send_many(message(i) for i in range(30))]
     assert [r.status for r in results] == [Status.DELIVERED] * 30
     assert len(server.messages) == 30
+    for stored in server.messages:
+        all_verified(stored.data)
+
+
+async def test_send_many_with_dkim_still_ends_an_invalid_message_failed_on_its_own() -> None:
+    broken = email.message.EmailMessage()
+    broken["From"] = "shop@example.com"
+    broken["To"] = "ann@example.net"
+    broken.set_content("NUL \x00 inside\n", cte="8bit")
+    inputs: list[object] = [message(1), broken, "not a message", message(2)]
+    async with CaptureServer() as server, mailer_for(server, dkim=both()) as mailer:
+        results = [r async for r in mailer.send_many(inputs)]  # type: ignore[arg-type,type-var]
+    by_input = {id(r.message): r for r in results}
+    assert [by_input[id(m)].status for m in inputs] == [
+        Status.DELIVERED,
+        Status.FAILED,
+        Status.FAILED,
+        Status.DELIVERED,
+    ]
+    assert isinstance(by_input[id(broken)].error, MessageError)
+    assert len(server.messages) == 2
     for stored in server.messages:
         all_verified(stored.data)
 
