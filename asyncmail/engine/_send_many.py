@@ -180,15 +180,16 @@ class _Work:
         # (a put that does not wait does not see a cancel: hence the check after each one)
         async with queue:
             try:
+                sign = self.driver.sign is not None
                 if isinstance(self.messages, AsyncIterable):
                     async for message in self.messages:
                         # (taken: it gets a result, maybe FAILED)
-                        await _put(queue, await self._signed(message))
+                        await _put(queue, await self._signed(message) if sign else message)
                         if self._done():
                             break
                 else:
                     for message in self.messages:
-                        await _put(queue, await self._signed(message))
+                        await _put(queue, await self._signed(message) if sign else message)
                         if self._done():
                             break  # what is queued ends FAILED (ShutdownError)
             except Exception as exc:  # the caller's iterable failed: their exception
@@ -202,7 +203,7 @@ class _Work:
         as many. A message that is not valid goes on as it is: its worker reports it.
         """
         sign = self.driver.sign
-        if sign is None or not isinstance(message, Message | email.message.Message):
+        if not isinstance(message, Message | email.message.Message):
             return message
         try:
             job: object = Job.of(message, sign=sign)
