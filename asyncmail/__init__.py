@@ -37,6 +37,7 @@ from .batch._recipients import read_recipients as read_recipients
 from .batch._template import Template as Template
 from .bounces._model import Bounce as Bounce
 from .bounces._model import BouncedRecipient as BouncedRecipient
+from .dkim._signer import DKIM as DKIM
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
 from .engine._ratelimit import RateLimit as RateLimit
@@ -72,6 +73,7 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "ConfigError",
     "ConnectError",
     "CsvSuppressions",
+    "DKIM",
     "DSN",
     "Delivery",
     "DeliveryError",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from asyncmail import (
+    DKIM,
     DSN,
     Attachment,
     Mailer,
@@ -66,6 +67,7 @@ class MailerOptions(TypedDict, total=False):
     pipelining: bool
     close_timeout: float
     dsn: DSN | None
+    dkim: DKIM | Sequence[DKIM] | None
 
 
 def message(i: int = 0, **overrides: Unpack[MessageFields]) -> Message:

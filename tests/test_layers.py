@@ -22,7 +22,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"asyncmail.suppression"}),
     frozenset({"asyncmail.engine"}),
     frozenset({"asyncmail._pool"}),
-    frozenset({"asyncmail.smtp"}),
+    frozenset({"asyncmail.smtp", "asyncmail.dkim"}),
     frozenset({"asyncmail.message"}),
     frozenset({"asyncmail._config"}),
     frozenset({"asyncmail._exceptions"}),

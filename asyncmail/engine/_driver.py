@@ -51,7 +51,7 @@ from ..smtp._connection import Connection
 from ..smtp._judge import Attempt, failed
 from ..smtp._throttle import says_too_fast
 from ..smtp._transaction import Prepared, prepare, reset, run
-from ._job import BeforeSend, Job
+from ._job import BeforeSend, Job, Sign
 from ._ledger import Ledger, Signal
 from ._ratelimit import Limiter
 from ._relays import Relays, RelayState, fails_over
@@ -104,9 +104,11 @@ class Driver:
         closing: Signal,
         clock: Callable[[], float] = time.monotonic,
         dsn: DSN | None = None,
+        sign: Sign | None = None,
     ) -> None:
         self.relays = relays
         self.dsn = dsn
+        self.sign = sign  # the Mailer's DKIM signers, for the jobs its feeds make
         self.retry = retry
         self.pipelining = pipelining
         self.ledger = ledger

@@ -36,10 +36,12 @@ from ..smtp._transaction import Gate
 if TYPE_CHECKING:
     from ._relays import RelayState
 
-__all__ = ["BeforeSend", "Job"]
+__all__ = ["BeforeSend", "Job", "Sign"]
 
 #: Called with each message right before its first transaction (a write-ahead hook).
 BeforeSend: TypeAlias = Callable[[Any], object]
+#: Called with a content's final bytes: the header lines to put in front (DKIM signatures).
+Sign: TypeAlias = Callable[[bytes], bytes]
 
 
 class Job:
@@ -65,14 +67,16 @@ class Job:
         "reply",
         "round_tx",
         "rounds",
+        "sign",
         "started",
         "unknown",
         "unknown_error",
     )
 
-    def __init__(self, message: object, envelope: Envelope) -> None:
+    def __init__(self, message: object, envelope: Envelope, sign: Sign | None = None) -> None:
         self.message = message  # (a Message or EmailMessage, or what a subclass renders)
         self.envelope = envelope
+        self.sign = sign  # DKIM: signs each content once, when it is made
         self.content: dict[tuple[bool, bool], WireContent] = {}
         self.pending = list(envelope.recipients)
         self.later: list[str] = []  # VERP: tried this round, open for the next one
@@ -95,13 +99,13 @@ class Job:
         self.pinned = False  # the relay accepted a recipient: the job never moves from it
 
     @classmethod
-    def of(cls, message: Message | email.message.Message) -> Job:
-        """A job for ``message``, validated and rendered before any I/O.
+    def of(cls, message: Message | email.message.Message, *, sign: Sign | None = None) -> Job:
+        """A job for ``message``, validated and rendered (and signed) before any I/O.
 
         Raises:
             MessageError: The message is invalid, or cannot be put on the wire as it is.
         """
-        job = cls(message, envelope_of(message))
+        job = cls(message, envelope_of(message), sign)
         job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
         return job
 
@@ -171,6 +175,7 @@ class Job:
                 message_id=self.envelope.message_id,
                 smtputf8=smtputf8,
                 eightbitmime=eightbitmime,
+                sign=self.sign,
             )
         return made
 

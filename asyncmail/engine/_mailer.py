@@ -44,6 +44,7 @@ from .._exceptions import (
     Status,
 )
 from .._pool import Pool, PoolStatistics
+from ..dkim._signer import DKIM, signers_of
 from ..message._dsn import DSN
 from ..message._message import Message
 from ._driver import Driver
@@ -136,6 +137,9 @@ class Mailer:
         dsn: The delivery status notifications (RFC 3461) to ask for, for each message
             without a ``dsn`` of its own (a stdlib ``EmailMessage`` has none); sent only to
             a server that offers DSN.
+        dkim: Sign every message with this DKIM signer, or each of these (dual signing:
+            RSA and Ed25519), once, over the bytes that go out; a retry sends the same
+            signature.
 
     Use it as an async context manager, typically once per application::
 
@@ -161,6 +165,7 @@ class Mailer:
         pipelining: bool = True,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         dsn: DSN | None = None,
+        dkim: DKIM | Sequence[DKIM] | None = None,
     ) -> None:
         relays = relays_of(Server.from_env() if server is None else server)
         check_strategy(strategy, retry_period)
@@ -200,6 +205,8 @@ class Mailer:
         )
         self._pools: tuple[Pool, ...] = tuple(r.pool for r in members)
         self._pool = self._pools[0]
+        signers = signers_of(dkim)
+        self.dkim = signers.dkim if signers is not None else ()
         self._ledger = Ledger()
         self._closing = Signal()
         self._driver = Driver(
@@ -210,6 +217,7 @@ class Mailer:
             closing=self._closing,
             clock=time.monotonic,
             dsn=dsn,
+            sign=signers,
         )
         self._task_group: TaskGroup | None = None
         self._state = "new"
@@ -288,7 +296,7 @@ class Mailer:
             MailerClosedError: The Mailer was already closed.
         """
         self._check_open()
-        feed = _One(Job.of(message))
+        feed = _One(Job.of(message, sign=self._driver.sign))
         self._ledger.admit()
         await self._driver.serve(feed)
         result = feed.result

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -93,12 +94,17 @@ class _QueueFeed:
         """A Job, or None when the message ended at once (invalid, or the Mailer closing)."""
         ledger = self.driver.ledger
         ledger.admit()
+        made = message if isinstance(message, Job) else None  # (signed by the feeder)
+        if made is not None:
+            message = made.message
         try:
             if self.driver.closing.fired:
                 raise ShutdownError("the Mailer closed before this message was sent")
+            if made is not None:
+                return made
             if not isinstance(message, Message | email.message.Message):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
-            return Job.of(message)
+            return Job.of(message, sign=self.driver.sign)
         except (MessageError, ShutdownError) as exc:
             result = SendResult(message=message, status=Status.FAILED, error=exc)
             self._early.append(ledger.finish(result))
@@ -174,18 +180,37 @@ class _Work:
         # (a put that does not wait does not see a cancel: hence the check after each one)
         async with queue:
             try:
+                sign = self.driver.sign is not None
                 if isinstance(self.messages, AsyncIterable):
                     async for message in self.messages:
-                        await _put(queue, message)  # (taken: it gets a result, maybe FAILED)
+                        # (taken: it gets a result, maybe FAILED)
+                        await _put(queue, await self._signed(message) if sign else message)
                         if self._done():
                             break
                 else:
                     for message in self.messages:
-                        await _put(queue, message)
+                        await _put(queue, await self._signed(message) if sign else message)
                         if self._done():
                             break  # what is queued ends FAILED (ShutdownError)
             except Exception as exc:  # the caller's iterable failed: their exception
                 self.failure = exc
+
+    async def _signed(self, message: object) -> object:
+        """With DKIM, the message's job, made (and signed) here and not by the workers.
+
+        One task signs, one message per turn of the event loop: a signature takes about a
+        millisecond, and workers each signing in the same turn would stall the loop for
+        as many. A message that is not valid goes on as it is: its worker reports it.
+        """
+        sign = self.driver.sign
+        if not isinstance(message, Message | email.message.Message):
+            return message
+        try:
+            job: object = Job.of(message, sign=sign)
+        except MessageError:
+            job = message
+        await anyio.lowlevel.checkpoint()
+        return job
 
     async def _work(
         self,

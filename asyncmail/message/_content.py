@@ -27,6 +27,7 @@ import copy
 import email.message
 import email.utils
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import headerregistry
 from email import policy as email_policy
@@ -86,6 +87,7 @@ def wire_content(
     message_id: str | None,
     smtputf8: bool,
     eightbitmime: bool,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> WireContent:
     """Return ``message`` as the DATA phase sends it, validated before any I/O.
 
@@ -98,6 +100,8 @@ def wire_content(
         smtputf8: The transaction declares SMTPUTF8 (the envelope needs it and the server
             offers it): headers may carry UTF-8.
         eightbitmime: The server offers 8BITMIME.
+        sign: Called with the final content (for this mode, before dot-stuffing); the
+            ASCII header lines it returns (DKIM-Signature) go in front of it.
 
     Raises:
         MessageError: the message is invalid whatever the server: a NUL octet, header
@@ -120,6 +124,8 @@ def wire_content(
             raise _not_7bit(raw, smtputf8, "")
         raw = _seven_bit(message, smtputf8=smtputf8, message_id=message_id)
         eight_bit = False
+    if sign is not None:
+        raw = sign(raw) + raw
     return WireContent(_stuffed(raw), len(raw), eight_bit, smtputf8)
 
 

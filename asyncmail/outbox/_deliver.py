@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -34,13 +34,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._config import RetryPolicy
 from .._exceptions import (
     MailError,
+    NotSupportedError,
     OutboxError,
     PermanentError,
+    Phase,
     SendResult,
     ShutdownError,
     Status,
     TransientError,
 )
+from ..dkim._signer import Signers, foreign_signatures, sign_stuffed
 from ..engine._driver import Driver
 from ..engine._job import BeforeSend, Job
 from ..engine._ledger import Signal
@@ -167,8 +170,10 @@ class Delivery:
         telemetry: Telemetry | None = None,
         worker: str | None = None,
         suppressions: Suppressions | None = None,
+        sign: Signers | None = None,
     ) -> None:
         self.store = store
+        self.sign = sign  # DKIM: what a stored message lacks is signed here
         self.driver = driver
         self.concurrency = concurrency
         self.limiter = limiter
@@ -286,7 +291,7 @@ class Delivery:
         """Turn a lease into a job; a message that cannot be read back ends FAILED."""
         held = _Held(lease)
         try:
-            job = StoredJob(read(lease.payload))
+            job = StoredJob(read(lease.payload), self.sign)
         except MailError as exc:
             outcome = plan(
                 lease,
@@ -482,23 +487,46 @@ class StoredJob(Job):
 
     The message is only read back for a server that needs another rendering (one without
     8BITMIME); its results carry the ``Stored`` payload as their message.
+
+    DKIM: the stored content carries the signatures made at enqueue. ``sign`` (the outbox's
+    signers and the worker Mailer's) adds those it lacks, so a worker may own the key. A
+    new rendering is signed by ``sign`` alone: a signature made at enqueue by a key this
+    worker does not have makes that a ``NotSupportedError``, never an unsigned message.
     """
 
-    __slots__ = ("stored",)
+    __slots__ = ("signers", "stored")
 
-    def __init__(self, stored: Stored) -> None:
-        super().__init__(stored, stored.envelope)
+    def __init__(self, stored: Stored, sign: Signers | None = None) -> None:
+        super().__init__(stored, stored.envelope, sign)
         self.stored = stored
-        self.content[(stored.envelope.needs_smtputf8, True)] = stored.content
+        self.signers = sign
+        content = stored.content
+        if sign is not None:
+            header = sign_stuffed(content.data, sign)
+            if header:  # (ASCII lines, none starting with a dot: no stuffing to redo)
+                size = content.size + len(header)
+                content = replace(content, data=header + content.data, size=size)
+        self.content[(stored.envelope.needs_smtputf8, True)] = content
 
     def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:
         made = self.content.get((smtputf8, eightbitmime))
         if made is None:
+            foreign = foreign_signatures(self.stored.content.data, self.signers)
+            if foreign:
+                signers = ", ".join(f"d={d} s={s}" for d, s in sorted(foreign))
+                raise NotSupportedError(
+                    f"the server does not offer 8BITMIME, and the message must be rendered "
+                    f"again for it, but it was DKIM-signed at enqueue ({signers}) with a key "
+                    f"this worker does not have: give the worker's Outbox or Mailer the same "
+                    f"dkim=, or send through a server that offers 8BITMIME",
+                    phase=Phase.MAIL,
+                )
             made = self.content[(smtputf8, eightbitmime)] = wire_content(
                 self.stored.message(),
                 message_id=self.envelope.message_id,
                 smtputf8=smtputf8,
                 eightbitmime=eightbitmime,
+                sign=self.sign,
             )
         return made
 

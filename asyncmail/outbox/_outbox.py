@@ -27,6 +27,7 @@ import anyio
 
 from .._config import RetryPolicy
 from .._exceptions import ConfigError, MailerClosedError, MessageError
+from ..dkim._signer import DKIM, signers_of
 from ..engine._job import Job
 from ..engine._mailer import Mailer
 from ..engine._ratelimit import RateLimit
@@ -86,6 +87,10 @@ class Outbox:
             with none is stored FAILED, never sent), and the workers add every recipient
             that a server refuses as non-existent (5.1.x at RCPT). Off by default: turning
             it on changes who gets mail, which an upgrade must not do unasked.
+        dkim: Sign each message at enqueue with this DKIM signer (or each of these): the
+            stored bytes carry the signature, so every attempt, from any worker, sends the
+            same. A worker whose Outbox or Mailer has ``dkim=`` signs what a stored message
+            lacks (so a worker may own the key instead of the application).
     """
 
     def __init__(
@@ -98,7 +103,9 @@ class Outbox:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         telemetry: Telemetry | None = None,
         suppression: bool | Suppressions | None = None,
+        dkim: DKIM | Sequence[DKIM] | None = None,
     ) -> None:
+        self.sign = signers_of(dkim)
         self.store: Store = open_store(url)
         self.suppressions: Suppressions = StoreSuppressions(self.store)
         """This outbox's own suppression list (honoured only with ``suppression=True``)."""
@@ -196,7 +203,7 @@ class Outbox:
             raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
         if self.idempotency_header is not None:
             message = _stamped(message, self.idempotency_header, key)
-        job = Job.of(message)  # validates and renders: nothing bad is stored
+        job = Job.of(message, sign=self.sign)  # validates, renders, signs: nothing bad is stored
         envelope = job.envelope
         message_id = envelope.message_id or ""
         content = job.content_for(smtputf8=envelope.needs_smtputf8, eightbitmime=True)
@@ -280,6 +287,7 @@ class Outbox:
             resend_unknown=self.resend_unknown,
             telemetry=combine(self.telemetry, telemetry),
             suppressions=self.suppression,
+            sign=signers_of(self.sign, mailer.dkim),
         )
         return Delivering(delivery, grace)
 
