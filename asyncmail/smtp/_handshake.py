@@ -257,10 +257,17 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
 
 
 async def _quit_after_refusal(client: aiosmtplib.SMTP, timeouts: Timeouts) -> None:
-    """Say QUIT after a refused AUTH, so the server sees a clean end (bounded)."""
+    """Say QUIT after a refused AUTH, so the server sees a clean end (bounded).
+
+    Only the command: ``client.quit()`` would also close the transport gracefully, which over
+    TLS leaves the socket's own transport open until the peer's close_notify, so the
+    ``abort`` that follows could not reach it and closing the socket under it would leave
+    the event loop a transport on a dead file descriptor (the next socket to get that number
+    then fails to connect with a RuntimeError).
+    """
     try:
         async with asyncio.timeout(min(timeouts.command, 2.0)):
-            await client.quit()
+            await client.execute_command(b"QUIT")
     except Exception as exc:  # closing anyway
         logger.debug("QUIT after AUTH failure: %r", exc)
 
