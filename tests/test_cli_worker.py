@@ -238,3 +238,33 @@ def test_metrics_endpoint_counts_what_the_worker_delivered(
         code, output = worker.finish()
     assert code == 0, output
     assert output.splitlines()[-1] == "worker stopped: 3 delivered, 1 failed, 0 unknown, 0 retried"
+
+
+def test_worker_with_dkim_signs_what_the_application_stored_unsigned(
+    outbox_url: str, workers: list[Worker], tmp_path: Path
+) -> None:
+    """The key can live with the worker only: ``--dkim`` signs each stored message."""
+    from cryptography.hazmat.primitives import serialization
+
+    from ._dkim import DOMAIN, ed25519_key, ed25519_signer, verdicts
+
+    key = ed25519_key().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp_path / "ed.pem").write_bytes(key)
+    enqueue(outbox_url, 2)
+    with CaptureServer().run_in_thread() as server:
+        smtp = f"smtp://{server.host}:{server.port}?tls=none"
+        dkim = f"{DOMAIN}:ed:{tmp_path / 'ed.pem'}"
+        worker = start(workers, "--outbox", outbox_url, "--url", smtp, "--dkim", dkim)
+        server.wait_for_messages_sync(2, timeout=PATIENCE)
+        wait_for(lambda: counts(outbox_url) == {"delivered": 2}, "2 delivered")
+        worker.signal(signal.SIGTERM)
+        code, output = worker.finish()
+    assert code == 0, output
+    assert [verdicts(m.data, (ed25519_signer(),)) for m in server.messages] == [
+        [(DOMAIN, "ed", True)]
+    ] * 2
+    assert key.decode() not in output

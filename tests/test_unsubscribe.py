@@ -605,3 +605,56 @@ async def test_the_readme_web_app_serves_the_one_click_post(
         ("ann@example.com", "news.example.com"),
         ("bob@example.com", "news.example.com"),
     }
+
+
+def test_cli_batch_dkim_signs_every_message_with_each_key(
+    server: CaptureServer, template_dir: Path, tmp_path: Path
+) -> None:
+    """``--dkim`` twice: RSA and Ed25519 signatures, both over the one-click headers."""
+    from cryptography.hazmat.primitives import serialization
+
+    from ._dkim import DOMAIN, both, ed25519_key, rsa_key, verdicts
+
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    plain = serialization.NoEncryption()
+    (tmp_path / "rsa.pem").write_bytes(rsa_key().private_bytes(pem, pkcs8, plain))
+    (tmp_path / "ed.pem").write_bytes(ed25519_key().private_bytes(pem, pkcs8, plain))
+    rows = tmp_path / "r.csv"
+    rows.write_text("email,name\na@example.com,Ann\nb@example.com,Bob\n", encoding="utf-8")
+    code, output = batch(
+        *(str(rows), "-t", str(template_dir), "--from", "shop@example.com", "--url", server.url),
+        *("--unsubscribe-url", "https://example.com/u/{{ unsubscribe_token }}"),
+        *("--unsubscribe-secret-env", "NEWS_SECRET"),
+        *("--dkim", f"{DOMAIN}:rsa2048:{tmp_path / 'rsa.pem'}"),
+        *("--dkim", f"{DOMAIN}:ed:{tmp_path / 'ed.pem'}"),
+        *("--report", str(tmp_path / "report.csv")),
+        env={"NEWS_SECRET": SECRET},
+    )
+    assert code == 0, output
+    assert len(server.messages) == 2
+    for captured in server.messages:
+        assert verdicts(captured.data, both()) == [
+            (DOMAIN, "rsa2048", True),
+            (DOMAIN, "ed", True),
+        ]
+        signature = str(captured.parsed["DKIM-Signature"]).replace(" ", "")
+        assert "list-unsubscribe:list-unsubscribe-post" in signature.replace("\r\n", "")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("example.com:s1", "DOMAIN:SELECTOR:KEYFILE"), ("example.com:s1:/nonexistent.pem", "s1")],
+)
+def test_cli_batch_refuses_a_bad_dkim_option_before_sending(
+    server: CaptureServer, template_dir: Path, tmp_path: Path, value: str, problem: str
+) -> None:
+    rows = tmp_path / "r.csv"
+    rows.write_text("email,name\na@example.com,Ann\n", encoding="utf-8")
+    code, output = batch(
+        *(str(rows), "-t", str(template_dir), "--from", "shop@example.com", "--url", server.url),
+        *("--dkim", value, "--report", str(tmp_path / "report.csv")),
+    )
+    assert code == 2
+    assert problem in output
+    assert server.messages == []

@@ -22,6 +22,7 @@ from ..batch._template import Template
 from ..engine._ratelimit import RateLimit
 from ._batch import BatchOptions, BatchUsageError, check_first_row
 from ._bounces import bounces
+from ._dkim import dkim_option, dkim_signers
 from ._ops import outbox, worker
 from ._run import (
     EXIT_INTERRUPTED,
@@ -216,6 +217,7 @@ def send(
     "(5.1.x) are added to it. Give it again with --resume.",
 )
 @list_options
+@dkim_option
 @click.option("--dry-run", is_flag=True, help="Render every row, send nothing.")
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 @click.option(
@@ -243,6 +245,7 @@ def batch(
     unsubscribe_secret_env: str | None,
     unsubscribe_mailto: str | None,
     list_id: str | None,
+    dkim: tuple[str, ...],
     dry_run: bool,
     no_progress: bool,
     progress_interval: float,
@@ -278,6 +281,7 @@ def batch(
             list_id=list_id,
         )
         first = check_first_row(recipients, template, sender)
+        signers = dkim_signers(dkim)
     except (ConfigError, BatchUsageError) as exc:
         raise _usage(str(exc)) from None
     console = _console()
@@ -295,6 +299,7 @@ def batch(
         rate=rate,
         attempts=attempts,
         suppress=suppress_list,
+        dkim=signers,
     )
     if outbox_url is not None:
         sys.exit(_enqueue(options, outbox_url, batch_id, console))

@@ -55,6 +55,7 @@ from ..batch._journal import (
 )
 from ..batch._recipients import BadRow, Recipient, count_rows, read_recipients
 from ..batch._template import Template
+from ..dkim._signer import DKIM
 from ..engine._mailer import Mailer
 from ..message._message import Message
 from ..suppression._model import Suppression, Suppressions, hard_bounces
@@ -103,6 +104,8 @@ class BatchOptions:
     attempts: int = 3
     suppress: str | None = None
     """A suppression list to honour and feed: a CSV file's path or an outbox's URL."""
+    dkim: tuple[DKIM, ...] = ()
+    """DKIM signers for every message (``--dkim``)."""
 
 
 @dataclass(slots=True)
@@ -408,6 +411,7 @@ async def _send(
         rate_limit=options.rate,
         retry=RetryPolicy(attempts=options.attempts, base_delay=0.2),
         close_timeout=ABORT_GRACE,
+        dkim=options.dkim or None,
     )
     run.open()
     try:

@@ -190,7 +190,9 @@ async def enqueue_batch(
                 suppression = True
             else:
                 suppression = await stack.enter_async_context(open_suppressions(options.suppress))
-        outbox = await stack.enter_async_context(Outbox(outbox_url, suppression=suppression))
+        outbox = await stack.enter_async_context(
+            Outbox(outbox_url, suppression=suppression, dkim=options.dkim or None)
+        )
         counts.outbox = outbox.store.url
         marker = {"batch_id": counts.batch_id, "outbox": outbox.store.url}
         outbox_marker(options.report).write_text(json.dumps(marker) + "\n", encoding="utf-8")

@@ -21,6 +21,7 @@ from .._exceptions import ConfigError, OutboxError
 from ..outbox._model import FINAL_STATES, OutboxState, OutboxStatistics
 from ..outbox._outbox import Outbox
 from ..outbox._sqlite import SQLiteStore
+from ._dkim import dkim_option, dkim_signers
 from ._outbox_view import (
     entries_table,
     parse_duration,
@@ -146,6 +147,7 @@ def _print_json(value: object) -> None:
     type=click.FloatRange(min=0.1),
     help="Seconds between refreshes of the queue depth and rate gauges.",
 )
+@dkim_option
 def worker(
     outbox_url: str,
     url: str | None,
@@ -157,6 +159,7 @@ def worker(
     metrics_host: str,
     metrics_interval: float,
     suppress: bool,
+    dkim: tuple[str, ...],
 ) -> None:
     """Deliver the outbox's messages until SIGTERM or Ctrl-C.
 
@@ -165,6 +168,10 @@ def worker(
     stops it at once (exit 130): a message whose final dot may have left ends UNKNOWN, every
     other one goes back to the outbox.
     """
+    try:
+        signers = dkim_signers(dkim)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     options = WorkerOptions(
         outbox=outbox_url,
         url=url,
@@ -176,6 +183,7 @@ def worker(
         metrics_host=metrics_host,
         metrics_interval=metrics_interval,
         suppress=suppress,
+        dkim=signers,
     )
     sys.exit(_run(run_worker(options, click.echo)))
 

@@ -18,6 +18,7 @@ import anyio
 
 from .._config import Server
 from .._exceptions import ConfigError, OutboxError
+from ..dkim._signer import DKIM
 from ..engine._mailer import Mailer
 from ..engine._ratelimit import RateLimit
 from ..outbox._deliver import Delivery
@@ -47,6 +48,7 @@ class WorkerOptions:
     metrics_host: str = "127.0.0.1"
     metrics_interval: float = 5.0
     suppress: bool = False
+    dkim: tuple[DKIM, ...] = ()
 
 
 class _Signals:
@@ -125,7 +127,7 @@ async def run_worker(options: WorkerOptions, echo: Callable[[str], None]) -> int
     outbox = Outbox(
         options.outbox, lease_seconds=options.lease_seconds, suppression=options.suppress or None
     )
-    mailer = Mailer(server, max_connections=options.concurrency)
+    mailer = Mailer(server, max_connections=options.concurrency, dkim=options.dkim or None)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with mailer, outbox:
             delivering = outbox.deliver(
