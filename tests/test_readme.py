@@ -101,3 +101,35 @@ def test_testing_example_passes() -> None:
     namespace: dict[str, Any] = {}
     exec(_block("async def test_signup_mail_is_sent"), namespace)
     asyncio.run(namespace["test_signup_mail_is_sent"]())
+
+
+def _section_blocks(start: str, end: str) -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(start) : text.index(end)]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_deliverability_examples_that_need_no_server_run_as_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The list-header, VERP, DSN and bounce-parsing examples, in order, in one namespace."""
+    blocks = _section_blocks("## Sending in bulk without landing in spam", "## Several relays")
+    markers = (
+        'print(msg.to_bytes().decode().split("MIME-Version")[0])',
+        'return_path="bounces@example.com"',
+        "from asyncmail.bounces import verp_decode",
+        "dsn = DSN(",
+        "bounce = parse(raw, verp=",
+    )
+    namespace: dict[str, Any] = {}
+    for marker in markers:
+        [block] = [b for b in blocks if marker in b]
+        exec(block, namespace)
+    printed = capsys.readouterr().out
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in printed
+    assert "dsn <order-42@example.com>" in printed
+    assert "bob@example.org failed 5.1.1 True" in printed
+    decode = namespace["verp_decode"]
+    assert decode(
+        "bounces+{local}={domain}@example.com", "bounces+alice=example.org@example.com"
+    ) == ("alice@example.org")
