@@ -71,10 +71,8 @@ def message(i: int) -> Message:
         subject=f"订单确认 #{i} — 感谢您的购买",
         text=text,
         html=html,
-        headers={
-            "List-Unsubscribe": f"<mailto:unsubscribe+{i}@example.com>",
-            "Feedback-ID": "order:shop:1",
-        },
+        headers={"Feedback-ID": "order:shop:1"},
+        unsubscribe_mailto=f"unsubscribe+{i}@example.com",
     )
 
 
