@@ -22,21 +22,13 @@ import click
 from .._exceptions import MessageError
 from ..bounces import Bounce, parse
 from ..message._verp import check_template
+from ..suppression._import import BOUNCE_COLUMNS
 
 __all__ = ["COLUMNS", "bounces"]
 
-#: The report's columns; ``recipient`` is the original recipient.
-COLUMNS = (
-    "source",
-    "recipient",
-    "action",
-    "status",
-    "diagnostic",
-    "message_id",
-    "verp_recipient",
-    "hard",
-    "kind",
-)
+#: The report's columns (what ``asyncmail suppress import`` reads); ``recipient`` is the
+#: original recipient.
+COLUMNS = BOUNCE_COLUMNS
 EXIT_USAGE = 2
 _HEADER_LINE = re.compile(rb"[!-9;-~]{1,200}:")  # a header field name, then a colon
 _SNIFF = 4096
