@@ -2,7 +2,8 @@
 
 aiosmtpd does the SMTP; this subclass adds what a test server needs: fault dispatch before each
 command, PIPELINING in EHLO, AUTH CRAM-MD5 and XOAUTH2, AUTH gated on this connection's real TLS
-state (aiosmtpd only knows STARTTLS, not implicit TLS), raw chunk recording and an idle timer.
+state (aiosmtpd only knows STARTTLS, not implicit TLS), BDAT (CHUNKING, which aiosmtpd lacks),
+raw chunk recording and an idle timer.
 Imported lazily: it is the only module (with ``_tls``) that needs the ``testing`` extra.
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, auth_mechanism
 from aiosmtpd.smtp import Session as SMTPSession
 
+from ._chunking import READ_SIZE, ChunkedTransaction, parse_bdat
 from ._dsnparams import DSNError, split_dsn
 from ._faults import Fault, Phase
 from ._records import CapturedMessage, SessionLog
@@ -126,6 +128,9 @@ class CaptureSMTP(SMTP):
         self._swallowing = False
         self._mail_params: tuple[str, ...] = ()  # the DSN parameters of the last MAIL
         self._rcpt_params: list[tuple[str, ...]] = []  # those of each accepted RCPT
+        self._chunked: ChunkedTransaction | None = None  # the BDAT transaction under way
+        if not owner.chunking:  # BDAT stays an unknown command, as in plain aiosmtpd
+            del self._smtp_methods["BDAT"]
 
     smtp_EHLO = _command("EHLO")
     smtp_HELO = _command("HELO")
@@ -138,6 +143,10 @@ class CaptureSMTP(SMTP):
     smtp_QUIT = _command("QUIT")
     smtp_STARTTLS = _command("STARTTLS")
     smtp_VRFY = _command("VRFY")
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 ``BDAT <size> [LAST]``; only reachable on a server with ``chunking``."""
+        await self._dispatch("BDAT", arg, self._bdat)
 
     # --- connection lifecycle -------------------------------------------------------------
 
@@ -270,6 +279,9 @@ class CaptureSMTP(SMTP):
         if name == "AUTH" and (refusal := self._auth_refusal()) is not None:
             await self.push(refusal)
             return
+        if name == "DATA" and self._chunking_under_way() is not None:
+            await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
+            return
         phase = _PHASE_OF_COMMAND.get(name)
         fault = self._link.faults.take(phase, arg or "") if phase else None
         if fault is not None and fault.kind == "delay":
@@ -331,6 +343,8 @@ class CaptureSMTP(SMTP):
         extra = ["250-PIPELINING"] if self._owner.pipelining else []
         if self._owner.dsn:
             extra.append("250-DSN")
+        if self._owner.chunking:
+            extra.append("250-CHUNKING")
         if self._mechanisms and self._auth_refusal() is None:
             extra.append("250-AUTH " + " ".join(self._mechanisms))
         return lines[:-1] + extra + lines[-1:]
@@ -352,13 +366,15 @@ class CaptureSMTP(SMTP):
 
     # --- messages -----------------------------------------------------------------------
 
-    async def on_message(self, envelope: Envelope) -> str:
+    async def on_message(
+        self, envelope: Envelope, *, phase: Phase = "dot", chunks: tuple[int, ...] = ()
+    ) -> str:
         """Store (unless a fault refuses it) one message; return the reply to its data."""
         assert self._record is not None
-        # aiosmtpd sets both before it calls the DATA hook
+        # aiosmtpd sets both before it calls the DATA hook, _bdat before the LAST chunk
         assert envelope.original_content is not None and envelope.mail_from is not None
         data = envelope.original_content
-        fault = self._link.faults.take("dot", data.decode("utf-8", "replace"))
+        fault = self._link.faults.take(phase, data.decode("utf-8", "replace"))
         delay = None
         if fault is not None and fault.kind == "delay":
             delay, fault = fault.after, None
@@ -377,6 +393,7 @@ class CaptureSMTP(SMTP):
                     tls=self._record.tls,
                     authenticated_as=self._record.authenticated_as,
                     session_id=self._record.id,
+                    chunks=chunks,
                 )
             )
         if fault is None:
@@ -387,6 +404,102 @@ class CaptureSMTP(SMTP):
             return "\r\n".join(fault.reply_lines())
         await self._apply(fault)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- BDAT (RFC 3030) ---------------------------------------------------------------
+
+    def _chunking_under_way(self) -> ChunkedTransaction | None:
+        """The BDAT transaction of the current envelope (RSET, EHLO... replace the envelope)."""
+        chunked = self._chunked
+        if chunked is not None and chunked.envelope is not self.envelope:
+            chunked = self._chunked = None
+        return chunked
+
+    async def _bdat(self, arg: str | None) -> None:
+        parsed = parse_bdat(arg)
+        if parsed is None:  # no size to read: nothing else can be done
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        size, last = parsed
+        chunked = self._chunking_under_way()
+        refusal = self._bdat_refusal(chunked)
+        if refusal is None and chunked is None:
+            assert self.envelope is not None
+            mid_data = self._link.faults.take("mid_data")
+            chunked = self._chunked = ChunkedTransaction(self.envelope, mid_data)
+        # a refused chunk is still read (and dropped), to stay in step with the client
+        chunk = await self._read_chunk(size, None if refusal is not None else chunked)
+        if refusal is not None or chunked is None:
+            await self.push(refusal or "503 5.5.1 Bad sequence of commands")
+            return
+        chunked.add(chunk)
+        if not last:
+            await self._answer_chunk(chunked, chunk)
+            return
+        envelope = chunked.envelope
+        envelope.content = envelope.original_content = chunked.content
+        self._chunked = None
+        try:
+            reply = await self.on_message(envelope, phase="bdat_last", chunks=chunked.sizes)
+        finally:
+            self.envelope = self._create_envelope()  # what aiosmtpd does after DATA
+        await self.push(reply)
+
+    def _bdat_refusal(self, chunked: ChunkedTransaction | None) -> str | None:
+        """Why a BDAT chunk cannot be taken now, as the reply; None if it can."""
+        session, envelope = self.session, self.envelope
+        if session is None or not session.host_name:
+            return "503 5.5.1 Error: send EHLO first"
+        if self._owner.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if chunked is not None and chunked.failed:
+            return "503 5.5.1 Error: an earlier BDAT of this transaction failed; send RSET"
+        if envelope is None or not envelope.rcpt_tos:
+            return "503 5.5.1 Error: need RCPT command"
+        return None
+
+    async def _read_chunk(self, size: int, chunked: ChunkedTransaction | None) -> bytes:
+        """Read ``size`` raw octets; a ``"mid_data"`` fault of ``chunked`` may cut in."""
+        parts: list[bytes] = []
+        left = size
+        while left:
+            step = min(left, READ_SIZE)
+            fault = chunked.mid_data if chunked is not None else None
+            if fault is not None and chunked is not None:
+                assert fault.after_bytes is not None
+                short = fault.after_bytes - chunked.received
+                if short <= step:
+                    parts.append(await self._read_exactly(short))
+                    chunked.mid_data = None
+                    self._swallowing = fault.kind == "stall"
+                    await self._apply(fault)
+            part = await self._read_exactly(step)
+            parts.append(part)
+            left -= step
+            if chunked is not None:
+                chunked.received += step
+        return b"".join(parts)
+
+    async def _read_exactly(self, count: int) -> bytes:
+        try:
+            return await self._reader.readexactly(count)
+        except asyncio.IncompleteReadError:  # the client went away within the chunk
+            self.hang_up()
+            await self._forever()
+
+    async def _answer_chunk(self, chunked: ChunkedTransaction, chunk: bytes) -> None:
+        """Reply to a chunk other than the last, or do the ``"bdat"`` fault instead."""
+        fault = self._link.faults.take("bdat", chunk.decode("utf-8", "replace"))
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.after or 0.0)
+            fault = None
+        if fault is None:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+        elif fault.kind == "reply" and fault.code != 421:
+            chunked.failed = (fault.code or 0) >= 400
+            for line in fault.reply_lines():
+                await self.push(line)
+        else:
+            await self._apply(fault)
 
     # --- authentication -----------------------------------------------------------------
 

@@ -103,6 +103,9 @@ class CaptureServer:
             RCPT (a malformed one gets 501), and record them as sent in
             ``CapturedMessage.mail_options`` and ``recipient_options``. No notification is
             ever sent.
+        chunking: Advertise CHUNKING (RFC 3030) and accept ``BDAT <size> [LAST]``; the
+            message records its chunk sizes in ``CapturedMessage.chunks``. Without it BDAT is
+            an unknown command (500).
         record_chunks: Keep every raw read from each client in ``Session.chunks``.
         faults: Faults armed from the start; see ``Fault``.
         host: The interface to listen on. The TLS certificate covers only localhost,
@@ -129,6 +132,7 @@ class CaptureServer:
         pipelining: bool = True,
         smtputf8: bool = True,
         dsn: bool = False,
+        chunking: bool = False,
         record_chunks: bool = False,
         faults: Iterable[Fault] = (),
         host: str = HOST,
@@ -153,6 +157,7 @@ class CaptureServer:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.dsn = dsn
+        self.chunking = chunking
         self.record_chunks = record_chunks
         self.record = record
         self._host = host
