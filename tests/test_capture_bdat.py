@@ -273,3 +273,24 @@ async def test_malformed_bdat_gets_501() -> None:
         writer.write(envelope() + b"BDAT ten LAST\r\nBDAT 3 NOTLAST\r\nBDAT\r\n")
         assert await codes(reader, 5) == [250, 250, 501, 501, 501]
         assert server.messages == []
+
+
+async def test_bdat_before_ehlo_or_auth_is_refused_and_its_octets_are_skipped() -> None:
+    async with CaptureServer(chunking=True) as server, connect(server, ehlo=False) as conn:
+        reader, writer = conn
+        writer.write(b"BDAT 6 LAST\r\nRSET\r\nNOOP\r\n")
+        assert await codes(reader, 2) == [503, 250]
+    async with CaptureServer(chunking=True, auth={"u": "p"}, require_auth=True) as server:
+        async with connect(server) as (reader, writer):
+            writer.write(b"BDAT 6 LAST\r\nRSET\r\nNOOP\r\n")
+            assert await codes(reader, 2) == [530, 250]
+
+
+async def test_a_client_gone_within_a_chunk_leaves_nothing_stored() -> None:
+    async with CaptureServer(chunking=True) as server:
+        async with connect(server) as (reader, writer):
+            writer.write(envelope() + b"BDAT 100 LAST\r\n" + MESSAGE[:10])
+            assert await codes(reader, 2) == [250, 250]
+    # the server has stopped: every connection task has ended
+    assert server.sessions[0].closed
+    assert server.messages == []

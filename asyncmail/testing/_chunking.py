@@ -2,20 +2,22 @@
 
 A ``BDAT <size> [LAST]`` line is followed by exactly ``size`` octets of raw content: no
 dot-stuffing, no line-end processing. The server reads them even when it refuses the chunk, so
-the command stream stays in sync. The I/O lives in ``CaptureSMTP``; this module only keeps state.
+the command stream stays in sync. ``receive_bdat`` does one BDAT command of a ``CaptureSMTP``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING
 
+from aiosmtpd.smtp import Envelope
+
 if TYPE_CHECKING:
-    from aiosmtpd.smtp import Envelope
-
     from ._faults import Fault
+    from ._protocol import CaptureSMTP
 
-__all__ = ["READ_SIZE", "ChunkedTransaction", "parse_bdat"]
+__all__ = ["READ_SIZE", "ChunkedTransaction", "parse_bdat", "receive_bdat"]
 
 #: The most octets of a chunk read from the stream at once.
 READ_SIZE = 64 * 1024
@@ -64,3 +66,97 @@ class ChunkedTransaction:
     def content(self) -> bytes:
         """The message: the accepted chunks joined."""
         return b"".join(self.parts)
+
+
+async def receive_bdat(smtp: CaptureSMTP, arg: str | None) -> None:
+    """Do one BDAT command of ``smtp``'s client: read its chunk, then answer it."""
+    parsed = parse_bdat(arg)
+    if parsed is None:  # no size to read: nothing else can be done
+        await smtp.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+        return
+    size, last = parsed
+    chunked = smtp.chunking_under_way()
+    refusal = _refusal(smtp, chunked)
+    if refusal is None and chunked is None:
+        assert smtp.envelope is not None
+        mid_data = smtp.faults.take("mid_data")
+        chunked = smtp.chunked = ChunkedTransaction(smtp.envelope, mid_data)
+    # a refused chunk is still read (and dropped), to stay in step with the client
+    chunk = await _read_chunk(smtp, size, None if refusal is not None else chunked)
+    if refusal is not None or chunked is None:
+        await smtp.push(refusal or "503 5.5.1 Bad sequence of commands")
+        return
+    chunked.add(chunk)
+    if not last:
+        await _answer_chunk(smtp, chunked, chunk)
+        return
+    envelope = chunked.envelope
+    envelope.content = envelope.original_content = chunked.content
+    smtp.chunked = None
+    try:
+        reply = await smtp.on_message(envelope, phase="bdat_last", chunks=chunked.sizes)
+    finally:
+        smtp.envelope = Envelope()  # what aiosmtpd does after DATA
+    await smtp.push(reply)
+
+
+def _refusal(smtp: CaptureSMTP, chunked: ChunkedTransaction | None) -> str | None:
+    """Why a BDAT chunk cannot be taken now, as the reply; None if it can."""
+    session, envelope = smtp.session, smtp.envelope
+    if session is None or not session.host_name:
+        return "503 5.5.1 Error: send EHLO first"
+    if smtp.needs_auth():
+        return "530 5.7.0 Authentication required"
+    if chunked is not None and chunked.failed:
+        return "503 5.5.1 Error: an earlier BDAT of this transaction failed; send RSET"
+    if envelope is None or not envelope.rcpt_tos:
+        return "503 5.5.1 Error: need RCPT command"
+    return None
+
+
+async def _read_chunk(smtp: CaptureSMTP, size: int, chunked: ChunkedTransaction | None) -> bytes:
+    """Read ``size`` raw octets (kept only for a ``chunked``, whose ``"mid_data"`` may cut in)."""
+    parts: list[bytes] = []
+    left = size
+    while left:
+        step = min(left, READ_SIZE)
+        if chunked is None:
+            await _read_exactly(smtp, step)  # dropped
+            left -= step
+            continue
+        fault = chunked.mid_data
+        if fault is not None:
+            assert fault.after_bytes is not None
+            short = fault.after_bytes - chunked.received
+            if short <= step:
+                await _read_exactly(smtp, short)
+                chunked.mid_data = None
+                await smtp.cut_mid_data(fault)
+        parts.append(await _read_exactly(smtp, step))
+        left -= step
+        chunked.received += step
+    return b"".join(parts)
+
+
+async def _read_exactly(smtp: CaptureSMTP, count: int) -> bytes:
+    try:
+        return await smtp.reader.readexactly(count)
+    except asyncio.IncompleteReadError:  # pragma: no cover - aiosmtpd cancels us on EOF first
+        smtp.hang_up()
+        raise
+
+
+async def _answer_chunk(smtp: CaptureSMTP, chunked: ChunkedTransaction, chunk: bytes) -> None:
+    """Reply to a chunk other than the last, or do the ``"bdat"`` fault instead."""
+    fault = smtp.faults.take("bdat", chunk.decode("utf-8", "replace"))
+    if fault is not None and fault.kind == "delay":
+        await asyncio.sleep(fault.after or 0.0)
+        fault = None
+    if fault is None:
+        await smtp.push(f"250 2.0.0 {len(chunk)} octets received")
+    elif fault.kind == "reply" and fault.code != 421:
+        chunked.failed = (fault.code or 0) >= 400
+        for line in fault.reply_lines():
+            await smtp.push(line)
+    else:
+        await smtp.apply_fault(fault)

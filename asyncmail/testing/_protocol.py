@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, auth_mechanism
 from aiosmtpd.smtp import Session as SMTPSession
 
-from ._chunking import READ_SIZE, ChunkedTransaction, parse_bdat
+from ._chunking import ChunkedTransaction, receive_bdat
 from ._dsnparams import DSNError, split_dsn
-from ._faults import Fault, Phase
+from ._faults import Fault, FaultBook, Phase
 from ._records import CapturedMessage, SessionLog
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class CaptureSMTP(SMTP):
         self._swallowing = False
         self._mail_params: tuple[str, ...] = ()  # the DSN parameters of the last MAIL
         self._rcpt_params: list[tuple[str, ...]] = []  # those of each accepted RCPT
-        self._chunked: ChunkedTransaction | None = None  # the BDAT transaction under way
+        self.chunked: ChunkedTransaction | None = None  # the BDAT transaction under way
         if not owner.chunking:  # BDAT stays an unknown command, as in plain aiosmtpd
             del self._smtp_methods["BDAT"]
 
@@ -146,7 +146,7 @@ class CaptureSMTP(SMTP):
 
     async def smtp_BDAT(self, arg: str | None) -> None:
         """RFC 3030 ``BDAT <size> [LAST]``; only reachable on a server with ``chunking``."""
-        await self._dispatch("BDAT", arg, self._bdat)
+        await self._dispatch("BDAT", arg, functools.partial(receive_bdat, self))
 
     # --- connection lifecycle -------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class CaptureSMTP(SMTP):
         if fault is None:
             await super()._handle_client()
             return
-        await self._apply(fault)
+        await self.apply_fault(fault)
         # An error greeting other than 421: RFC 5321 3.1, wait for QUIT, refuse all else.
         while not self._reader.at_eof():
             line = await self._reader.readline()
@@ -279,7 +279,7 @@ class CaptureSMTP(SMTP):
         if name == "AUTH" and (refusal := self._auth_refusal()) is not None:
             await self.push(refusal)
             return
-        if name == "DATA" and self._chunking_under_way() is not None:
+        if name == "DATA" and self.chunking_under_way() is not None:
             await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
             return
         phase = _PHASE_OF_COMMAND.get(name)
@@ -287,7 +287,7 @@ class CaptureSMTP(SMTP):
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.after or 0.0)
         elif fault is not None:
-            await self._apply(fault)
+            await self.apply_fault(fault)
             return
         if name == "DATA":
             self._mid_data = self._link.faults.take("mid_data")
@@ -325,7 +325,7 @@ class CaptureSMTP(SMTP):
         elif name == "RCPT" and len(envelope.rcpt_tos) > before[1]:
             self._rcpt_params.append(params)
 
-    async def _apply(self, fault: Fault) -> None:
+    async def apply_fault(self, fault: Fault) -> None:
         """Do what a reply/disconnect/stall fault says, in place of the normal answer."""
         if fault.kind == "reply":
             for line in fault.reply_lines():
@@ -357,12 +357,40 @@ class CaptureSMTP(SMTP):
             return "538 5.7.11 Encryption required for requested authentication mechanism"
         return None
 
+    def needs_auth(self) -> bool:
+        """Whether mail commands are refused until AUTH (``require_auth``)."""
+        return self._owner.require_auth and not (self.session and self.session.authenticated)
+
     async def check_auth_needed(self, caller_method: str) -> bool:
         """Refuse mail commands before AUTH when the server has ``require_auth``."""
-        if self._owner.require_auth and not (self.session and self.session.authenticated):
+        if self.needs_auth():
             await self.push("530 5.7.0 Authentication required")
             return True
         return False
+
+    # --- for BDAT (``_chunking``) -------------------------------------------------------
+
+    @property
+    def faults(self) -> FaultBook:
+        """The server's armed faults."""
+        return self._link.faults
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        """The stream the client's commands and chunks arrive on."""
+        return self._reader
+
+    def chunking_under_way(self) -> ChunkedTransaction | None:
+        """The BDAT transaction of the current envelope (RSET, EHLO... replace the envelope)."""
+        chunked = self.chunked
+        if chunked is not None and chunked.envelope is not self.envelope:
+            chunked = self.chunked = None
+        return chunked
+
+    async def cut_mid_data(self, fault: Fault) -> None:
+        """Do a ``"mid_data"`` disconnect or stall fault now; never returns."""
+        self._swallowing = fault.kind == "stall"
+        await self.apply_fault(fault)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -402,104 +430,8 @@ class CaptureSMTP(SMTP):
             return f"250 2.0.0 OK queued as {secrets.token_hex(6)}"
         if fault.kind == "reply" and fault.code != 421:
             return "\r\n".join(fault.reply_lines())
-        await self._apply(fault)
+        await self.apply_fault(fault)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    # --- BDAT (RFC 3030) ---------------------------------------------------------------
-
-    def _chunking_under_way(self) -> ChunkedTransaction | None:
-        """The BDAT transaction of the current envelope (RSET, EHLO... replace the envelope)."""
-        chunked = self._chunked
-        if chunked is not None and chunked.envelope is not self.envelope:
-            chunked = self._chunked = None
-        return chunked
-
-    async def _bdat(self, arg: str | None) -> None:
-        parsed = parse_bdat(arg)
-        if parsed is None:  # no size to read: nothing else can be done
-            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
-            return
-        size, last = parsed
-        chunked = self._chunking_under_way()
-        refusal = self._bdat_refusal(chunked)
-        if refusal is None and chunked is None:
-            assert self.envelope is not None
-            mid_data = self._link.faults.take("mid_data")
-            chunked = self._chunked = ChunkedTransaction(self.envelope, mid_data)
-        # a refused chunk is still read (and dropped), to stay in step with the client
-        chunk = await self._read_chunk(size, None if refusal is not None else chunked)
-        if refusal is not None or chunked is None:
-            await self.push(refusal or "503 5.5.1 Bad sequence of commands")
-            return
-        chunked.add(chunk)
-        if not last:
-            await self._answer_chunk(chunked, chunk)
-            return
-        envelope = chunked.envelope
-        envelope.content = envelope.original_content = chunked.content
-        self._chunked = None
-        try:
-            reply = await self.on_message(envelope, phase="bdat_last", chunks=chunked.sizes)
-        finally:
-            self.envelope = self._create_envelope()  # what aiosmtpd does after DATA
-        await self.push(reply)
-
-    def _bdat_refusal(self, chunked: ChunkedTransaction | None) -> str | None:
-        """Why a BDAT chunk cannot be taken now, as the reply; None if it can."""
-        session, envelope = self.session, self.envelope
-        if session is None or not session.host_name:
-            return "503 5.5.1 Error: send EHLO first"
-        if self._owner.require_auth and not session.authenticated:
-            return "530 5.7.0 Authentication required"
-        if chunked is not None and chunked.failed:
-            return "503 5.5.1 Error: an earlier BDAT of this transaction failed; send RSET"
-        if envelope is None or not envelope.rcpt_tos:
-            return "503 5.5.1 Error: need RCPT command"
-        return None
-
-    async def _read_chunk(self, size: int, chunked: ChunkedTransaction | None) -> bytes:
-        """Read ``size`` raw octets; a ``"mid_data"`` fault of ``chunked`` may cut in."""
-        parts: list[bytes] = []
-        left = size
-        while left:
-            step = min(left, READ_SIZE)
-            fault = chunked.mid_data if chunked is not None else None
-            if fault is not None and chunked is not None:
-                assert fault.after_bytes is not None
-                short = fault.after_bytes - chunked.received
-                if short <= step:
-                    parts.append(await self._read_exactly(short))
-                    chunked.mid_data = None
-                    self._swallowing = fault.kind == "stall"
-                    await self._apply(fault)
-            part = await self._read_exactly(step)
-            parts.append(part)
-            left -= step
-            if chunked is not None:
-                chunked.received += step
-        return b"".join(parts)
-
-    async def _read_exactly(self, count: int) -> bytes:
-        try:
-            return await self._reader.readexactly(count)
-        except asyncio.IncompleteReadError:  # the client went away within the chunk
-            self.hang_up()
-            await self._forever()
-
-    async def _answer_chunk(self, chunked: ChunkedTransaction, chunk: bytes) -> None:
-        """Reply to a chunk other than the last, or do the ``"bdat"`` fault instead."""
-        fault = self._link.faults.take("bdat", chunk.decode("utf-8", "replace"))
-        if fault is not None and fault.kind == "delay":
-            await asyncio.sleep(fault.after or 0.0)
-            fault = None
-        if fault is None:
-            await self.push(f"250 2.0.0 {len(chunk)} octets received")
-        elif fault.kind == "reply" and fault.code != 421:
-            chunked.failed = (fault.code or 0) >= 400
-            for line in fault.reply_lines():
-                await self.push(line)
-        else:
-            await self._apply(fault)
 
     # --- authentication -----------------------------------------------------------------
 
