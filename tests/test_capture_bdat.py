@@ -294,3 +294,34 @@ async def test_a_client_gone_within_a_chunk_leaves_nothing_stored() -> None:
     # the server has stopped: every connection task has ended
     assert server.sessions[0].closed
     assert server.messages == []
+
+
+async def test_data_still_works_and_dot_and_bdat_last_faults_keep_to_their_command() -> None:
+    faults = [Fault.reply("dot", 554, times=1), Fault.reply("bdat_last", 552, times=1)]
+    async with CaptureServer(chunking=True, faults=faults) as server, connect(server) as conn:
+        reader, writer = conn
+        writer.write(envelope() + b"DATA\r\n")
+        assert await codes(reader, 3) == [250, 250, 354]
+        writer.write(b"..dot-stuffed\r\n.\r\n")
+        assert await codes(reader, 1) == [554]
+        assert await send(conn, MESSAGE) == [250, 250, 552]
+        writer.write(envelope() + b"DATA\r\n")
+        assert await codes(reader, 3) == [250, 250, 354]
+        writer.write(b"..dot-stuffed\r\n.\r\n")
+        assert await codes(reader, 1) == [250]
+        [captured] = await server.wait_for_messages(1)
+    assert captured.data == b".dot-stuffed\r\n"
+    assert captured.chunks == ()
+
+
+async def test_a_message_over_the_size_limit_is_refused_with_552_and_dropped() -> None:
+    async with CaptureServer(chunking=True) as server, connect(server) as conn:
+        reader, writer = conn
+        limit = 33554432  # aiosmtpd's default data_size_limit
+        writer.write(envelope() + b"BDAT 10\r\n" + MESSAGE[:10])
+        writer.write(b"BDAT %d LAST\r\n" % limit + bytes(limit))
+        assert await codes(reader, 4) == [250, 250, 250, 552]
+        writer.write(b"RSET\r\n" + envelope() + bdat(MESSAGE))
+        assert await codes(reader, 4) == [250] * 4
+        [captured] = await server.wait_for_messages(1)
+    assert captured.data == MESSAGE

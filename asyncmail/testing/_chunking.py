@@ -81,6 +81,9 @@ async def receive_bdat(smtp: CaptureSMTP, arg: str | None) -> None:
         assert smtp.envelope is not None
         mid_data = smtp.faults.take("mid_data")
         chunked = smtp.chunked = ChunkedTransaction(smtp.envelope, mid_data)
+    limit = smtp.data_size_limit
+    if refusal is None and chunked is not None and limit and chunked.received + size > limit:
+        refusal, chunked.failed = "552 5.3.4 Error: message size exceeds fixed maximum", True
     # a refused chunk is still read (and dropped), to stay in step with the client
     chunk = await _read_chunk(smtp, size, None if refusal is not None else chunked)
     if refusal is not None or chunked is None:

@@ -104,8 +104,9 @@ class CaptureServer:
             ``CapturedMessage.mail_options`` and ``recipient_options``. No notification is
             ever sent.
         chunking: Advertise CHUNKING (RFC 3030) and accept ``BDAT <size> [LAST]``; the
-            message records its chunk sizes in ``CapturedMessage.chunks``. Without it BDAT is
-            an unknown command (500).
+            message records its chunk sizes in ``CapturedMessage.chunks``. A chunk out of
+            sequence gets 503, one that takes the message past 32 MiB gets 552; its octets are
+            read and dropped either way. Without it BDAT is an unknown command (500).
         record_chunks: Keep every raw read from each client in ``Session.chunks``.
         faults: Faults armed from the start; see ``Fault``.
         host: The interface to listen on. The TLS certificate covers only localhost,
