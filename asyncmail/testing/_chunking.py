@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiosmtpd.smtp import Envelope
 
 if TYPE_CHECKING:
-    from ._faults import Fault
-    from ._protocol import CaptureSMTP
+    from aiosmtpd.smtp import Session
 
-__all__ = ["READ_SIZE", "ChunkedTransaction", "parse_bdat", "receive_bdat"]
+    from ._faults import Fault, FaultBook, Phase
+
+__all__ = ["READ_SIZE", "BdatHost", "ChunkedTransaction", "parse_bdat", "receive_bdat"]
 
 #: The most octets of a chunk read from the stream at once.
 READ_SIZE = 64 * 1024
@@ -32,6 +33,29 @@ def parse_bdat(arg: str | None) -> tuple[int, bool] | None:
     if len(words) == 2 and words[1].upper() != "LAST":
         return None
     return int(words[0]), len(words) == 2
+
+
+class BdatHost(Protocol):
+    """What BDAT needs of the connection's protocol (``CaptureSMTP``)."""
+
+    chunked: ChunkedTransaction | None
+    envelope: Envelope | None
+    data_size_limit: int | None
+
+    @property
+    def session(self) -> Session | None: ...
+    @property
+    def faults(self) -> FaultBook: ...
+    @property
+    def reader(self) -> asyncio.StreamReader: ...
+    async def push(self, status: str) -> None: ...
+    def chunking_under_way(self) -> ChunkedTransaction | None: ...
+    def needs_auth(self) -> bool: ...
+    async def apply_fault(self, fault: Fault) -> None: ...
+    async def cut_mid_data(self, fault: Fault) -> None: ...
+    async def on_message(
+        self, envelope: Envelope, *, phase: Phase = ..., chunks: tuple[int, ...] = ...
+    ) -> str: ...
 
 
 class ChunkedTransaction:
@@ -68,7 +92,7 @@ class ChunkedTransaction:
         return b"".join(self.parts)
 
 
-async def receive_bdat(smtp: CaptureSMTP, arg: str | None) -> None:
+async def receive_bdat(smtp: BdatHost, arg: str | None) -> None:
     """Do one BDAT command of ``smtp``'s client: read its chunk, then answer it."""
     parsed = parse_bdat(arg)
     if parsed is None:  # no size to read: nothing else can be done
@@ -103,7 +127,7 @@ async def receive_bdat(smtp: CaptureSMTP, arg: str | None) -> None:
     await smtp.push(reply)
 
 
-def _refusal(smtp: CaptureSMTP, chunked: ChunkedTransaction | None) -> str | None:
+def _refusal(smtp: BdatHost, chunked: ChunkedTransaction | None) -> str | None:
     """Why a BDAT chunk cannot be taken now, as the reply; None if it can."""
     session, envelope = smtp.session, smtp.envelope
     if session is None or not session.host_name:
@@ -117,7 +141,7 @@ def _refusal(smtp: CaptureSMTP, chunked: ChunkedTransaction | None) -> str | Non
     return None
 
 
-async def _read_chunk(smtp: CaptureSMTP, size: int, chunked: ChunkedTransaction | None) -> bytes:
+async def _read_chunk(smtp: BdatHost, size: int, chunked: ChunkedTransaction | None) -> bytes:
     """Read ``size`` raw octets (kept only for a ``chunked``, whose ``"mid_data"`` may cut in)."""
     parts: list[bytes] = []
     left = size
@@ -141,15 +165,12 @@ async def _read_chunk(smtp: CaptureSMTP, size: int, chunked: ChunkedTransaction 
     return b"".join(parts)
 
 
-async def _read_exactly(smtp: CaptureSMTP, count: int) -> bytes:
-    try:
-        return await smtp.reader.readexactly(count)
-    except asyncio.IncompleteReadError:  # pragma: no cover - aiosmtpd cancels us on EOF first
-        smtp.hang_up()
-        raise
+async def _read_exactly(smtp: BdatHost, count: int) -> bytes:
+    # at EOF aiosmtpd cancels the command task: no IncompleteReadError reaches here
+    return await smtp.reader.readexactly(count)
 
 
-async def _answer_chunk(smtp: CaptureSMTP, chunked: ChunkedTransaction, chunk: bytes) -> None:
+async def _answer_chunk(smtp: BdatHost, chunked: ChunkedTransaction, chunk: bytes) -> None:
     """Reply to a chunk other than the last, or do the ``"bdat"`` fault instead."""
     fault = smtp.faults.take("bdat", chunk.decode("utf-8", "replace"))
     if fault is not None and fault.kind == "delay":
