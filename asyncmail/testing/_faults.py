@@ -13,22 +13,30 @@ Phases:
   case-insensitive substring of the command argument (``"FROM:<a@example.com> SIZE=10"``,
   ``"TO:<b@example.com>"``, the EHLO host name, the AUTH mechanism...).
 - ``"dot"``: the reply to the final ``.`` after the content; ``match`` looks into the content.
-- ``"mid_data"``: inside the content, after ``after_bytes`` bytes of it.
+- ``"bdat"``: the reply to a BDAT chunk other than the last (a server with ``chunking``);
+  ``match`` looks into that chunk. A 4xx/5xx reply fails the transaction: later chunks get 503.
+- ``"bdat_last"``: the reply to the ``BDAT ... LAST`` chunk, the message's outcome, like
+  ``"dot"``; ``match`` looks into the whole content.
+- ``"mid_data"``: inside the content (DATA, or all BDAT chunks together), after
+  ``after_bytes`` bytes of it.
 
 Kinds:
 
 - ``Fault.reply(phase, code, text)``: answer with that reply instead; the command has no effect
-  (a 2xx reply at ``"dot"`` still stores the message). A 421 closes the connection after the reply,
-  as RFC 5321 says. An error greeting other than 421 answers 503 to everything but QUIT.
-- ``Fault.disconnect(phase)``: close the connection instead of replying. At ``"dot"`` the message
-  was stored first: the client cannot know, which is exactly the case to test.
+  (a 2xx reply at ``"dot"`` or ``"bdat_last"`` still stores the message). A 421 closes the
+  connection after the reply, as RFC 5321 says. An error greeting other than 421 answers 503
+  to everything but QUIT.
+- ``Fault.disconnect(phase)``: close the connection instead of replying. At ``"dot"`` (and
+  ``"bdat_last"``) the message was stored first: the client cannot know, which is exactly the
+  case to test.
 - ``Fault.disconnect_mid_data(after_bytes=N)``: close after N bytes of content; nothing is stored.
 - ``Fault.stall(phase)``: never answer, keep the socket open until the client gives up or the
-  server stops. ``"dot"`` stores the message first; ``"mid_data"`` swallows the content after
-  ``after_bytes``.
+  server stops. ``"dot"`` and ``"bdat_last"`` store the message first; ``"mid_data"``
+  swallows the content after ``after_bytes``.
 - ``Fault.close_idle(after)``: close any connection that sent no command for ``after`` seconds.
 - ``Fault.delay(phase, seconds)``: answer normally, ``seconds`` late (a slow server). ``"dot"``
-  stores the message first, so a client that gives up while waiting leaves it delivered.
+  and ``"bdat_last"`` store the message first, so a client that gives up while waiting leaves
+  it delivered.
 
 Example::
 
@@ -51,12 +59,25 @@ from typing import Literal, get_args
 __all__ = ["Fault", "FaultKind", "Phase"]
 
 Phase = Literal[
-    "greeting", "ehlo", "mail", "rcpt", "data", "dot", "rset", "auth", "quit", "mid_data"
+    "greeting",
+    "ehlo",
+    "mail",
+    "rcpt",
+    "data",
+    "dot",
+    "bdat",
+    "bdat_last",
+    "rset",
+    "auth",
+    "quit",
+    "mid_data",
 ]
 FaultKind = Literal["reply", "disconnect", "stall", "close_idle", "delay"]
 
 #: Phases whose event carries text a ``match`` can look into.
-MATCHABLE_PHASES: frozenset[str] = frozenset({"ehlo", "mail", "rcpt", "dot", "auth"})
+MATCHABLE_PHASES: frozenset[str] = frozenset(
+    {"ehlo", "mail", "rcpt", "dot", "bdat", "bdat_last", "auth"}
+)
 _PHASES: frozenset[str] = frozenset(get_args(Phase))
 _KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 

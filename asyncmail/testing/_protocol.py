@@ -2,7 +2,8 @@
 
 aiosmtpd does the SMTP; this subclass adds what a test server needs: fault dispatch before each
 command, PIPELINING in EHLO, AUTH CRAM-MD5 and XOAUTH2, AUTH gated on this connection's real TLS
-state (aiosmtpd only knows STARTTLS, not implicit TLS), raw chunk recording and an idle timer.
+state (aiosmtpd only knows STARTTLS, not implicit TLS), BDAT (CHUNKING, which aiosmtpd lacks),
+raw chunk recording and an idle timer.
 Imported lazily: it is the only module (with ``_tls``) that needs the ``testing`` extra.
 """
 
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, auth_mechanism
 from aiosmtpd.smtp import Session as SMTPSession
 
+from ._chunking import ChunkedTransaction, receive_bdat
 from ._dsnparams import DSNError, split_dsn
-from ._faults import Fault, Phase
+from ._faults import Fault, FaultBook, Phase
 from ._records import CapturedMessage, SessionLog
 
 if TYPE_CHECKING:
@@ -126,6 +128,9 @@ class CaptureSMTP(SMTP):
         self._swallowing = False
         self._mail_params: tuple[str, ...] = ()  # the DSN parameters of the last MAIL
         self._rcpt_params: list[tuple[str, ...]] = []  # those of each accepted RCPT
+        self.chunked: ChunkedTransaction | None = None  # the BDAT transaction under way
+        if not owner.chunking:  # BDAT stays an unknown command, as in plain aiosmtpd
+            del self._smtp_methods["BDAT"]
 
     smtp_EHLO = _command("EHLO")
     smtp_HELO = _command("HELO")
@@ -138,6 +143,10 @@ class CaptureSMTP(SMTP):
     smtp_QUIT = _command("QUIT")
     smtp_STARTTLS = _command("STARTTLS")
     smtp_VRFY = _command("VRFY")
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 ``BDAT <size> [LAST]``; only reachable on a server with ``chunking``."""
+        await self._dispatch("BDAT", arg, functools.partial(receive_bdat, self))
 
     # --- connection lifecycle -------------------------------------------------------------
 
@@ -237,7 +246,7 @@ class CaptureSMTP(SMTP):
         if fault is None:
             await super()._handle_client()
             return
-        await self._apply(fault)
+        await self.apply_fault(fault)
         # An error greeting other than 421: RFC 5321 3.1, wait for QUIT, refuse all else.
         while not self._reader.at_eof():
             line = await self._reader.readline()
@@ -270,12 +279,15 @@ class CaptureSMTP(SMTP):
         if name == "AUTH" and (refusal := self._auth_refusal()) is not None:
             await self.push(refusal)
             return
+        if name == "DATA" and self.chunking_under_way() is not None:
+            await self.push("503 5.5.1 Error: DATA after BDAT in the same transaction")
+            return
         phase = _PHASE_OF_COMMAND.get(name)
         fault = self._link.faults.take(phase, arg or "") if phase else None
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.after or 0.0)
         elif fault is not None:
-            await self._apply(fault)
+            await self.apply_fault(fault)
             return
         if name == "DATA":
             self._mid_data = self._link.faults.take("mid_data")
@@ -313,7 +325,7 @@ class CaptureSMTP(SMTP):
         elif name == "RCPT" and len(envelope.rcpt_tos) > before[1]:
             self._rcpt_params.append(params)
 
-    async def _apply(self, fault: Fault) -> None:
+    async def apply_fault(self, fault: Fault) -> None:
         """Do what a reply/disconnect/stall fault says, in place of the normal answer."""
         if fault.kind == "reply":
             for line in fault.reply_lines():
@@ -331,6 +343,8 @@ class CaptureSMTP(SMTP):
         extra = ["250-PIPELINING"] if self._owner.pipelining else []
         if self._owner.dsn:
             extra.append("250-DSN")
+        if self._owner.chunking:
+            extra.append("250-CHUNKING")
         if self._mechanisms and self._auth_refusal() is None:
             extra.append("250-AUTH " + " ".join(self._mechanisms))
         return lines[:-1] + extra + lines[-1:]
@@ -343,22 +357,52 @@ class CaptureSMTP(SMTP):
             return "538 5.7.11 Encryption required for requested authentication mechanism"
         return None
 
+    def needs_auth(self) -> bool:
+        """Whether mail commands are refused until AUTH (``require_auth``)."""
+        return self._owner.require_auth and not (self.session and self.session.authenticated)
+
     async def check_auth_needed(self, caller_method: str) -> bool:
         """Refuse mail commands before AUTH when the server has ``require_auth``."""
-        if self._owner.require_auth and not (self.session and self.session.authenticated):
+        if self.needs_auth():
             await self.push("530 5.7.0 Authentication required")
             return True
         return False
 
+    # --- for BDAT (``_chunking``) -------------------------------------------------------
+
+    @property
+    def faults(self) -> FaultBook:
+        """The server's armed faults."""
+        return self._link.faults
+
+    @property
+    def reader(self) -> asyncio.StreamReader:
+        """The stream the client's commands and chunks arrive on."""
+        return self._reader
+
+    def chunking_under_way(self) -> ChunkedTransaction | None:
+        """The BDAT transaction of the current envelope (RSET, EHLO... replace the envelope)."""
+        chunked = self.chunked
+        if chunked is not None and chunked.envelope is not self.envelope:
+            chunked = self.chunked = None
+        return chunked
+
+    async def cut_mid_data(self, fault: Fault) -> None:
+        """Do a ``"mid_data"`` disconnect or stall fault now; never returns."""
+        self._swallowing = fault.kind == "stall"
+        await self.apply_fault(fault)
+
     # --- messages -----------------------------------------------------------------------
 
-    async def on_message(self, envelope: Envelope) -> str:
+    async def on_message(
+        self, envelope: Envelope, *, phase: Phase = "dot", chunks: tuple[int, ...] = ()
+    ) -> str:
         """Store (unless a fault refuses it) one message; return the reply to its data."""
         assert self._record is not None
-        # aiosmtpd sets both before it calls the DATA hook
+        # aiosmtpd sets both before it calls the DATA hook, _bdat before the LAST chunk
         assert envelope.original_content is not None and envelope.mail_from is not None
         data = envelope.original_content
-        fault = self._link.faults.take("dot", data.decode("utf-8", "replace"))
+        fault = self._link.faults.take(phase, data.decode("utf-8", "replace"))
         delay = None
         if fault is not None and fault.kind == "delay":
             delay, fault = fault.after, None
@@ -377,6 +421,7 @@ class CaptureSMTP(SMTP):
                     tls=self._record.tls,
                     authenticated_as=self._record.authenticated_as,
                     session_id=self._record.id,
+                    chunks=chunks,
                 )
             )
         if fault is None:
@@ -385,7 +430,7 @@ class CaptureSMTP(SMTP):
             return f"250 2.0.0 OK queued as {secrets.token_hex(6)}"
         if fault.kind == "reply" and fault.code != 421:
             return "\r\n".join(fault.reply_lines())
-        await self._apply(fault)
+        await self.apply_fault(fault)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # --- authentication -----------------------------------------------------------------

@@ -18,7 +18,8 @@ class CapturedMessage:
     Attributes:
         envelope_sender: The MAIL FROM address (``""`` for the null sender).
         recipients: The accepted RCPT TO addresses, in order.
-        data: The content exactly as received, dot-unstuffed, CRLF line endings.
+        data: The content exactly as received: after DATA dot-unstuffed with CRLF line
+            endings; after BDAT the chunks' octets joined, untouched.
         mail_options: MAIL FROM parameters (upper-cased by aiosmtpd), e.g. ``("SIZE=123",)``,
             then the DSN parameters as sent (a server with ``dsn=True``).
         rcpt_options: RCPT TO parameters of all recipients.
@@ -27,6 +28,7 @@ class CapturedMessage:
         tls: Whether the connection was encrypted when the message arrived.
         authenticated_as: The user name that authenticated the connection, if any.
         session_id: The ``Session.id`` of the connection it came on.
+        chunks: The size of each BDAT chunk it came in, in order; ``()`` if it came by DATA.
     """
 
     envelope_sender: str
@@ -38,6 +40,7 @@ class CapturedMessage:
     tls: bool = False
     authenticated_as: str | None = None
     session_id: int = 0
+    chunks: tuple[int, ...] = ()
 
     @property
     def parsed(self) -> EmailMessage:

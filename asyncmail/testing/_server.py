@@ -103,6 +103,10 @@ class CaptureServer:
             RCPT (a malformed one gets 501), and record them as sent in
             ``CapturedMessage.mail_options`` and ``recipient_options``. No notification is
             ever sent.
+        chunking: Advertise CHUNKING (RFC 3030) and accept ``BDAT <size> [LAST]``; the
+            message records its chunk sizes in ``CapturedMessage.chunks``. A chunk out of
+            sequence gets 503, one that takes the message past 32 MiB gets 552; its octets are
+            read and dropped either way. Without it BDAT is an unknown command (500).
         record_chunks: Keep every raw read from each client in ``Session.chunks``.
         faults: Faults armed from the start; see ``Fault``.
         host: The interface to listen on. The TLS certificate covers only localhost,
@@ -129,6 +133,7 @@ class CaptureServer:
         pipelining: bool = True,
         smtputf8: bool = True,
         dsn: bool = False,
+        chunking: bool = False,
         record_chunks: bool = False,
         faults: Iterable[Fault] = (),
         host: str = HOST,
@@ -153,6 +158,7 @@ class CaptureServer:
         self.pipelining = pipelining
         self.smtputf8 = smtputf8
         self.dsn = dsn
+        self.chunking = chunking
         self.record_chunks = record_chunks
         self.record = record
         self._host = host
