@@ -2,10 +2,10 @@
 
 ``binascii.b2a_qp`` walks the body one octet at a time. Text bodies are mostly ASCII and
 often one long line (minified HTML, template output), so this encoder works on whole runs:
-``bytes.replace`` for ``=``, one regular expression for the runs of other octets that need
-escaping, and one ``findall`` per line longer than 76 characters to cut it into pieces that
-never split an ``=XX`` escape. Python code runs per escaped run and per long line, not per
-octet.
+``bytes.replace`` for ``=``, ``translate`` and ``find`` for the runs of other octets that need
+escaping, one ``split`` to see whether any line needs more, and one ``findall`` per line
+longer than 76 characters to cut it into pieces that never split an ``=XX`` escape. Python
+code runs per escaped run and per line that needs work, not per octet.
 
 The output is what ``b2a_qp(data, istext=True)`` means, not always the same octets: CRLF line
 ends stay hard line breaks, ``=``, controls, DEL and octets over 126 are escaped, a space or
