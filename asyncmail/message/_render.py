@@ -18,7 +18,7 @@ import os
 import struct
 import time
 import unicodedata
-from binascii import b2a_base64, b2a_qp
+from binascii import b2a_base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -28,6 +28,7 @@ from urllib.parse import quote
 from .._exceptions import MessageError
 from ._address import Address, format_address
 from ._headers import fold_unstructured
+from ._qp import encode_qp
 
 
 class Attachment(Protocol):
@@ -282,7 +283,7 @@ def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
         else:
             qp_size += 2 * high_at_least
         if qp_size <= b64_size:
-            cte, encoded = "quoted-printable", b2a_qp(data, istext=True)
+            cte, encoded = "quoted-printable", encode_qp(data, crlf_only=True)
         else:
             cte, encoded = "base64", _base64_lines(data)
     return _TEXT_HEAD[subtype, cte], encoded
