@@ -6,6 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
+from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+from aiosmtpd.smtp import Session as SMTPSession
+
 from asyncmail import (
     DKIM,
     DSN,
@@ -121,3 +125,26 @@ def first_recipient(result: SendResult[Any]) -> str:
 def copies(server: CaptureServer, recipient: str) -> int:
     """How many stored messages were addressed to ``recipient``."""
     return sum(recipient in m.recipients for m in server.messages)
+
+
+class No8BitMime:
+    """An aiosmtpd handler that stores messages and does not offer 8BITMIME."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: SMTPSession,
+        envelope: SMTPEnvelope,
+        hostname: str,
+        lines: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [line for line in lines if "8BITMIME" not in line]
+
+    async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: SMTPEnvelope) -> str:
+        assert envelope.original_content is not None  # (set before DATA's hook runs)
+        self.messages.append((list(envelope.mail_options), envelope.original_content))
+        return "250 OK"

@@ -8,7 +8,6 @@ import email.message
 import email.policy
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -19,7 +18,7 @@ from asyncmail import Mailer, Message, MessageError, NotSupportedError, Phase, S
 from asyncmail.message._content import WireContent, wire_content
 from asyncmail.testing import CaptureServer
 
-from ._support import mailer_for
+from ._support import No8BitMime, mailer_for
 
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
@@ -312,30 +311,8 @@ async def test_eight_bit_content_is_sent_with_body_8bitmime() -> None:
     assert stored.parsed.get_content().replace("\r\n", "\n") == "héllo wörld\n"
 
 
-class _No8BitMime:
-    """An aiosmtpd handler that stores messages and does not offer 8BITMIME."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], bytes]] = []
-
-    async def handle_EHLO(
-        self,
-        server: Any,
-        session: Any,
-        envelope: Any,
-        hostname: str,
-        lines: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return [line for line in lines if "8BITMIME" not in line]
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.mail_options), envelope.original_content))
-        return "250 OK"
-
-
 async def test_eight_bit_content_reaches_a_server_without_8bitmime_re_encoded() -> None:
-    handler = _No8BitMime()
+    handler = No8BitMime()
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]

@@ -11,7 +11,6 @@ import asyncio
 import email.message
 import re
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -36,7 +35,7 @@ from asyncmail.outbox._deliver import StoredJob
 from asyncmail.testing import CaptureServer, Fault
 
 from ._dkim import DOMAIN, both, ed25519_key, ed25519_signer, rsa_signer, unstuff, verdicts
-from ._support import mailer_for, message
+from ._support import No8BitMime, mailer_for, message
 
 SIGNATURE = re.compile(rb"DKIM-Signature:.*?\r\n(?! )", re.DOTALL)
 
@@ -124,25 +123,8 @@ async def test_a_non_ascii_mailbox_goes_smtputf8_and_verifies() -> None:
     assert verdicts(stored.data, (signer,)) == [("xn--fsqu00a.xn--fiqs8s", "s1", True)]
 
 
-class _No8BitMime:
-    """An aiosmtpd handler that stores messages and does not offer 8BITMIME."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], bytes]] = []
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, lines: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return [line for line in lines if "8BITMIME" not in line]
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((list(envelope.mail_options), envelope.original_content))
-        return "250 OK"
-
-
 async def test_a_server_without_8bitmime_gets_the_7bit_rendering_signed() -> None:
-    handler = _No8BitMime()
+    handler = No8BitMime()
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
