@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
@@ -148,3 +150,17 @@ class No8BitMime:
         assert envelope.original_content is not None  # (set before DATA's hook runs)
         self.messages.append((list(envelope.mail_options), envelope.original_content))
         return "250 OK"
+
+
+@contextlib.asynccontextmanager
+async def serve_without_8bitmime() -> AsyncIterator[tuple[Server, No8BitMime]]:
+    """An aiosmtpd server on 127.0.0.1 that does not offer 8BITMIME, and its handler."""
+    handler = No8BitMime()
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield Server(host="127.0.0.1", port=port, tls=TLSMode.NONE), handler
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.message
 import email.policy
@@ -10,15 +9,14 @@ import re
 from collections.abc import Callable
 
 import pytest
-from aiosmtpd.smtp import SMTP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asyncmail import Mailer, Message, MessageError, NotSupportedError, Phase, Server, TLSMode
+from asyncmail import Mailer, Message, MessageError, NotSupportedError, Phase
 from asyncmail.message._content import WireContent, wire_content
 from asyncmail.testing import CaptureServer
 
-from ._support import No8BitMime, mailer_for
+from ._support import mailer_for, serve_without_8bitmime
 
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
@@ -312,17 +310,8 @@ async def test_eight_bit_content_is_sent_with_body_8bitmime() -> None:
 
 
 async def test_eight_bit_content_reaches_a_server_without_8bitmime_re_encoded() -> None:
-    handler = No8BitMime()
-    loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        server = Server(host="127.0.0.1", port=port, tls=TLSMode.NONE)
-        async with Mailer(server) as mailer:
-            await mailer.send(stdlib_message(cte="8bit"))
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with serve_without_8bitmime() as (server, handler), Mailer(server) as mailer:
+        await mailer.send(stdlib_message(cte="8bit"))
     [(options, data)] = handler.messages
     assert "BODY=8BITMIME" not in options
     assert data.isascii()

@@ -7,14 +7,12 @@ enqueue, or by the worker).
 
 from __future__ import annotations
 
-import asyncio
 import email.message
 import re
 from pathlib import Path
 
 import anyio
 import pytest
-from aiosmtpd.smtp import SMTP
 
 from asyncmail import (
     DKIM,
@@ -24,9 +22,7 @@ from asyncmail import (
     Outbox,
     OutboxState,
     RetryPolicy,
-    Server,
     Status,
-    TLSMode,
 )
 from asyncmail.dkim._signer import signers_of
 from asyncmail.engine._job import Job
@@ -35,7 +31,7 @@ from asyncmail.outbox._deliver import StoredJob
 from asyncmail.testing import CaptureServer, Fault
 
 from ._dkim import DOMAIN, both, ed25519_key, ed25519_signer, rsa_signer, unstuff, verdicts
-from ._support import No8BitMime, mailer_for, message
+from ._support import mailer_for, message, serve_without_8bitmime
 
 SIGNATURE = re.compile(rb"DKIM-Signature:.*?\r\n(?! )", re.DOTALL)
 
@@ -124,17 +120,8 @@ async def test_a_non_ascii_mailbox_goes_smtputf8_and_verifies() -> None:
 
 
 async def test_a_server_without_8bitmime_gets_the_7bit_rendering_signed() -> None:
-    handler = No8BitMime()
-    loop = asyncio.get_running_loop()
-    listener = await loop.create_server(lambda: SMTP(handler), "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        server = Server(host="127.0.0.1", port=port, tls=TLSMode.NONE)
-        async with Mailer(server, dkim=both()) as mailer:
-            await mailer.send(eight_bit_stdlib())
-    finally:
-        listener.close()
-        await listener.wait_closed()
+    async with serve_without_8bitmime() as (server, handler), Mailer(server, dkim=both()) as mailer:
+        await mailer.send(eight_bit_stdlib())
     [(options, data)] = handler.messages
     assert "BODY=8BITMIME" not in options
     assert data.isascii()

@@ -6,7 +6,6 @@ Run on both stores (SQLite, a real redis-server) against a real capture server.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from asyncmail import (
 from asyncmail.testing import CaptureServer, Fault
 
 from ._support import copies, mailer_for, message
+from .test_outbox import _wait_final
 
 WHEN = datetime(2026, 12, 2, 5, 43, 55, tzinfo=UTC)
 GONE = "gone@example.net"
@@ -38,15 +38,6 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def listed(address: str) -> Suppression:
     return Suppression(address=address, reason="hard-bounce", status="5.1.1", added_at=WHEN)
-
-
-async def _wait_final(outbox: Outbox, keys: Sequence[str], limit: float = 20.0) -> None:
-    with anyio.fail_after(limit):
-        while True:
-            statuses = [await outbox.status(k) for k in keys]
-            if all(s is not None and s.final for s in statuses):
-                return
-            await anyio.sleep(0.02)
 
 
 async def test_suppressed_recipients_are_left_out_and_the_others_get_the_message(
