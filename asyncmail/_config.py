@@ -10,9 +10,9 @@ All are frozen, keyword-only dataclasses that validate themselves; change one wi
     smtp://relay.internal:25?tls=opportunistic  STARTTLS when offered
 
 Other URL options: ``auth=plain|login|cram-md5``, ``ca_file=PATH``,
-``local_hostname=NAME`` and ``allow_plaintext_auth=true``. A password holding ``#``, ``/``,
-``?`` or ``@`` is written percent-encoded (``%23``, ``%2F``, ``%3F``, ``%40``); no error
-ever quotes the user name or password.
+``local_hostname=NAME``, ``allow_plaintext_auth=true`` and ``chunking=no``. A password
+holding ``#``, ``/``, ``?`` or ``@`` is written percent-encoded (``%23``, ``%2F``, ``%3F``,
+``%40``); no error ever quotes the user name or password.
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ class Server:
             a server advertising AUTH without TLS never receives the password.
         auth_mechanism: Use this AUTH mechanism (``plain``, ``login`` or ``cram-md5``);
             by default the best one the server offers. One mechanism is tried, once.
+        chunking: Send by BDAT (CHUNKING, RFC 3030), several messages in flight per
+            connection, when the server offers CHUNKING and PIPELINING; ``False`` (or
+            ``?chunking=no`` in the URL) keeps to DATA.
     """
 
     host: str
@@ -114,6 +117,7 @@ class Server:
     local_hostname: str | None = None
     allow_plaintext_auth: bool = False
     auth_mechanism: str | None = None
+    chunking: bool = True
 
     def __post_init__(self) -> None:
         if not self.host or any(ch.isspace() or ch in "/@?#" for ch in self.host):
@@ -272,9 +276,21 @@ def _parse_url(url: str) -> dict[str, object]:
     if "allow_plaintext_auth" in query:
         flag = query.pop("allow_plaintext_auth").lower()
         kwargs["allow_plaintext_auth"] = flag in ("1", "true", "yes")
+    if "chunking" in query:
+        kwargs["chunking"] = _switch("chunking", query.pop("chunking"))
     if query:
         raise ConfigError(f"unknown SMTP URL option(s): {', '.join(sorted(query))}")
     return kwargs
+
+
+def _switch(option: str, value: str) -> bool:
+    """An on/off URL option's value."""
+    word = value.lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"URL option {option} must be yes or no")
 
 
 def _split_url(url: str) -> tuple[str, str, str]:

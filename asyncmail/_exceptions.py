@@ -284,11 +284,17 @@ def error_for_reply(
     return cls(text, code=code, phase=phase, recipient=recipient)
 
 
-def broken_error(phase: Phase, why: str, *, timed_out: bool, dot_sent: bool) -> DeliveryError:
-    """The error of a connection that broke, stalled or went out of step in ``phase``."""
+def broken_error(
+    phase: Phase, why: str, *, timed_out: bool, dot_sent: bool, bdat: bool = False
+) -> DeliveryError:
+    """The error of a connection that broke, stalled or went out of step in ``phase``.
+
+    ``dot_sent``: the final dot, or with ``bdat`` the last BDAT chunk, had left.
+    """
     if dot_sent:
+        end = "the last BDAT chunk" if bdat else "the final dot"
         return UnknownOutcomeError(
-            f"{why} after the final dot: the message may have been delivered", phase=phase
+            f"{why} after {end}: the message may have been delivered", phase=phase
         )
     if timed_out:
         return SMTPTimeoutError(why, phase=phase)

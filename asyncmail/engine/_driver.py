@@ -56,6 +56,7 @@ from ._ledger import Ledger, Signal
 from ._ratelimit import Limiter
 from ._relays import Relays, RelayState, fails_over
 from ._retry import backoff_delay, may_retry
+from ._window import run_window
 
 __all__ = ["Driver", "Feed"]
 
@@ -105,8 +106,12 @@ class Driver:
         clock: Callable[[], float] = time.monotonic,
         dsn: DSN | None = None,
         sign: Sign | None = None,
+        chunking: bool = True,
+        window: int = 8,
     ) -> None:
         self.relays = relays
+        self.chunking = chunking
+        self.window = window  # BDAT transactions in flight per connection
         self.dsn = dsn
         self.sign = sign  # the Mailer's DKIM signers, for the jobs its feeds make
         self.retry = retry
@@ -187,7 +192,7 @@ class Driver:
                         relay = nxt
                         continue
                 job.begin(self.clock())
-                await self._settle(state, job, relay, failed(job.pending, error, reusable=False))
+                await self.settle(state, job, relay, failed(job.pending, error, reusable=False))
                 return None
             if relay.down:
                 self.relays.mark_up(relay)
@@ -220,9 +225,11 @@ class Driver:
             A job to run again on a fresh connection (``conn`` was stale), and whether
             ``conn`` is in a known-clean state.
         """
+        if self._bdat(relay, conn):
+            return await run_window(self, state, relay, conn, job)
         first = True
         group_sent = False
-        tx: Prepared | Attempt | None = self._prepare(conn, job)
+        tx: Prepared | Attempt | None = self.transaction_for(conn, job)
         while True:
             chained: list[tuple[Job, Prepared | Attempt | None]] = []
             attempt = await self._one(state, relay, conn, job, tx, group_sent, chained)
@@ -231,25 +238,25 @@ class Driver:
                     job.unbook()
                     logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
                     return job, False
-                more = await self._settle(state, job, relay, attempt)
+                more = await self.settle(state, job, relay, attempt)
                 if more and (not attempt.reusable or chained or not _may_go_on(conn)):
-                    self._again(state, job)  # the rest of its VERP round, elsewhere
+                    self.again(state, job)  # the rest of its VERP round, elsewhere
                     more = False
                 if not attempt.reusable:
                     await self._requeue(state, chained)
                     return None, False
                 if more:  # its next VERP transaction, on this connection
-                    tx, group_sent, first = self._prepare(conn, job), False, False
+                    tx, group_sent, first = self.transaction_for(conn, job), False, False
                     continue
             if chained:
                 job, tx = chained[0]
                 group_sent = isinstance(tx, Prepared)
             else:
-                nxt = self._ready(state, conn)
+                nxt = self.ready(state, conn)
                 if nxt is None:
                     return None, True
                 nxt.relay = relay
-                job, tx, group_sent = nxt, self._prepare(conn, nxt), False
+                job, tx, group_sent = nxt, self.transaction_for(conn, nxt), False
             first = False
 
     async def _one(
@@ -269,7 +276,7 @@ class Driver:
         if isinstance(tx, Attempt):  # refused before any I/O
             job.begin(self.clock())
             return tx
-        if not group_sent and not await self._start(state, relay, job):
+        if not group_sent and not await self.start(state, relay, job):
             return None  # the write-ahead hook failed: the job already has its result
         # (the next transaction of a VERP job goes next: nothing is chained behind it)
         pipelined = tx.pipelined and not job.more
@@ -289,19 +296,32 @@ class Driver:
                 continue
             if isinstance(ftx, Prepared):  # its group went nowhere: not an attempt
                 following.unbook()
-            self._again(state, following)
+            self.again(state, following)
 
-    def _again(self, state: _Run, job: Job) -> None:
+    def again(self, state: _Run, job: Job) -> None:
         """Run ``job`` next, on another connection, without waiting."""
         job.due = self.clock()
         state.retries.appendleft(job)
 
-    def _ready(self, state: _Run, conn: Connection) -> Job | None:
-        """The next job to run on ``conn`` now, if one is waiting and ``conn`` may take it."""
+    def _bdat(self, relay: RelayState, conn: Connection) -> bool:
+        """Whether ``conn`` carries BDAT windows (``asyncmail.engine._window``)."""
+        return (
+            self.chunking
+            and self.pipelining
+            and relay.server.chunking
+            and conn.supports("chunking")
+            and conn.supports("pipelining")
+        )
+
+    def ready(self, state: _Run, conn: Connection, *, busy: bool = False) -> Job | None:
+        """The next job to run on ``conn`` now, if one is waiting and ``conn`` may take it.
+
+        ``busy``: replies to transactions in flight are still to come (a BDAT window).
+        """
         wire = conn.wire
         if state.retries or self.closing.fired or not conn.has_room():
             return None
-        if wire is None or wire.has_unread:  # an extra reply: the session is out of step
+        if wire is None or (wire.has_unread and not busy):  # an extra reply: out of step
             return None
         job = state.feed.ready()
         if job is not None:
@@ -329,7 +349,7 @@ class Driver:
                 return None
             state.held.add(job)
             job.relay = relay
-            tx: Prepared | Attempt | None = self._prepare(conn, job)
+            tx: Prepared | Attempt | None = self.transaction_for(conn, job)
             if isinstance(tx, Prepared):
                 try:
                     job.announce(state.feed.before_send)
@@ -346,7 +366,7 @@ class Driver:
 
         return follow
 
-    async def _start(self, state: _Run, relay: RelayState, job: Job) -> bool:
+    async def start(self, state: _Run, relay: RelayState, job: Job) -> bool:
         """Before a job's transaction: the write-ahead hook and the rate limits."""
         try:
             job.announce(state.feed.before_send)
@@ -370,7 +390,9 @@ class Driver:
         job.begin(now)
         return True
 
-    def _prepare(self, conn: Connection, job: Job) -> Prepared | Attempt:
+    def transaction_for(
+        self, conn: Connection, job: Job, *, bdat: bool = False
+    ) -> Prepared | Attempt:
         """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
         envelope = job.envelope
         smtputf8 = envelope.needs_smtputf8
@@ -392,9 +414,9 @@ class Driver:
             return failed(job.pending, exc)
         pipelining = self.pipelining and conn.supports("pipelining")
         dsn = envelope.dsn or self.dsn
-        return prepare(conn, sender, rcpts, content, pipelining=pipelining, dsn=dsn)
+        return prepare(conn, sender, rcpts, content, pipelining=pipelining, dsn=dsn, bdat=bdat)
 
-    async def _settle(self, state: _Run, job: Job, relay: RelayState, attempt: Attempt) -> bool:
+    async def settle(self, state: _Run, job: Job, relay: RelayState, attempt: Attempt) -> bool:
         """Book an attempt: schedule the job's retry, or hand on its result.
 
         Returns:

@@ -44,6 +44,7 @@ __all__ = [
     "content_bytes",
     "dot_stuff",
     "headers_need_smtputf8",
+    "unstuffed",
     "wire_content",
 ]
 
@@ -205,6 +206,20 @@ def _stuffed(data: bytes) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
+
+
+def unstuffed(data: bytes) -> bytes:
+    """The content of dot-stuffed ``data`` (``WireContent.data``) as BDAT sends it (RFC 3030).
+
+    The final dot goes and each line's stuffed leading dot with it. What ``_stuffed`` added
+    to end the last line stays: it is what DATA delivers too.
+    """
+    body = data[:-3]  # (b".\r\n")
+    if body.startswith(b".."):
+        body = body[1:]
+    if b"\r\n.." in body:
+        body = body.replace(b"\r\n..", b"\r\n.")
+    return body
 
 
 def _seven_bit(message: email.message.Message, *, smtputf8: bool, message_id: str | None) -> bytes:

@@ -19,6 +19,14 @@ The rules, in order:
 5. No recipient accepted: each fails with its own RCPT reply.
 6. DATA refused: the accepted recipients fail with that reply.
 7. The final reply decides for the accepted recipients; RCPT refusals stand beside it.
+
+A BDAT transaction (RFC 3030; ``Exchange.bdat``) has no DATA and no 354: its content left
+with its commands, and a reply comes for each chunk. A leading RSET (the transaction went
+out behind another one still open) must be answered 2xx, or 421, else the replies are out
+of step (rule 1). The first refused chunk, the last one included, decides for the accepted
+recipients in place of rules 6 and 7, and leaves the session to be RSET (its state is
+indeterminate after a refused BDAT). When MAIL or every RCPT was refused, the server answers
+the chunks with 503/554 and rules 4 and 5 decide. ``dot_sent`` means the last chunk left.
 """
 
 from __future__ import annotations
@@ -61,6 +69,12 @@ class Exchange:
     """Where the transaction was when it broke."""
     withheld: DeliveryError | None = None
     """The gate before the content refused: no content left, and the session is dropped."""
+    bdat: bool = False
+    """A BDAT transaction: ``chunks`` and ``final`` answer its chunks; no DATA."""
+    rset: Reply | None = None
+    """The reply to the RSET sent in front of a BDAT transaction, if one was."""
+    chunks: list[Reply] = field(default_factory=list)
+    """The replies to the BDAT chunks before the last."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +148,13 @@ def failed(
 
 def _steps(x: Exchange) -> list[tuple[Reply, Phase]]:
     """Every reply recorded, in wire order, with the phase it answers."""
-    steps = [] if x.mail is None else [(x.mail, Phase.MAIL)]
+    steps = [] if x.rset is None else [(x.rset, Phase.MAIL)]
+    if x.mail is not None:
+        steps.append((x.mail, Phase.MAIL))
     steps += [(reply, Phase.RCPT) for reply in x.rcpt]
     if x.data is not None:
         steps.append((x.data, Phase.DATA))
+    steps += [(reply, Phase.DATA_TRANSFER) for reply in x.chunks]
     if x.final is not None:
         steps.append((x.final, Phase.FINAL_REPLY))
     return steps
@@ -156,7 +173,16 @@ def _all_accepted(x: Exchange) -> Attempt | None:
     final, mail, data = x.final, x.mail, x.data
     if final is None or x.broke is not None or not 200 <= final.code < 300:
         return None
-    if data is None or data.code != 354 or mail is None or not 200 <= mail.code < 300:
+    if mail is None or not 200 <= mail.code < 300:
+        return None
+    if x.bdat:
+        rset = x.rset
+        if rset is not None and not 200 <= rset.code < 300:
+            return None
+        for reply in x.chunks:
+            if not 200 <= reply.code < 300:
+                return None
+    elif data is None or data.code != 354:
         return None
     for reply in x.rcpt:
         if not 200 <= reply.code < 300:
@@ -169,11 +195,7 @@ def judge(x: Exchange) -> Attempt:
     delivered = _all_accepted(x)
     if delivered is not None:
         return delivered
-    for i, (reply, phase) in enumerate(_steps(x)):
-        if not valid_reply(reply, phase):  # rule 1: as if it broke there (no later replies)
-            why = f"reply {reply} to {phase.value} is out of step"
-            x = replace(x, broke=why, garbled=True, phase=phase, rcpt=x.rcpt[: max(i - 1, 0)])
-            break
+    x = _in_step(x)
     if x.broke is not None:
         return _broken(x)
     if x.withheld is not None:  # rule 2b: the caller withheld the content; nothing left
@@ -198,6 +220,8 @@ def judge(x: Exchange) -> Attempt:
         return Attempt(
             Status.FAILED, refused=refused, error=error, needs_rset=True, end_data=end_data
         )
+    if x.bdat:
+        return _chunks_judged(x, accepted, refused)
     assert x.data is not None
     if x.data.code != 354:  # rule 6
         error = error_for_reply(x.data.code, x.data.text, phase=Phase.DATA)
@@ -212,20 +236,63 @@ def judge(x: Exchange) -> Attempt:
     return Attempt(Status.FAILED, refused=refused, error=error, reply=final)
 
 
+def _in_step(x: Exchange) -> Exchange:
+    """Rule 1: ``x`` as if it broke at the first reply that cannot answer its command."""
+    before_rcpt = 1 if x.rset is None else 2  # (the steps before the first RCPT's)
+    for i, (reply, phase) in enumerate(_steps(x)):
+        if not valid_reply(reply, phase) or (i == 0 and _bad_rset(x)):
+            why = f"reply {reply} to {phase.value} is out of step"
+            rcpt = x.rcpt[: max(i - before_rcpt, 0)]  # (no later replies count)
+            mail = x.mail if i >= before_rcpt else None
+            return replace(x, broke=why, garbled=True, phase=phase, mail=mail, rcpt=rcpt)
+    return x
+
+
+def _bad_rset(x: Exchange) -> bool:
+    """A leading RSET was answered with neither 2xx nor 421 (RSET cannot fail otherwise)."""
+    rset = x.rset
+    return rset is not None and not (_ok(rset) or rset.code == 421)
+
+
+def _chunks_judged(
+    x: Exchange, accepted: tuple[str, ...], refused: dict[str, DeliveryError]
+) -> Attempt:
+    """BDAT, some recipients accepted: the first refused chunk decides, else the last reply."""
+    final = x.final
+    assert final is not None
+    for reply, phase in [*((r, Phase.DATA_TRANSFER) for r in x.chunks), (final, Phase.FINAL_REPLY)]:
+        if not _ok(reply):
+            error = error_for_reply(reply.code, reply.text, phase=phase)
+            refused |= dict.fromkeys(accepted, error)
+            return Attempt(
+                Status.FAILED, refused=refused, error=error, reply=reply, needs_rset=True
+            )
+    return Attempt(Status.DELIVERED, accepted=accepted, refused=refused, reply=final)
+
+
 def _broken(x: Exchange) -> Attempt:
     """Rule 2: the connection broke, stalled or went out of step in ``x.phase``."""
     why = x.broke or "connection lost"
     if x.timed_out:
         why = f"timed out waiting in {x.phase.value}"
-    error = broken_error(x.phase, why, timed_out=x.timed_out, dot_sent=x.dot_sent)
+    error = broken_error(x.phase, why, timed_out=x.timed_out, dot_sent=x.dot_sent, bdat=x.bdat)
     if x.garbled and not x.dot_sent:
         error = ProtocolError(why, phase=x.phase)
     refused = _rcpt_refusals(x)
     if x.dot_sent:
+        mail = x.mail
+        if mail is not None and not _ok(mail):  # (BDAT: the content went anyway)
+            mail_error = error_for_reply(mail.code, mail.text, phase=Phase.MAIL)
+            return failed(x.recipients, mail_error, reusable=False)
         accepted = tuple(r for r in x.recipients if r not in refused)
+        if not accepted:  # (BDAT: every RCPT refused, the content went anyway)
+            errors = list(refused.values())
+            first = next((e for e in errors if e.retryable), errors[0])
+            return Attempt(Status.FAILED, refused=refused, error=first, reusable=False)
         return Attempt(
             Status.UNKNOWN, accepted=accepted, refused=refused, error=error, reusable=False
         )
     refused |= {r: error for r in x.recipients if r not in refused}
-    stale = x.reused and x.phase is Phase.MAIL and x.mail is None and not x.timed_out
+    stale = x.reused and x.phase is Phase.MAIL and x.mail is None
+    stale = stale and not (x.timed_out or x.garbled)
     return Attempt(Status.FAILED, refused=refused, error=error, reusable=False, stale=stale)

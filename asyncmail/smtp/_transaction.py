@@ -19,13 +19,13 @@ from dataclasses import dataclass, replace
 
 from .._config import Timeouts
 from .._exceptions import DeliveryError, NotSupportedError, Phase, Rejected, Reply
-from ..message._content import WireContent
+from ..message._content import WireContent, unstuffed
 from ..message._dsn import DSN, orcpt
 from ._connection import Connection
 from ._judge import Attempt, Exchange, content_wanted, failed, judge
 from ._wire import Wire, WireClosed
 
-__all__ = ["Gate", "Prepared", "prepare", "reset", "run"]
+__all__ = ["Gate", "Prepared", "broke", "prepare", "reset", "run"]
 
 #: Awaited right before the content and its final dot leave; raising DeliveryError
 #: withholds them (the session is then dropped: after DATA's 354 there is no other way out).
@@ -52,7 +52,10 @@ class Prepared:
     """MAIL FROM, then one RCPT TO per recipient."""
     recipients: list[tuple[str, str]]
     content: bytes
+    """Dot-stuffed with the final dot for DATA; as it is for BDAT."""
     pipelined: bool
+    bdat: bool = False
+    """It goes by BDAT (``asyncmail.smtp._bdat``), not DATA."""
 
     @property
     def group(self) -> bytes:
@@ -68,6 +71,7 @@ def prepare(
     *,
     pipelining: bool,
     dsn: DSN | None = None,
+    bdat: bool = False,
 ) -> Prepared | Attempt:
     """Build a transaction's commands, or the Attempt that ends it before any I/O.
 
@@ -80,6 +84,7 @@ def prepare(
         pipelining: Group the commands (the server offers PIPELINING).
         dsn: The notifications to ask for (RFC 3461), when the server offers DSN; without
             it they are left out, or, when required, the transaction is refused.
+        bdat: Send the content by BDAT (RFC 3030): not dot-stuffed.
     """
     if dsn is not None and not conn.supports("dsn"):
         if dsn.required:
@@ -113,7 +118,8 @@ def prepare(
             f"RCPT TO:<{smtp}>{_rcpt_params(dsn, smtp)}\r\n".encode(encoding)
             for _, smtp in recipients
         ]
-    return Prepared(commands, recipients, content.data, pipelining)
+    data = unstuffed(content.data) if bdat else content.data
+    return Prepared(commands, recipients, data, pipelining, bdat)
 
 
 def _rcpt_params(dsn: DSN, smtp: str) -> str:
@@ -175,9 +181,7 @@ async def run(
             if x.withheld is None:
                 await _content(wire, conn.timeouts, tx, x, follow)
     except (WireClosed, TimeoutError) as exc:
-        x.broke = str(exc)
-        x.timed_out = isinstance(exc, TimeoutError)
-        x.garbled = isinstance(exc, WireClosed) and exc.garbled
+        broke(x, exc)
     except BaseException:  # cancelled: the session is in no known state
         conn.abort()
         raise
@@ -189,6 +193,13 @@ async def run(
     if attempt.reply is not None:
         logger.debug("connection %d << %s", conn.id, attempt.reply)
     return attempt
+
+
+def broke(x: Exchange, exc: WireClosed | TimeoutError) -> None:
+    """Record in ``x`` that the connection broke, stalled or sent garbage."""
+    x.broke = str(exc)
+    x.timed_out = isinstance(exc, TimeoutError)
+    x.garbled = isinstance(exc, WireClosed) and exc.garbled
 
 
 async def _envelope(

@@ -201,7 +201,7 @@ class Wire(asyncio.Protocol):
         if not flushed.done():
             flushed.set_exception(TimeoutError("the content stopped moving"))
 
-    async def send_content(self, data: bytes, limit: float | None) -> None:
+    async def send_content(self, data: bytes | memoryview, limit: float | None) -> None:
         """Write message content and wait until it has left the process.
 
         Large content goes in ``CHUNK`` pieces, each after the previous one left, so a
