@@ -71,6 +71,8 @@ class MailerOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     rate_limit: str | RateLimit | None
     pipelining: bool
+    chunking: bool
+    chunking_window: int
     close_timeout: float
     dsn: DSN | None
     dkim: DKIM | Sequence[DKIM] | None

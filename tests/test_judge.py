@@ -466,6 +466,116 @@ CASES: dict[str, tuple[Exchange, Want]] = {
 }
 
 
+def bdat(
+    *recipients: str,
+    mail: int | None = 250,
+    rcpt: tuple[int, ...] = (),
+    chunks: tuple[int, ...] = (),
+    final: int | None = None,
+    rset: int | None = None,
+    dot_sent: bool = True,
+    **kwargs: Unpack[_Extra],
+) -> Exchange:
+    """A BDAT Exchange (RFC 3030): its content left with its commands."""
+    return Exchange(
+        recipients,
+        mail=None if mail is None else r(mail),
+        rcpt=[r(code) for code in rcpt],
+        final=None if final is None else r(final),
+        dot_sent=dot_sent,
+        bdat=True,
+        rset=None if rset is None else r(rset),
+        chunks=[r(code) for code in chunks],
+        **kwargs,
+    )
+
+
+BDAT_CASES: dict[str, tuple[Exchange, Want]] = {
+    "bdat-delivered": (
+        bdat(A, B, rcpt=(250, 550), final=250, rset=250),
+        Want(DELIVERED, accepted=(A,), refused={B: R550}, reply=250),
+    ),
+    "bdat-refused-last-chunk-fails-and-needs-rset": (
+        bdat(A, rcpt=(250,), chunks=(250,), final=554),
+        Want(
+            FAILED,
+            refused={A: (Rejected, 554, FINAL)},
+            error=(Rejected, 554, FINAL),
+            reply=554,
+            needs_rset=True,
+        ),
+    ),
+    "bdat-a-refused-middle-chunk-decides-not-the-503-after-it": (
+        bdat(A, rcpt=(250,), chunks=(250, 452), final=503),
+        Want(
+            FAILED,
+            refused={A: (TemporaryFailure, 452, TRANSFER)},
+            error=(TemporaryFailure, 452, TRANSFER),
+            reply=452,
+            needs_rset=True,
+        ),
+    ),
+    "bdat-every-rcpt-refused-the-554-to-bdat-does-not-speak": (
+        bdat(A, rcpt=(550,), final=554),
+        Want(FAILED, refused={A: R550}, error=R550, needs_rset=True),
+    ),
+    "bdat-mail-refused-the-503s-after-it-do-not-speak": (
+        bdat(A, mail=553, rcpt=(503,), final=503),
+        Want(
+            FAILED, refused={A: (Rejected, 553, MAIL)}, error=(Rejected, 553, MAIL), needs_rset=True
+        ),
+    ),
+    "bdat-broke-after-the-last-chunk-left-is-unknown": (
+        bdat(A, rcpt=(250,), broke="lost", phase=FINAL),
+        Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, FINAL), reusable=False),
+    ),
+    "bdat-broke-before-any-reply-after-the-content-left-is-unknown": (
+        bdat(A, B, mail=None, broke="lost", phase=MAIL),
+        Want(UNKNOWN, accepted=(A, B), error=(UnknownOutcomeError, None, MAIL), reusable=False),
+    ),
+    "bdat-broke-while-the-content-was-leaving-is-retryable": (
+        bdat(A, mail=None, broke="lost", phase=TRANSFER, dot_sent=False),
+        Want(
+            FAILED,
+            refused={A: (ServerDisconnected, None, TRANSFER)},
+            error=(ServerDisconnected, None, TRANSFER),
+            reusable=False,
+        ),
+    ),
+    "bdat-mail-refused-then-broke-is-a-failure-not-unknown": (
+        bdat(A, mail=550, broke="lost", phase=RCPT),
+        Want(
+            FAILED,
+            refused={A: (Rejected, 550, MAIL)},
+            error=(Rejected, 550, MAIL),
+            reusable=False,
+        ),
+    ),
+    "bdat-every-rcpt-refused-then-broke-is-a-failure-not-unknown": (
+        bdat(A, B, rcpt=(550, 450), broke="lost", phase=FINAL),
+        Want(FAILED, refused={A: R550, B: T450}, error=T450, reusable=False),
+    ),
+    "bdat-421-to-the-rset-in-front-closes": (
+        bdat(A, mail=None, rset=421),
+        Want(
+            FAILED,
+            refused={A: (TemporaryFailure, 421, MAIL)},
+            error=(TemporaryFailure, 421, MAIL),
+            reusable=False,
+        ),
+    ),
+    "bdat-a-refused-rset-is-out-of-step-and-unknown": (
+        bdat(A, rset=550, rcpt=(250,), final=250),
+        Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, MAIL), reusable=False),
+    ),
+    "bdat-a-354-is-out-of-step": (
+        bdat(A, rcpt=(250,), final=354),
+        Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, FINAL), reusable=False),
+    ),
+}
+CASES |= BDAT_CASES
+
+
 @pytest.mark.parametrize(("exchange", "want"), list(CASES.values()), ids=list(CASES))
 def test_judge(exchange: Exchange, want: Want) -> None:
     before = copy.deepcopy(exchange)
