@@ -1,9 +1,11 @@
-"""Issue 4's throughput comparison in one command: asyncmail against its peers on one smtp-sink.
+"""The throughput comparison in one command: asyncmail against its peers on one sink.
 
-    python benchmarks/run.py [--scenarios S1,S2,S3,S4] [--quick]
+    python benchmarks/run.py [--scenarios S1,S2,S3,S4,S5,S6] [--quick]
 
 Starts Postfix's ``smtp-sink`` on 127.0.0.1 (and a LatencyProxy in front of it for the RTT
-scenarios), runs every peer in its own subprocess (benchmarks/_peers.py, or ``smtp-source``),
+scenarios); S5 and S6 run against ``benchmarks/_chunking_sink.py`` instead, a minimal sink
+that offers CHUNKING (smtp-sink does not), where asyncmail sends by BDAT and the peers by
+DATA. It runs every peer in its own subprocess (benchmarks/_peers.py, or ``smtp-source``),
 and writes a table to stdout, ``benchmarks/out/results.json``, ``benchmarks/out/results.md`` and
 the chart ``benchmarks/results.png``. See benchmarks/README.md. Run by hand, never in CI.
 """
@@ -48,6 +50,7 @@ class Scenario:
     time_cap: float
     rtt: float = 0.0
     mode: str = "throughput"  # or "latency" (sequential requests)
+    sink: str = "smtp-sink"  # or "chunking" (benchmarks/_chunking_sink.py)
 
 
 SCENARIOS = {
@@ -55,8 +58,31 @@ SCENARIOS = {
     "S2": Scenario("S2", "relay at 10 ms RTT, 10 connections", 2_000, 30.0, rtt=0.010),
     "S3": Scenario("S3", "send_many over a generator, memory", 1_000_000, 600.0),
     "S4": Scenario("S4", "web request at 10 ms RTT, warm pool", 300, 60.0, 0.010, "latency"),
+    "S5": Scenario(
+        "S5",
+        "S2 to a CHUNKING sink: 10 ms RTT, 10 connections",
+        10_000,
+        30.0,
+        0.010,
+        sink="chunking",
+    ),
+    "S6": Scenario(
+        "S6",
+        "S2 to a CHUNKING sink at 50 ms RTT, 10 connections",
+        4_000,
+        30.0,
+        0.050,
+        sink="chunking",
+    ),
 }
-QUICK = {"S1": (1_000, 10.0), "S2": (200, 10.0), "S3": (20_000, 60.0), "S4": (30, 20.0)}
+QUICK = {
+    "S1": (1_000, 10.0),
+    "S2": (200, 10.0),
+    "S3": (20_000, 60.0),
+    "S4": (30, 20.0),
+    "S5": (500, 10.0),
+    "S6": (200, 10.0),
+}
 
 # (peer, loop) per scenario; loop is "asyncio", "uvloop" or "-" (not Python).
 THROUGHPUT_PEERS = [
@@ -75,6 +101,8 @@ PEERS_BY_SCENARIO = {
     "S1": THROUGHPUT_PEERS,
     "S2": THROUGHPUT_PEERS,
     "S3": [("asyncmail", "asyncio")],
+    "S5": THROUGHPUT_PEERS,
+    "S6": THROUGHPUT_PEERS,
     "S4": [
         ("smtplib", "-"),
         ("aiosmtplib-send", "asyncio"),
@@ -113,19 +141,25 @@ def _free_port() -> int:
 
 
 class Sink:
-    """``smtp-sink`` on 127.0.0.1, counting (``-c``) into a file we read between runs."""
+    """A sink on 127.0.0.1 counting ``mesg=N`` into a file we read between runs.
 
-    def __init__(self, binary: str) -> None:
+    ``smtp-sink -c``, or with ``chunking`` benchmarks/_chunking_sink.py (which prints the same).
+    """
+
+    def __init__(self, binary: str, *, chunking: bool = False) -> None:
         self.binary = binary
         self.port = _free_port()
         # Lives as long as the sink; close() removes it.
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
             prefix="smtp-sink-", suffix=".log", delete=False
         )
-        cmd = [binary, "-c", "-4"]
-        if os.geteuid() == 0:
-            cmd += ["-u", pwd.getpwuid(0).pw_name]
-        cmd += [f"127.0.0.1:{self.port}", "1000"]
+        if chunking:
+            cmd = [sys.executable, str(HERE / "_chunking_sink.py"), f"127.0.0.1:{self.port}"]
+        else:
+            cmd = [binary, "-c", "-4"]
+            if os.geteuid() == 0:
+                cmd += ["-u", pwd.getpwuid(0).pw_name]
+            cmd += [f"127.0.0.1:{self.port}", "1000"]
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -138,10 +172,15 @@ class Sink:
                     s.sendall(b"EHLO probe\r\n")
                     ehlo = b""
                     while b"250 " not in ehlo:
-                        ehlo += s.recv(1000)
+                        got = s.recv(1000)
+                        if not got:
+                            raise OSError("the sink closed the connection")
+                        ehlo += got
                     s.sendall(b"QUIT\r\n")
                 if b"PIPELINING" not in ehlo:
-                    raise RuntimeError("smtp-sink does not advertise PIPELINING")
+                    raise RuntimeError("the sink does not advertise PIPELINING")
+                if chunking and b"CHUNKING" not in ehlo:
+                    raise RuntimeError("the sink does not advertise CHUNKING")
                 self.banner = banner.decode(errors="replace").strip()
                 return
             except OSError:
@@ -428,13 +467,20 @@ def goals(rows: list[dict[str, Any]], link_rtt: dict[str, float]) -> list[str]:
         result = "MET" if met else "NOT MET"
         out.append(f"{name}: {got:,.{d}f} {unit} vs goal {want:,.{d}f} → {result}{miss}")
 
-    for loop, want in (("asyncio", 5000), ("uvloop", 10000)):
+    for loop, want in (("asyncio", 7000), ("uvloop", 10000)):
         r = find("S1", loop)
         if r is not None:
             verdict(f"S1 ({loop})", r.get("msg_per_s"), want, "msg/s")
+            if r.get("cpu_s_per_1k") is not None:
+                out.append(f"S1 ({loop}) CPU per message: {r['cpu_s_per_1k'] * 1000:,.1f} µs")
     r = find("S2", "asyncio")
     if r is not None:
         verdict("S2 (asyncio)", r.get("msg_per_s"), 800, "msg/s")
+    for sc, want in (("S5", 3000), ("S6", 1000)):
+        for loop in ("asyncio", "uvloop"):
+            r = find(sc, loop)
+            if r is not None:
+                verdict(f"{sc} ({loop}, BDAT)", r.get("msg_per_s"), want, "msg/s")
     r = find("S3", "asyncio")
     if r is not None:
         verdict("S3 peak RSS", r.get("peak_rss_mb"), 150, "MB", higher=False)
@@ -500,8 +546,8 @@ def chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    for ax, sc in zip(axes.flat[:2], ("S1", "S2"), strict=True):
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
+    for ax, sc in zip([*axes.flat[:2], *axes.flat[4:]], ("S1", "S2", "S5", "S6"), strict=True):
         mine = [r for r in rows if r["scenario"] == sc]
         ax.set_title(f"{sc}: {SCENARIOS[sc].title} (msg/s, higher is better)", fontsize=9)
         if not mine:
@@ -589,7 +635,9 @@ def machine() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--scenarios", default="S1,S2,S3,S4", help="comma-separated subset of S1..S4")
+    p.add_argument(
+        "--scenarios", default="S1,S2,S3,S4,S5,S6", help="comma-separated subset of S1..S6"
+    )
     p.add_argument("--quick", action="store_true", help="small counts and caps: a smoke run")
     p.add_argument("--peers", default="", help="comma-separated peer filter (default: all)")
     for key in SCENARIOS:
@@ -630,10 +678,13 @@ def main(argv: list[str] | None = None) -> int:
     info["command"] = "python benchmarks/run.py " + " ".join(argv if argv else sys.argv[1:])
     rows: list[dict[str, Any]] = []
     link_rtt: dict[str, float] = {}  # scenario -> measured NOOP round trip through the proxy, ms
-    sink = Sink(sink_bin)
+    sinks: dict[str, Sink] = {}
     try:
         for name in wanted:
             sc = SCENARIOS[name]
+            if sc.sink not in sinks:
+                sinks[sc.sink] = Sink(sink_bin, chunking=sc.sink == "chunking")
+            sink = sinks[sc.sink]
             count, cap = QUICK[name] if args.quick else (sc.count, sc.time_cap)
             count = getattr(args, f"{name.lower()}_count") or count
             cap = getattr(args, f"{name.lower()}_cap") or cap
@@ -672,7 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         _kill_children()
-        sink.close()
+        for sink in sinks.values():
+            sink.close()
         if snapshot:
             shutil.rmtree(snapshot, ignore_errors=True)
 
