@@ -568,6 +568,17 @@ BDAT_CASES: dict[str, tuple[Exchange, Want]] = {
         bdat(A, rset=550, rcpt=(250,), final=250),
         Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, MAIL), reusable=False),
     ),
+    "bdat-an-address-status-to-the-last-chunk-is-out-of-step": (
+        Exchange(
+            (A,),
+            mail=r(250),
+            rcpt=[r(250)],
+            final=Reply(250, "2.1.5 Ok"),
+            dot_sent=True,
+            bdat=True,
+        ),
+        Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, FINAL), reusable=False),
+    ),
     "bdat-a-354-is-out-of-step": (
         bdat(A, rcpt=(250,), final=354),
         Want(UNKNOWN, accepted=(A,), error=(UnknownOutcomeError, None, FINAL), reusable=False),

@@ -23,10 +23,12 @@ The rules, in order:
 A BDAT transaction (RFC 3030; ``Exchange.bdat``) has no DATA and no 354: its content left
 with its commands, and a reply comes for each chunk. A leading RSET (the transaction went
 out behind another one still open) must be answered 2xx, or 421, else the replies are out
-of step (rule 1). The first refused chunk, the last one included, decides for the accepted
-recipients in place of rules 6 and 7, and leaves the session to be RSET (its state is
-indeterminate after a refused BDAT). When MAIL or every RCPT was refused, the server answers
-the chunks with 503/554 and rules 4 and 5 decide. ``dot_sent`` means the last chunk left.
+of step (rule 1); so is a chunk's 2xx with an address status (``2.1.x``, what MAIL and
+RCPT get): a reply nobody asked for has shifted the rest. The first refused chunk, the last
+one included, decides for the accepted recipients in place of rules 6 and 7, and leaves the
+session to be RSET (its state is indeterminate after a refused BDAT). When MAIL or every
+RCPT was refused, the server answers the chunks with 503/554 and rules 4 and 5 decide.
+``dot_sent`` means the last chunk left.
 """
 
 from __future__ import annotations
@@ -179,8 +181,10 @@ def _all_accepted(x: Exchange) -> Attempt | None:
         rset = x.rset
         if rset is not None and not 200 <= rset.code < 300:
             return None
+        if _about_an_address(final):
+            return None
         for reply in x.chunks:
-            if not 200 <= reply.code < 300:
+            if not 200 <= reply.code < 300 or _about_an_address(reply):
                 return None
     elif data is None or data.code != 354:
         return None
@@ -240,12 +244,28 @@ def _in_step(x: Exchange) -> Exchange:
     """Rule 1: ``x`` as if it broke at the first reply that cannot answer its command."""
     before_rcpt = 1 if x.rset is None else 2  # (the steps before the first RCPT's)
     for i, (reply, phase) in enumerate(_steps(x)):
-        if not valid_reply(reply, phase) or (i == 0 and _bad_rset(x)):
+        if (
+            not valid_reply(reply, phase)
+            or (i == 0 and _bad_rset(x))
+            or (x.bdat and phase in _CHUNK_PHASES and _about_an_address(reply))
+        ):
             why = f"reply {reply} to {phase.value} is out of step"
             rcpt = x.rcpt[: max(i - before_rcpt, 0)]  # (no later replies count)
             mail = x.mail if i >= before_rcpt else None
             return replace(x, broke=why, garbled=True, phase=phase, mail=mail, rcpt=rcpt)
     return x
+
+
+_CHUNK_PHASES = (Phase.DATA_TRANSFER, Phase.FINAL_REPLY)
+
+
+def _about_an_address(reply: Reply) -> bool:
+    """A 2xx with an address status (RFC 3463 ``2.1.x``): what MAIL and RCPT get.
+
+    Answering a BDAT chunk, it shows the replies are out of step: a server sent one nobody
+    asked for, and a window of BDAT transactions has no 354 to show that otherwise.
+    """
+    return reply.text.startswith("2.1.")
 
 
 def _bad_rset(x: Exchange) -> bool:
