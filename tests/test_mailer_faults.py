@@ -329,3 +329,77 @@ async def test_cancelled_send_never_returns_its_connection_to_the_pool(send_path
             result = await mailer.send(message(1))
     assert result.status is Status.DELIVERED
     assert server.connections_opened == 2
+
+
+# -- faults only BDAT has: a chunk before the last, refusals inside a window -------------------
+
+CHUNKING = SendPath("chunking", pipelining=True, chunking=True)
+
+
+def two_chunks(i: int = 0) -> Message:
+    """A message whose content goes in two BDAT chunks."""
+    return message(i, text=("x" * 78 + "\n") * (CHUNK_SIZE // 70))
+
+
+async def test_a_chunk_before_the_last_refused_with_554_fails_in_data_transfer() -> None:
+    fault = Fault.reply("bdat", 554, "5.6.0 Content refused", times=1)
+    async with CHUNKING.server(faults=[fault]) as server:
+        async with mailer_for(server) as mailer:
+            with pytest.raises(Rejected) as caught:
+                await mailer.send(two_chunks())
+            result = await mailer.send(message(1))  # the session was reset, not dropped
+    assert (caught.value.code, caught.value.phase) == (554, Phase.DATA_TRANSFER)
+    assert caught.value.result is not None
+    assert caught.value.result.attempts == 1
+    assert result.status is Status.DELIVERED
+    assert [m.recipients for m in server.messages] == [("user1@example.net",)]
+    assert server.connections_opened == 1
+
+
+async def test_a_chunk_before_the_last_refused_with_451_is_retried_and_delivered_once() -> None:
+    fault = Fault.reply("bdat", 451, "4.3.0 Try again", times=1)
+    async with CHUNKING.server(faults=[fault]) as server:
+        async with mailer_for(server) as mailer:
+            result = await mailer.send(two_chunks())
+    assert result.status is Status.DELIVERED
+    assert result.attempts == 2
+    [stored] = server.messages
+    assert len(stored.chunks) == 2
+
+
+async def test_refusals_inside_a_window_touch_only_their_own_messages() -> None:
+    faults = [
+        Fault.reply("rcpt", 550, "5.1.1 No such user", match="user3@"),
+        Fault.reply("bdat_last", 554, "5.6.0 Content refused", match="Hello 5\r\n"),
+        Fault.reply("bdat_last", 451, "4.3.0 Queue full", match="Hello 9\r\n", times=1),
+    ]
+    async with CHUNKING.server(faults=faults) as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            results = [r async for r in mailer.send_many(message(i) for i in range(20))]
+    by_to = {first_recipient(r): r for r in results}
+    assert len(by_to) == 20
+    user3, user5, user9 = (by_to.pop(f"user{i}@example.net") for i in (3, 5, 9))
+    for refused, phase in ((user3, Phase.RCPT), (user5, Phase.FINAL_REPLY)):
+        assert refused.status is Status.FAILED
+        assert isinstance(refused.error, Rejected)
+        assert refused.error.phase is phase
+    assert (user9.status, user9.attempts) == (Status.DELIVERED, 2)
+    assert all(r.status is Status.DELIVERED and r.attempts == 1 for r in by_to.values())
+    assert copies(server, "user3@example.net") == copies(server, "user5@example.net") == 0
+    assert all(copies(server, to) == 1 for to in [*by_to, "user9@example.net"])
+    assert server.connections_opened == 1  # refusals reset the session, they do not drop it
+
+
+async def test_a_421_to_a_last_chunk_in_a_window_retries_it_and_those_behind_it_once() -> None:
+    """The server closes after a 421: what was written behind it was never read, not tried."""
+    fault = Fault.reply("bdat_last", 421, match="Hello 4\r\n", times=1)
+    async with CHUNKING.server(faults=[fault]) as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            results = [r async for r in mailer.send_many(message(i) for i in range(20))]
+    by_to = {first_recipient(r): r for r in results}
+    assert len(by_to) == 20
+    assert all(r.status is Status.DELIVERED for r in results), [r.error for r in results]
+    assert by_to["user4@example.net"].attempts == 2
+    assert all(r.attempts == 1 for to, r in by_to.items() if to != "user4@example.net")
+    assert all(copies(server, to) == 1 for to in by_to)
+    assert server.connections_opened == 2

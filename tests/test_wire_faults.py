@@ -197,7 +197,7 @@ async def test_an_extra_reply_after_the_dot_never_shifts_the_next_messages_repli
             results = [r async for r in m.send_many(messages, concurrency=1)]
     assert len(results) == 20
     assert went_by_bdat(server) is chunking
-    outcomes = {r.message.recipients[0]: r.status for r in results}  # type: ignore[union-attr]
+    outcomes = {r.message.recipients[0]: r.status for r in results}
     assert outcomes.pop("u5@example.net") is Status.FAILED
     assert server.copies("u5@example.net") == 0
     allowed = {Status.DELIVERED, Status.UNKNOWN} if chunking else {Status.DELIVERED}
