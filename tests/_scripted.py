@@ -2,7 +2,11 @@
 
 Each connection runs ``ScriptedServer.session``; a test overrides hooks (``greeting``,
 ``on_rcpt``, ``after_dot``...) to misbehave at one exact point. Messages are stored when
-their final dot is read, as a real server would, whatever the client believes.
+their final dot is read, as a real server would, whatever the client believes, unless
+``dot_reply`` refuses them (4xx or 5xx).
+
+With ``chunking`` it offers CHUNKING (RFC 3030) too and takes BDAT: the hooks then apply to
+the chunks' octets (``mid_data``) and to the LAST chunk (``dot_reply``, ``after_dot``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ class Conn:
     number: int
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    received: int = 0  # content bytes read so far in the current DATA
+    received: int = 0  # content bytes read so far in the current DATA or BDAT chunks
     rcpts: list[str] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)  # BDAT chunks before the LAST
 
     def say(self, *lines: str) -> None:
         self.writer.write(b"".join(line.encode() + b"\r\n" for line in lines))
@@ -42,9 +47,13 @@ class ScriptedServer:
     """An SMTP server on 127.0.0.1 whose every reply a test can replace."""
 
     def __init__(
-        self, *, extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"), tls: bool = False
+        self,
+        *,
+        extensions: tuple[str, ...] = ("PIPELINING", "8BITMIME"),
+        tls: bool = False,
+        chunking: bool = False,
     ) -> None:
-        self.extensions = extensions
+        self.extensions = (*extensions, "CHUNKING") if chunking else extensions
         self.messages: list[Stored] = []
         self.connections = 0
         self.commands: list[str] = []
@@ -105,6 +114,7 @@ class ScriptedServer:
                 )
             elif verb == "MAIL":
                 sender, conn.rcpts = command[10:].split(">")[0].lstrip("<"), []
+                conn.received, conn.parts = 0, []
                 conn.say("250 2.1.0 OK")
             elif verb == "RCPT":
                 rcpt = command[8:].split(">")[0].lstrip("<")
@@ -117,6 +127,13 @@ class ScriptedServer:
                 await self._data(conn, sender)
                 if self.after_dot is not None and await self.after_dot(conn):
                     return
+            elif verb == "BDAT" and "CHUNKING" in self.extensions:
+                last = await self._bdat(conn, sender, command)
+                if last and self.after_dot is not None and await self.after_dot(conn):
+                    return
+            elif verb == "RSET":
+                conn.rcpts, conn.received, conn.parts = [], 0, []
+                conn.say("250 OK")
             elif verb == "QUIT":
                 conn.say("221 bye")
                 await conn.writer.drain()
@@ -136,8 +153,37 @@ class ScriptedServer:
             conn.received += len(line)
             if self.mid_data is not None:
                 await self.mid_data(conn)
-        self.messages.append(Stored(sender, list(conn.rcpts), b"".join(chunks)))
-        conn.say(self.dot_reply(conn))
+        self._store(conn, Stored(sender, list(conn.rcpts), b"".join(chunks)))
+
+    async def _bdat(self, conn: Conn, sender: str, command: str) -> bool:
+        """Read one chunk and answer it; True when it was a LAST chunk that was stored."""
+        words = command.split()
+        size, last = int(words[1]), len(words) > 2
+        left = size
+        while left:
+            piece = await conn.reader.readexactly(min(left, 64 * 1024))
+            left -= len(piece)
+            conn.parts.append(piece)
+            conn.received += len(piece)
+            if self.mid_data is not None:
+                await self.mid_data(conn)
+        if not conn.rcpts:
+            conn.received, conn.parts = 0, []
+            conn.say("503 5.5.1 no valid recipients")
+            return False
+        if not last:
+            conn.say(f"250 2.0.0 {size} octets received")
+            return False
+        self._store(conn, Stored(sender, list(conn.rcpts), b"".join(conn.parts)))
+        conn.received, conn.parts = 0, []
+        return True
+
+    def _store(self, conn: Conn, message: Stored) -> None:
+        """Store a message whose content ended, unless ``dot_reply`` refuses it; reply."""
+        reply = self.dot_reply(conn)
+        if not reply.startswith(("4", "5")):
+            self.messages.append(message)
+        conn.say(reply)
 
     def copies(self, recipient: str) -> int:
         return sum(recipient in m.recipients for m in self.messages)

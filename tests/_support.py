@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
+import pytest
 from aiosmtpd.smtp import SMTP
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session as SMTPSession
@@ -18,6 +20,7 @@ from asyncmail import (
     Attachment,
     Mailer,
     Message,
+    Phase,
     RateLimit,
     RetryPolicy,
     SendResult,
@@ -27,7 +30,9 @@ from asyncmail import (
 )
 from asyncmail._config import TokenProvider
 from asyncmail.message._address import AddressInput
-from asyncmail.testing import CaptureServer
+from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing._faults import Phase as FaultPhase
+from asyncmail.testing._server import TLSMode as CaptureTLS
 
 #: Retries without waiting: tests assert behaviour, never time.
 NO_WAIT_RETRY = RetryPolicy(attempts=3, base_delay=0.0, jitter=False)
@@ -129,6 +134,62 @@ def first_recipient(result: SendResult[Any]) -> str:
 def copies(server: CaptureServer, recipient: str) -> int:
     """How many stored messages were addressed to ``recipient``."""
     return sum(recipient in m.recipients for m in server.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class SendPath:
+    """One way the content reaches the capture server, and the fault phases that go with it.
+
+    The fault matrix runs each test once per path: DATA with PIPELINING, DATA one command per
+    round trip, and BDAT (CHUNKING with PIPELINING, a window of messages in flight).
+    """
+
+    name: str
+    pipelining: bool
+    chunking: bool = False
+
+    def server(
+        self,
+        *,
+        faults: Iterable[Fault] = (),
+        tls: CaptureTLS = "none",
+        auth: Mapping[str, str] | None = None,
+    ) -> CaptureServer:
+        """A capture server that offers what this path needs."""
+        return CaptureServer(
+            pipelining=self.pipelining, chunking=self.chunking, faults=faults, tls=tls, auth=auth
+        )
+
+    @property
+    def dot(self) -> FaultPhase:
+        """The reply that gives the message's outcome: the final dot's, or the LAST chunk's."""
+        return "bdat_last" if self.chunking else "dot"
+
+    @property
+    def content_refused(self) -> tuple[FaultPhase, Phase]:
+        """Where a server refuses the content before storing it, and the error's phase.
+
+        BDAT has no DATA command: the content left with the envelope, and the server's
+        refusal is the LAST chunk's reply (RFC 3030 section 2).
+        """
+        if self.chunking:
+            return "bdat_last", Phase.FINAL_REPLY
+        return "data", Phase.DATA
+
+
+#: The paths of the fault matrix; tests take one through the ``send_path`` fixture.
+SEND_PATHS = (
+    SendPath("pipelined", pipelining=True),
+    SendPath("plain", pipelining=False),
+    SendPath("chunking", pipelining=True, chunking=True),
+)
+
+
+@pytest.fixture(params=SEND_PATHS, ids=[path.name for path in SEND_PATHS])
+def send_path(request: pytest.FixtureRequest) -> SendPath:
+    """Each path of the fault matrix in turn (``SEND_PATHS``)."""
+    path: SendPath = request.param
+    return path
 
 
 class No8BitMime:

@@ -3,6 +3,8 @@
 - ``--uvloop`` runs the async tests on uvloop instead of asyncio's loop.
 - ``redis_server`` / ``redis_url`` (tests/_redis.py): a real redis-server for the outbox tests,
   skipped where it is not installed (a failure in CI).
+- ``send_path`` (tests/_support.py): each way the content goes (pipelined DATA, plain DATA,
+  BDAT), for the fault matrix.
 - Any record at ERROR or above from the ``asyncmail`` logger (or a child) fails the test: the
   library logs at ERROR only when something went wrong inside it. A test whose subject is that
   log says so with ``@pytest.mark.allow_error_logs``.
@@ -19,6 +21,7 @@ import pytest
 
 from ._redis import redis_server as redis_server
 from ._redis import redis_url as redis_url
+from ._support import send_path as send_path
 
 #: The logger whose ERROR records fail a test (with its children).
 GUARDED_LOGGER = "asyncmail"

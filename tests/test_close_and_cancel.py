@@ -4,6 +4,9 @@ What ``aclose()`` and cancellation mean is defined in ``asyncmail.engine._mailer
 reached deterministically with a fault (a stall at the greeting, at MAIL, at the final dot) or, for
 the middle of DATA, with a hop that stops reading the client's content so the client is stuck
 writing it. ``anyio.fail_after`` only bounds hangs; nothing here claims a speed.
+
+The tests of the content's phases run on DATA and on BDAT (``by_body``: a server that offers
+CHUNKING, where the LAST chunk's reply is the final dot's).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -35,6 +39,7 @@ from asyncmail import (
     UnknownOutcomeError,
 )
 from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing._faults import Phase as FaultPhase
 
 from ._support import NO_WAIT_RETRY, copies, mailer_for, message
 
@@ -49,6 +54,14 @@ LONG_CLOSE = 1000.0
 HUGE = 10 * 1024 * 1024
 
 pytestmark = pytest.mark.usefixtures("no_error_logs")
+
+#: The content goes by DATA, or by BDAT to a server that offers CHUNKING.
+by_body = pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+
+
+def dot(chunking: bool) -> FaultPhase:
+    """The reply that ends the content: the final dot's, or the LAST chunk's."""
+    return "bdat_last" if chunking else "dot"
 
 
 @pytest.fixture
@@ -78,6 +91,11 @@ def delivered_to(server: CaptureServer, i: int) -> int:
     return copies(server, f"user{i}@example.net")
 
 
+def went_by_bdat(server: CaptureServer) -> bool:
+    """Whether the server was sent content by BDAT."""
+    return any(c.upper().startswith("BDAT") for s in server.sessions for c in s.commands)
+
+
 def idle_mailer(mailer: Mailer) -> bool:
     return mailer.statistics().in_flight == 0
 
@@ -85,7 +103,8 @@ def idle_mailer(mailer: Mailer) -> bool:
 class ChokeHop:
     """A TCP hop to a server that stops reading a client's content once it starts flowing.
 
-    The first connection only: after the server's 354 went back, the hop reads no more from the
+    The first connection only: after the server's 354 went back (or, with BDAT, once the
+    client sends a BDAT command, which is not passed on), the hop reads no more from the
     client, so a client sending content larger than the socket buffers is stuck mid-DATA (its
     final dot never leaves), and the server stores nothing. Later connections pass through.
     """
@@ -144,7 +163,7 @@ class ChokeHop:
 
         async def up() -> None:
             while data := await reader.read(65536):
-                if chokes and go_ahead.is_set():
+                if chokes and (go_ahead.is_set() or b"BDAT " in data):
                     self.choked.set()
                     await asyncio.Event().wait()  # read nothing more: the content backs up
                 up_writer.write(data)
@@ -186,9 +205,13 @@ async def still_delivers(server: CaptureServer, i: int) -> None:
 # -- aclose() while sends are in progress -------------------------------------------------------
 
 
-async def test_close_ends_sends_queued_for_a_connection_with_shutdown_error() -> None:
+@by_body
+async def test_close_ends_sends_queued_for_a_connection_with_shutdown_error(
+    chunking: bool,
+) -> None:
     """Sends still waiting for a connection when the close gives up never reach the server."""
-    async with CaptureServer(faults=[Fault.stall("dot", times=1)]) as server:
+    faults = [Fault.stall(dot(chunking), times=1)]
+    async with CaptureServer(chunking=chunking, faults=faults) as server:
         mailer = mailer_for(server, max_connections=1, close_timeout=SMALL_CLOSE)
         with anyio.fail_after(HANG):
             async with mailer:
@@ -209,6 +232,7 @@ async def test_close_ends_sends_queued_for_a_connection_with_shutdown_error() ->
         assert (stats.delivered, stats.failed, stats.unknown) == (0, 3, 1)
         assert delivered_to(server, 0) == 1  # stored before the stall
         assert [delivered_to(server, i) for i in (1, 2, 3)] == [0, 0, 0]
+        assert went_by_bdat(server) is chunking
         await still_delivers(server, 9)
 
 
@@ -227,8 +251,11 @@ async def test_close_during_the_handshake_ends_the_send_with_shutdown_error() ->
         await still_delivers(server, 1)
 
 
-async def test_close_in_the_middle_of_data_ends_the_send_failed_with_shutdown_error() -> None:
-    async with CaptureServer() as server, ChokeHop(server) as hop:
+@by_body
+async def test_close_in_the_middle_of_data_ends_the_send_failed_with_shutdown_error(
+    chunking: bool,
+) -> None:
+    async with CaptureServer(chunking=chunking) as server, ChokeHop(server) as hop:
         mailer = hop.mailer(close_timeout=SMALL_CLOSE)
         with anyio.fail_after(HANG):
             async with mailer:
@@ -241,10 +268,13 @@ async def test_close_in_the_middle_of_data_ends_the_send_failed_with_shutdown_er
         assert delivered_to(server, 0) == 0
         assert server.messages == []
         await still_delivers(server, 1)
+        assert went_by_bdat(server) is chunking
 
 
-async def test_close_after_the_final_dot_ends_the_send_unknown() -> None:
-    async with CaptureServer(faults=[Fault.stall("dot", times=1)]) as server:
+@by_body
+async def test_close_after_the_final_dot_ends_the_send_unknown(chunking: bool) -> None:
+    faults = [Fault.stall(dot(chunking), times=1)]
+    async with CaptureServer(chunking=chunking, faults=faults) as server:
         mailer = mailer_for(server, close_timeout=SMALL_CLOSE)
         with anyio.fail_after(HANG):
             async with mailer:
@@ -260,6 +290,7 @@ async def test_close_after_the_final_dot_ends_the_send_unknown() -> None:
         assert stats.in_flight == 0
         assert (stats.delivered, stats.failed, stats.unknown) == (0, 0, 1)
         assert delivered_to(server, 0) == 1
+        assert went_by_bdat(server) is chunking
         await still_delivers(server, 1)
 
 
@@ -317,7 +348,8 @@ async def _reached_dot(server: CaptureServer, mailer: Mailer, hop: ChokeHop | No
     await server.wait_for_messages(1)
 
 
-#: phase -> (server faults, how to know the send is there, copies of the cancelled message)
+#: phase -> (server faults, how to know the send is there, copies of the cancelled message);
+#: "dot" stands for the LAST chunk with BDAT
 PHASES: dict[str, tuple[list[Fault], Reach, int]] = {
     "queued": ([Fault.stall("dot", times=1)], _reached_queue, 0),
     "handshake": ([Fault.stall("ehlo", times=1)], _reached_handshake, 0),
@@ -325,6 +357,12 @@ PHASES: dict[str, tuple[list[Fault], Reach, int]] = {
     "mid_data": ([], _reached_mid_data, 0),
     "after_dot": ([Fault.stall("dot", times=1)], _reached_dot, 1),
 }
+
+
+def faults_at(phase: str, chunking: bool) -> list[Fault]:
+    """``PHASES``' faults for ``phase``, on BDAT when ``chunking``."""
+    faults, _, _ = PHASES[phase]
+    return [replace(f, phase=dot(chunking)) if f.phase == "dot" else f for f in faults]
 
 
 async def _cancel_while(
@@ -353,13 +391,18 @@ async def _cancel_while(
     assert returned == []
 
 
+@by_body
 @pytest.mark.parametrize("how", ["task", "scope"])
 @pytest.mark.parametrize("phase", list(PHASES))
 async def test_cancelling_a_send_raises_in_the_caller_and_the_mailer_carries_on(
-    phase: str, how: str
+    phase: str, how: str, chunking: bool
 ) -> None:
-    faults, reach, stored = PHASES[phase]
-    async with CaptureServer(faults=faults) as server, ChokeHop(server) as hop:
+    _, reach, stored = PHASES[phase]
+    faults = faults_at(phase, chunking)
+    async with (
+        CaptureServer(chunking=chunking, faults=faults) as server,
+        ChokeHop(server) as hop,
+    ):
         options: dict[str, Any] = {"close_timeout": LONG_CLOSE}
         if phase == "queued":
             options["max_connections"] = 1
@@ -389,6 +432,7 @@ async def test_cancelling_a_send_raises_in_the_caller_and_the_mailer_carries_on(
         assert (stats.delivered, stats.failed, stats.unknown) == (1, 0, 0)
         assert delivered_to(server, 1) == stored
         assert delivered_to(server, 2) == 1
+        assert went_by_bdat(server) is chunking
         await still_delivers(server, 3)
 
 

@@ -1,7 +1,9 @@
 """The outbox when its own store fails: nothing is sent twice, nothing is lost, nothing raises.
 
 The store is the real SQLite store with faults injected in front of it: an ``OutboxError``
-from a chosen call, a chosen number of times.
+from a chosen call, a chosen number of times. The tests about the moment the content leaves
+run on DATA and on BDAT (``by_body``: a server that offers CHUNKING, where the LAST chunk's
+reply is the final dot's).
 """
 
 from __future__ import annotations
@@ -19,8 +21,22 @@ from asyncmail.engine._ratelimit import Limiter
 from asyncmail.outbox._model import Lease, NewEntry, Outcome
 from asyncmail.outbox._sqlite import SQLiteStore
 from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing._faults import Phase as FaultPhase
 
 from ._support import mailer_for, message
+
+#: The content goes by DATA, or by BDAT to a server that offers CHUNKING.
+by_body = pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+
+
+def dot(chunking: bool) -> FaultPhase:
+    """The reply that ends the content: the final dot's, or the LAST chunk's."""
+    return "bdat_last" if chunking else "dot"
+
+
+def went_by_bdat(server: CaptureServer) -> bool:
+    """Whether the server was sent content by BDAT."""
+    return any(c.upper().startswith("BDAT") for s in server.sessions for c in s.commands)
 
 
 class FlakyStore(SQLiteStore):
@@ -98,16 +114,18 @@ async def test_a_failed_lease_call_is_retried_and_the_message_still_goes(
     assert "leasing from" in caplog.text and "injected: lease failed" in caplog.text
 
 
+@by_body
 async def test_a_send_the_store_could_not_record_is_withheld_and_sent_later_once(
-    tmp_path: Path,
+    tmp_path: Path, chunking: bool
 ) -> None:
     """No "dot may be out" record, no dot: the content is withheld, the lease given back."""
     outbox = await _outbox_with(tmp_path, {"mark_sending": 1})
-    async with CaptureServer() as server, outbox:
+    async with CaptureServer(chunking=chunking) as server, outbox:
         await outbox.enqueue(message(1), key="k")
         async with mailer_for(server) as mailer, outbox.deliver(mailer):
             assert await _until_final(outbox, "k") is OutboxState.DELIVERED
         assert len(server.messages) == 1
+        assert went_by_bdat(server) is chunking
         assert outbox.store.calls["mark_sending"] == 2  # type: ignore[attr-defined]
         status = await outbox.status("k")
         assert status is not None and status.attempts == 1  # the withheld one was no attempt
@@ -126,12 +144,13 @@ async def test_an_outcome_the_store_refused_at_first_is_stored_on_a_later_try(
     assert caplog.text.count("injected: finish failed") == 2
 
 
+@by_body
 async def test_failed_lease_renewals_are_logged_and_the_send_goes_on(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, chunking: bool
 ) -> None:
     outbox = await _outbox_with(tmp_path, {"renew": 3}, lease_seconds=0.3)
-    slow = Fault.delay("dot", 0.6)
-    async with CaptureServer(faults=[slow]) as server, outbox:
+    slow = Fault.delay(dot(chunking), 0.6)
+    async with CaptureServer(chunking=chunking, faults=[slow]) as server, outbox:
         await outbox.enqueue(message(1), key="k")
         async with mailer_for(server) as mailer, outbox.deliver(mailer):
             assert await _until_final(outbox, "k") in (
@@ -139,6 +158,7 @@ async def test_failed_lease_renewals_are_logged_and_the_send_goes_on(
                 OutboxState.UNKNOWN,  # (a lease that ran out while the dot was out)
             )
     assert len(server.messages) == 1
+    assert went_by_bdat(server) is chunking
     assert "renewing leases" in caplog.text
 
 
@@ -162,9 +182,12 @@ async def test_a_payload_that_cannot_be_read_ends_failed_without_any_io(tmp_path
         assert server.sessions == []
 
 
-async def test_stopping_at_once_ends_a_send_whose_dot_may_be_out_unknown(tmp_path: Path) -> None:
+@by_body
+async def test_stopping_at_once_ends_a_send_whose_dot_may_be_out_unknown(
+    tmp_path: Path, chunking: bool
+) -> None:
     async with (
-        CaptureServer(faults=[Fault.stall("dot")]) as server,
+        CaptureServer(chunking=chunking, faults=[Fault.stall(dot(chunking))]) as server,
         Outbox(f"sqlite:///{tmp_path / 'o.db'}") as outbox,
     ):
         for i in range(4):
@@ -174,8 +197,14 @@ async def test_stopping_at_once_ends_a_send_whose_dot_may_be_out_unknown(tmp_pat
             async with delivering as delivery:
                 await server.wait_for_messages(1, timeout=10)  # stored; its reply never comes
                 delivery.stop(now=True)
-        states = Counter([(await outbox.status(f"k{i}")).state for i in range(4)])  # type: ignore[union-attr]
-        assert states == {OutboxState.UNKNOWN: 1, OutboxState.QUEUED: 3}
+        states = [(await outbox.status(f"k{i}")).state for i in range(4)]  # type: ignore[union-attr]
+        assert states[0] is OutboxState.UNKNOWN
+        if chunking:  # the messages in the window behind it had left too: as many as got in
+            assert set(states) <= {OutboxState.UNKNOWN, OutboxState.QUEUED}
+        else:
+            assert Counter(states) == {OutboxState.UNKNOWN: 1, OutboxState.QUEUED: 3}
+        assert len(server.messages) == 1
+        assert went_by_bdat(server) is chunking
 
 
 @pytest.mark.allow_error_logs
