@@ -174,7 +174,7 @@ async def test_an_extra_reply_after_the_dot_never_shifts_the_next_messages_repli
 
     One message's content is refused (554 at its dot or LAST chunk): read one reply late,
     the 250 to its RCPT would pass for its outcome. With BDAT the messages in flight when the
-    step is lost may end UNKNOWN (their content had left); none may end falsely DELIVERED.
+    step is lost end UNKNOWN (their content had left); none may end falsely DELIVERED.
     """
     async with ScriptedServer(chunking=chunking) as server:
         first = True
@@ -198,11 +198,20 @@ async def test_an_extra_reply_after_the_dot_never_shifts_the_next_messages_repli
     assert len(results) == 20
     assert went_by_bdat(server) is chunking
     outcomes = {r.message.recipients[0]: r.status for r in results}
-    assert outcomes.pop("u5@example.net") is Status.FAILED
+    refused = outcomes.pop("u5@example.net")
     assert server.copies("u5@example.net") == 0
-    allowed = {Status.DELIVERED, Status.UNKNOWN} if chunking else {Status.DELIVERED}
-    assert set(outcomes.values()) <= allowed, [r.error for r in results]
-    assert all(server.copies(to) == 1 for to in outcomes)
+    if not chunking:
+        assert refused is Status.FAILED
+        assert set(outcomes.values()) == {Status.DELIVERED}
+        assert all(server.copies(to) == 1 for to in outcomes)
+        return
+    # BDAT: the 250 to the LAST chunk read one reply late carries the RCPT's 2.1.5, which shows
+    # the shift; from there the window ends UNKNOWN (it may or may not have been stored)
+    assert refused in (Status.FAILED, Status.UNKNOWN)
+    assert Status.UNKNOWN in outcomes.values()
+    assert set(outcomes.values()) <= {Status.DELIVERED, Status.UNKNOWN}
+    for to, status in outcomes.items():
+        assert server.copies(to) == 1 if status is Status.DELIVERED else server.copies(to) <= 1
 
 
 def eight_bit_message() -> email.message.EmailMessage:
