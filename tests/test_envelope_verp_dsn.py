@@ -29,6 +29,8 @@ from ._support import mailer_for, message
 from .test_outbox import _wait_final
 
 TEMPLATE = "bounces+{local}={domain}@example.com"
+#: A VERP round by DATA and by BDAT windows (the capture server offering CHUNKING).
+_BOTH_PATHS = pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
 RECIPIENTS = ["alice@example.org", "bob+news@example.net", "carol=x@example.com"]
 
 
@@ -185,8 +187,11 @@ async def test_a_malformed_dsn_parameter_gets_501_from_the_capture_server() -> N
 # -- VERP --------------------------------------------------------------------------------------
 
 
-async def test_verp_sends_one_transaction_per_recipient_each_from_its_own_address() -> None:
-    async with CaptureServer() as server, mailer_for(server) as mailer:
+@_BOTH_PATHS
+async def test_verp_sends_one_transaction_per_recipient_each_from_its_own_address(
+    chunking: bool,
+) -> None:
+    async with CaptureServer(chunking=chunking) as server, mailer_for(server) as mailer:
         result = await mailer.send(_verp())
         captured = server.messages
     assert result.status is Status.DELIVERED
@@ -197,6 +202,7 @@ async def test_verp_sends_one_transaction_per_recipient_each_from_its_own_addres
         [recipient] = one.recipients
         assert decode(TEMPLATE, one.envelope_sender) == recipient
     assert len({one.data for one in captured}) == 1  # the same bytes for each
+    assert all(bool(one.chunks) is chunking for one in captured)  # (BDAT when offered)
 
 
 async def test_verp_transactions_run_on_one_connection_in_turn() -> None:
@@ -206,9 +212,15 @@ async def test_verp_transactions_run_on_one_connection_in_turn() -> None:
     assert [c.split()[0] for c in session.commands[1:-1]] == ["MAIL", "RCPT", "DATA"] * 3
 
 
-async def test_a_verp_recipient_refused_is_listed_and_the_message_is_delivered() -> None:
+@_BOTH_PATHS
+async def test_a_verp_recipient_refused_is_listed_and_the_message_is_delivered(
+    chunking: bool,
+) -> None:
     faults = [Fault.reply("rcpt", 550, "5.1.1 No such user", match="bob+news@")]
-    async with CaptureServer(faults=faults) as server, mailer_for(server) as mailer:
+    async with (
+        CaptureServer(faults=faults, chunking=chunking) as server,
+        mailer_for(server) as mailer,
+    ):
         result = await mailer.send(_verp())
     assert result.status is Status.DELIVERED
     assert result.accepted == ("alice@example.org", "carol=x@example.com")
@@ -220,9 +232,13 @@ async def test_a_verp_recipient_refused_is_listed_and_the_message_is_delivered()
     ]
 
 
-async def test_a_verp_recipient_deferred_is_retried_alone() -> None:
+@_BOTH_PATHS
+async def test_a_verp_recipient_deferred_is_retried_alone(chunking: bool) -> None:
     faults = [Fault.reply("rcpt", 451, "4.7.1 Try later", match="bob+news@", times=1)]
-    async with CaptureServer(faults=faults) as server, mailer_for(server) as mailer:
+    async with (
+        CaptureServer(faults=faults, chunking=chunking) as server,
+        mailer_for(server) as mailer,
+    ):
         result = await mailer.send(_verp())
         rcpts = [c for s in server.sessions for c in s.commands if c.startswith("RCPT")]
     assert result.status is Status.DELIVERED
