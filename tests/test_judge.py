@@ -237,11 +237,11 @@ CASES: dict[str, tuple[Exchange, Want]] = {
             stale=True,
         ),
     ),
-    "421-to-second-rcpt-reused-is-not-stale": (
+    "421-to-second-rcpt-reused-is-not-stale-and-the-550-before-it-stands": (
         x(A, B, C, mail=250, rcpt=(550, 421), reused=True),
         Want(
             FAILED,
-            refused=each((TemporaryFailure, 421, RCPT), A, B, C),
+            refused={A: R550} | each((TemporaryFailure, 421, RCPT), B, C),
             error=(TemporaryFailure, 421, RCPT),
             reusable=False,
         ),
@@ -554,6 +554,15 @@ BDAT_CASES: dict[str, tuple[Exchange, Want]] = {
     "bdat-every-rcpt-refused-then-broke-is-a-failure-not-unknown": (
         bdat(A, B, rcpt=(550, 450), broke="lost", phase=FINAL),
         Want(FAILED, refused={A: R550, B: T450}, error=T450, reusable=False),
+    ),
+    "bdat-421-to-the-last-chunk-keeps-the-rcpt-refusals": (
+        bdat(A, B, rcpt=(550, 550), final=421),
+        Want(
+            FAILED,
+            refused={A: R550, B: R550},
+            error=R550,
+            reusable=False,
+        ),
     ),
     "bdat-421-to-the-rset-in-front-closes": (
         bdat(A, mail=None, rset=421),

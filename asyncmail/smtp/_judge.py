@@ -14,7 +14,8 @@ The rules, in order:
    may be tried again. RCPT refusals already received stay what they are.
    2b. The content was withheld (the caller's gate refused after DATA's 354): nothing was
    delivered, the session is dropped, and the open recipients fail with the gate's error.
-3. 421 anywhere: the server is closing; the transaction failed for every recipient, retryably.
+3. 421 anywhere: the server is closing; the transaction failed, retryably, for every
+   recipient its RCPT reply had not already refused (those refusals stand).
 4. MAIL refused: every recipient fails with that reply.
 5. No recipient accepted: each fails with its own RCPT reply.
 6. DATA refused: the accepted recipients fail with that reply.
@@ -210,7 +211,13 @@ def judge(x: Exchange) -> Attempt:
         if reply.code == 421:  # rule 3
             error = error_for_reply(421, reply.text, phase=phase)
             stale = x.reused and phase is Phase.MAIL
-            return failed(x.recipients, error, reusable=False, stale=stale)
+            refused = _rcpt_refusals(x)
+            still_open = [r for r in x.recipients if r not in refused]
+            refused |= dict.fromkeys(still_open, error)
+            if not still_open:  # every RCPT was refused already: they speak, as in rule 5
+                errors = list(refused.values())
+                error = next((e for e in errors if e.retryable), errors[0])
+            return Attempt(Status.FAILED, refused=refused, error=error, reusable=False, stale=stale)
     assert x.mail is not None
     end_data = x.data is not None and x.data.code == 354 and not content_wanted(x)
     if not _ok(x.mail):  # rule 4
