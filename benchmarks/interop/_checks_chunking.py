@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from _checks_shared import MailBox, Record, new_id, raw_copies
-from _wiretap import Transaction, Wiretap, behind
+from _wiretap import WireFacts, Wiretap, behind, wire_facts
 
 from asyncmail import (
     Attachment,
@@ -125,7 +125,10 @@ def message(ident: str, kind: str, n: int = 0) -> Message:
 
 
 def mix_kinds(n: int) -> list[str]:
-    """Refusals spread through the stream: 1 in 2 is refused (4 in 10, or a 2nd recipient)."""
+    """Refusals spread through the stream: in each 8, 3 refused and 1 with a recipient refused.
+
+    Every 50th is a temporary refusal instead, and 3 are 2 MiB with every recipient refused.
+    """
     cycle = ["good", "norcpt", "good", "partial", "sender", "good", "content", "good"]
     kinds = [cycle[i % len(cycle)] for i in range(n)]
     for i in range(25, n, 50):
@@ -162,58 +165,6 @@ def wrong(kind: str, r: SendResult[Any], copies: int, *, attempts: int = 1) -> s
     if kind != "tempfail" and not 1 <= r.attempts <= attempts:
         return f"attempts={r.attempts}"
     return None
-
-
-@dataclass(slots=True)
-class WireFacts:
-    """What the proxy saw over a check's sessions."""
-
-    sessions: int
-    verbs: Counter[str]
-    decisions: Counter[str]
-    """Postfix's last reply of each transaction, ``code enhanced-code`` (BDAT or DATA)."""
-    max_window: int
-    refused: int
-    refused_mid_window: int
-    """Refused transactions with later messages already written when the refusal came."""
-    refused_then_delivered: int
-    """Refused transactions followed on the same connection by a delivered one."""
-    by_ident: dict[str, list[Transaction]]
-
-    def __str__(self) -> str:
-        v = self.verbs
-        return (
-            f"wire: {self.sessions} sessions, BDAT={v['BDAT']} DATA={v['DATA']} RSET={v['RSET']} "
-            f"MAIL={v['MAIL']}, in flight at once up to {self.max_window}, "
-            f"{self.refused_mid_window}/{self.refused} refusals came with later messages "
-            f"already written ({self.refused_then_delivered} followed by a delivery on the "
-            f"same connection), last replies {dict(self.decisions.most_common(8))}"
-        )
-
-
-def wire_facts(tap: Wiretap) -> WireFacts:
-    verbs: Counter[str] = Counter()
-    decisions: Counter[str] = Counter()
-    by_ident: dict[str, list[Transaction]] = {}
-    max_window = refused = mid = then_delivered = 0
-    for session in tap.sessions:
-        verbs.update(c.verb for c in session.commands())
-        txs = session.transactions()
-        for i, tx in enumerate(txs):
-            by_ident.setdefault(tx.ident or "?", []).append(tx)
-            d = tx.decision
-            decisions[f"{d.code} {d.text[:5]}" if d else "none"] += 1
-            n = behind(txs, i)
-            max_window = max(max_window, n + 1)
-            if d is not None and d.code >= 400:
-                refused += 1
-                mid += n > 0
-                then_delivered += any(
-                    (t.decision is not None and t.decision.code == 250) for t in txs[i + 1 :]
-                )
-    return WireFacts(
-        len(tap.sessions), verbs, decisions, max_window, refused, mid, then_delivered, by_ident
-    )
 
 
 @dataclass(slots=True)
@@ -325,7 +276,7 @@ async def _harness(port: int, box: MailBox, record: Record) -> None:
     block = b"".join(
         [
             tx(ids[0], "a@example.com", "reject-x@example.net", rset=False),
-            tx(ids[1], "a@example.com", "ok@example.net", rset=False),  # (no RSET after it)
+            tx(ids[1], "a@example.com", "ok@example.net", rset=False),  # (no RSET in front)
             tx(ids[2], "reject-sender@example.com", "ok@example.net", rset=True),
             tx(ids[3], "a@example.com", "ok@example.net", rset=True, verdict=True),
             tx(ids[4], "a@example.com", "ok@example.net", rset=True),

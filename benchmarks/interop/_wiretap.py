@@ -15,9 +15,19 @@ import asyncio
 import bisect
 import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["Command", "Session", "Transaction", "WireReply", "Wiretap", "behind"]
+__all__ = [
+    "Command",
+    "Session",
+    "Transaction",
+    "WireFacts",
+    "WireReply",
+    "Wiretap",
+    "behind",
+    "wire_facts",
+]
 
 _HEADER_ID = re.compile(rb"^X-Interop-Id: *(\S+)\r?$", re.MULTILINE)
 
@@ -159,6 +169,58 @@ def behind(transactions: list[Transaction], index: int) -> int:
     if decision is None:
         return 0
     return sum(1 for t in transactions[index + 1 :] if t.mail_seq < decision.seq)
+
+
+@dataclass(slots=True)
+class WireFacts:
+    """What the proxy saw over a check's sessions."""
+
+    sessions: int
+    verbs: Counter[str]
+    decisions: Counter[str]
+    """Postfix's last reply of each transaction, ``code enhanced-code`` (BDAT or DATA)."""
+    max_window: int
+    refused: int
+    refused_mid_window: int
+    """Refused transactions with later messages already written when the refusal came."""
+    refused_then_delivered: int
+    """Refused transactions followed on the same connection by a delivered one."""
+    by_ident: dict[str, list[Transaction]]
+
+    def __str__(self) -> str:
+        v = self.verbs
+        return (
+            f"wire: {self.sessions} sessions, BDAT={v['BDAT']} DATA={v['DATA']} RSET={v['RSET']} "
+            f"MAIL={v['MAIL']}, in flight at once up to {self.max_window}, "
+            f"{self.refused_mid_window}/{self.refused} refusals came with later messages "
+            f"already written ({self.refused_then_delivered} followed by a delivery on the "
+            f"same connection), last replies {dict(self.decisions.most_common(8))}"
+        )
+
+
+def wire_facts(tap: Wiretap) -> WireFacts:
+    verbs: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    by_ident: dict[str, list[Transaction]] = {}
+    max_window = refused = mid = then_delivered = 0
+    for session in tap.sessions:
+        verbs.update(c.verb for c in session.commands())
+        txs = session.transactions()
+        for i, tx in enumerate(txs):
+            by_ident.setdefault(tx.ident or "?", []).append(tx)
+            d = tx.decision
+            decisions[f"{d.code} {d.text[:5]}" if d else "none"] += 1
+            n = behind(txs, i)
+            max_window = max(max_window, n + 1)
+            if d is not None and d.code >= 400:
+                refused += 1
+                mid += n > 0
+                then_delivered += any(
+                    (t.decision is not None and t.decision.code == 250) for t in txs[i + 1 :]
+                )
+    return WireFacts(
+        len(tap.sessions), verbs, decisions, max_window, refused, mid, then_delivered, by_ident
+    )
 
 
 class Wiretap:
