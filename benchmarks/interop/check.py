@@ -29,6 +29,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import _checks_chunking
 import _checks_dkim
 import _checks_dsn
 import _checks_failover
@@ -68,6 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "dsn": 2531,  # smtpd command transcript in the log
         "relay_a": 2532,  # failover / round-robin, logged as postfix/p2532
         "relay_b": 2533,
+        "chunking": 2534,  # refusals at MAIL, RCPT and end of content, logged as postfix/p2534
         "maillog": BASE / "maillog",
     },
     "exim": {
@@ -605,7 +607,7 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                 f"{dict(limited)} errors={dict(refusals)} duplicated={dups} {dt:.1f}s",
             )
 
-    # -- deliverability: _checks_dkim.py, _checks_dsn.py, _checks_failover.py -----------------
+    # -- deliverability: _checks_dkim.py, _checks_dsn.py, _checks_failover.py; _checks_chunking.py
     maillog = prof.get("maillog", BASE / "maillog")
     if want("dkim"):
         if prof.get("dkim"):
@@ -616,6 +618,8 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
         await guarded("dsn", _checks_dsn.run_dsn(prof, box, record, maillog))
     if want("failover"):
         await guarded("failover", _checks_failover.run_failover(prof, box, record, maillog))
+    if want("chunking"):
+        await guarded("chunking", _checks_chunking.run_chunking(prof, box, record, maillog, many))
 
     # -- CLI --------------------------------------------------------------------------------
     if want("cli"):
@@ -702,7 +706,7 @@ if __name__ == "__main__":
         nargs="*",
         help="run only checks whose group starts with these "
         "(plain starttls implicit refused utf8 attach stdlib concurrent many content policy "
-        "dkim dsn failover cli)",
+        "dkim dsn failover chunking cli)",
     )
     ns = ap.parse_args()
     try:

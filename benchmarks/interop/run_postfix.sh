@@ -19,6 +19,9 @@
 #   2531  plain, logs as postfix/p2531 with smtpd's command transcript (DSN, round-robin)
 #   2532  plain, logs as postfix/p2532 (the good relay of the failover checks)
 #   2533  plain, logs as postfix/p2533 (with 2532, the pair of the round-robin check)
+#   2534  plain, logs as postfix/p2534 (CHUNKING checks): sender reject-sender@ refused at MAIL
+#         (smtpd_delay_reject=no), and a message with "X-Interop-Verdict: reject" refused at
+#         the end of its content (header_checks in its own cleanup service, cleanup_p2534)
 # OpenDKIM (Mode v) listens on 127.0.0.1:2891 and reads the public keys of
 # rsa1._domainkey.example.com and ed1._domainkey.example.com from $BASE/dkim/keys.txt
 # (TestPublicKeys, no DNS); _dkim_keys.py creates the keys once.
@@ -106,6 +109,12 @@ start() {
     cat >"$PF/rcpt_access" <<'MAP'
 /^reject-/    550 5.1.1 no such user here (interop test)
 /^tempfail-/  450 4.2.0 try again later (interop test)
+MAP
+    cat >"$PF/sender_access" <<'MAP'
+/^reject-sender@/  553 5.7.1 sender refused (interop test)
+MAP
+    cat >"$PF/header_checks" <<'MAP'
+/^X-Interop-Verdict: reject/  REJECT content refused (interop test)
 MAP
 
     cat >"$PF/sasl/smtpd.conf" <<CONF
@@ -235,6 +244,16 @@ scache     unix  - - n -    1 scache
 postlog    unix-dgram n - n - 1 postlogd
 CONF
 
+    # the CHUNKING checks (_checks_chunking.py): refusals at MAIL, RCPT and end of content
+    cat >>"$PF/master.cf" <<CONF
+127.0.0.1:2534 inet n - n - - smtpd
+  -o smtpd_tls_security_level=none -o smtpd_sasl_auth_enable=no -o syslog_name=postfix/p2534
+  -o smtpd_delay_reject=no -o cleanup_service_name=cleanup_p2534
+  -o { smtpd_sender_restrictions = check_sender_access regexp:$PF/sender_access }
+cleanup_p2534 unix n - n - 0 cleanup
+  -o syslog_name=postfix/p2534 -o header_checks=regexp:$PF/header_checks
+CONF
+
     local milter_ports=""
     if command -v opendkim >/dev/null; then
         start_opendkim
@@ -251,7 +270,7 @@ CONF
     postfix -c "$PF" set-permissions >/dev/null 2>&1 || true
     postfix -c "$PF" check
     postfix -c "$PF" start
-    for port in 2525 2526 2527 2528 2529 2531 2532 2533 2587 2591 2592 2593 2465 $milter_ports; do
+    for port in 2525 2526 2527 2528 2529 2531 2532 2533 2534 2587 2591 2592 2593 2465 $milter_ports; do
         for _ in $(seq 50); do
             (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
             sleep 0.1
