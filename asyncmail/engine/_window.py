@@ -26,31 +26,54 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from .._exceptions import DeliveryError
 from ..smtp._bdat import Flight, collect, send
 from ..smtp._connection import Connection
 from ..smtp._judge import Attempt, failed
-from ..smtp._transaction import reset
+from ..smtp._transaction import Prepared, reset
 from ._job import Job
 from ._relays import RelayState
 
-if TYPE_CHECKING:
-    from ._driver import Driver, _Run
-
-__all__ = ["PROBE_AFTER", "run_window"]
+__all__ = ["PROBE_AFTER", "Host", "run_window"]
 
 logger = logging.getLogger("asyncmail")
 
 #: Seconds idle after which a reused connection is probed with RSET before a window starts.
 PROBE_AFTER = 1.0
 
+
+S = TypeVar("S")
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class Host(Protocol[S_contra]):
+    """What a window needs of the driver (``asyncmail.engine._driver.Driver``).
+
+    ``state`` is the driver's state of one ``serve``, passed back as it came.
+    """
+
+    window: int
+    clock: Callable[[], float]
+
+    def ready(self, state: S_contra, conn: Connection, *, busy: bool = False) -> Job | None: ...
+    def again(self, state: S_contra, job: Job) -> None: ...
+    async def start(self, state: S_contra, relay: RelayState, job: Job) -> bool: ...
+    async def settle(
+        self, state: S_contra, job: Job, relay: RelayState, attempt: Attempt
+    ) -> bool: ...
+    def transaction_for(
+        self, conn: Connection, job: Job, *, bdat: bool = False
+    ) -> Prepared | Attempt: ...
+
+
 _LEFT_BEHIND = "the connection ended before the replies to this message were read"
 
 
 async def run_window(
-    driver: Driver, state: _Run, relay: RelayState, conn: Connection, job: Job
+    driver: Host[S], state: S, relay: RelayState, conn: Connection, job: Job
 ) -> tuple[Job | None, bool]:
     """Run ``job`` and the ready jobs after it on ``conn``, a window of them at a time.
 
@@ -65,10 +88,10 @@ async def run_window(
     return await _Window(driver, state, relay, conn).run(job)
 
 
-class _Window:
+class _Window(Generic[S]):
     """The state of one connection's window while it runs."""
 
-    def __init__(self, driver: Driver, state: _Run, relay: RelayState, conn: Connection) -> None:
+    def __init__(self, driver: Host[S], state: S, relay: RelayState, conn: Connection) -> None:
         self.driver = driver
         self.state = state
         self.relay = relay
