@@ -157,7 +157,12 @@ class _QueueFeed:
     async def emit(self, result: SendResult[Any]) -> None:
         if self._early:
             await self._flush()
-        await self._put(result)
+        try:
+            self.results.send_nowait(result)  # (the common case: room, and nothing to await)
+        except anyio.WouldBlock:
+            await self._put(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _ConsumerGone from None
 
     async def _flush(self) -> None:
         while self._early:
