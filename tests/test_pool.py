@@ -237,6 +237,23 @@ async def test_send_many_ends_with_the_inputs_exception_once_each_taken_message_
     assert len(server.messages) == 8
 
 
+async def test_send_many_of_an_input_that_cannot_be_iterated_raises_its_exception() -> None:
+    class Unreadable:
+        def __iter__(self) -> Iterator[Message]:
+            raise _InputBroke("no cursor")
+
+    async def consume(mailer: Mailer) -> None:
+        async for _ in mailer.send_many(Unreadable()):
+            pass  # pragma: no cover - nothing comes
+
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            with pytest.raises(_InputBroke, match="cursor"):
+                await consume(mailer)
+            assert (await mailer.send(message(1))).ok
+    assert len(server.messages) == 1
+
+
 async def test_invalid_messages_in_send_many_become_failed_results() -> None:
     import email.message
 
