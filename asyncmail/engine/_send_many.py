@@ -16,7 +16,6 @@ workers; messages on their way then have no result (the caller stopped listening
 from __future__ import annotations
 
 import contextlib
-import email.message
 import weakref
 from collections.abc import AsyncIterable, Iterable, Iterator
 from types import TracebackType
@@ -29,8 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._config import RetryPolicy
 from .._exceptions import MailerClosedError, MessageError, SendResult, ShutdownError, Status
-from ..message._message import Message
-from ._job import BeforeSend, Job
+from ._job import MESSAGE_TYPES, BeforeSend, Job
 from ._ratelimit import Limiter
 
 if TYPE_CHECKING:
@@ -146,7 +144,7 @@ class _QueueFeed:
                 raise ShutdownError("the Mailer closed before this message was sent")
             if made is not None:
                 return made
-            if not isinstance(message, Message | email.message.Message):
+            if not isinstance(message, MESSAGE_TYPES):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
             return Job.of(message, sign=self.driver.sign)
         except (MessageError, ShutdownError) as exc:
@@ -260,7 +258,7 @@ class _Work:
         as many. A message that is not valid goes on as it is: its worker reports it.
         """
         sign = self.driver.sign
-        if not isinstance(message, Message | email.message.Message):
+        if not isinstance(message, MESSAGE_TYPES):
             return message
         try:
             job: object = Job.of(message, sign=sign)
