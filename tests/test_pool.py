@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from asyncmail import MailerClosedError, Message, PoolTimeout, RetryPolicy, Status, Timeouts
+from asyncmail import (
+    Mailer,
+    MailerClosedError,
+    Message,
+    PoolTimeout,
+    RetryPolicy,
+    SendResult,
+    Status,
+    Timeouts,
+)
 from asyncmail.testing import CaptureServer, Fault
 
 from ._support import first_recipient, mailer_for, message
@@ -189,6 +198,60 @@ async def test_send_many_takes_an_async_iterable_and_keeps_each_message() -> Non
         f"user{i}@example.net" for i in range(12)
     )
     assert len(server.messages) == 12
+
+
+class _InputBroke(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["iterable", "async-iterable"])
+async def test_send_many_ends_with_the_inputs_exception_once_each_taken_message_has_its_result(
+    kind: str,
+) -> None:
+    def made() -> Iterator[Message]:
+        for i in range(7):
+            yield message(i)
+        raise _InputBroke("the database went away")
+
+    async def made_async() -> AsyncIterator[Message]:
+        for item in made():
+            yield item
+
+    source = made() if kind == "iterable" else made_async()
+    results: list[SendResult[Message]] = []
+
+    async def consume(mailer: Mailer) -> None:
+        async for result in mailer.send_many(source):
+            results.append(result)
+
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=3) as mailer:
+            with pytest.raises(_InputBroke, match="database"):
+                await consume(mailer)
+            assert mailer.statistics().in_flight == 0
+            assert (await mailer.send(message(99))).ok  # the Mailer carries on
+    assert sorted(first_recipient(r) for r in results) == sorted(
+        f"user{i}@example.net" for i in range(7)
+    )
+    assert all(r.status is Status.DELIVERED for r in results)
+    assert len(server.messages) == 8
+
+
+async def test_send_many_of_an_input_that_cannot_be_iterated_raises_its_exception() -> None:
+    class Unreadable:
+        def __iter__(self) -> Iterator[Message]:
+            raise _InputBroke("no cursor")
+
+    async def consume(mailer: Mailer) -> None:
+        async for _ in mailer.send_many(Unreadable()):
+            pass  # pragma: no cover - nothing comes
+
+    async with CaptureServer() as server:
+        async with mailer_for(server) as mailer:
+            with pytest.raises(_InputBroke, match="cursor"):
+                await consume(mailer)
+            assert (await mailer.send(message(1))).ok
+    assert len(server.messages) == 1
 
 
 async def test_invalid_messages_in_send_many_become_failed_results() -> None:

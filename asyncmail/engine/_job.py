@@ -36,12 +36,14 @@ from ..smtp._transaction import Gate
 if TYPE_CHECKING:
     from ._relays import RelayState
 
-__all__ = ["BeforeSend", "Job", "Sign"]
+__all__ = ["MESSAGE_TYPES", "BeforeSend", "Job", "Sign"]
 
 #: Called with each message right before its first transaction (a write-ahead hook).
 BeforeSend: TypeAlias = Callable[[Any], object]
 #: Called with a content's final bytes: the header lines to put in front (DKIM signatures).
 Sign: TypeAlias = Callable[[bytes], bytes]
+#: What a job can render. (A tuple built once: ``isinstance(x, A | B)`` builds a union each call.)
+MESSAGE_TYPES = (Message, email.message.Message)
 
 
 class Job:
@@ -169,7 +171,7 @@ class Job:
         made = self.content.get(key)
         if made is None:
             message = self.message
-            assert isinstance(message, Message | email.message.Message)
+            assert isinstance(message, MESSAGE_TYPES)
             made = self.content[key] = wire_content(
                 message,
                 message_id=self.envelope.message_id,

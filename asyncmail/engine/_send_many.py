@@ -1,7 +1,9 @@
 """``send_many``: a stream of messages in, one SendResult per message out, in completion order.
 
-A ``ResultStream`` owns its task group: a feeder reads the caller's input lazily into a
-bounded queue, and workers deliver from it through the Mailer's one session driver. Use it
+A ``ResultStream`` owns its task group: workers deliver the caller's input, read lazily,
+through the Mailer's one session driver. A plain iterable is read by the workers
+themselves, one message when one can go; an async iterable (or any input with DKIM) is read
+by a feeder task into a bounded queue the workers take from. Use it
 as ``async with mailer.send_many(msgs) as results: async for r in results`` (the tasks live
 in the caller's task) or as a plain ``async for`` (they live in the Mailer's task group).
 Either way a failure reaches the consumer, never the Mailer: the caller's iterable raising
@@ -14,11 +16,10 @@ workers; messages on their way then have no result (the caller stopped listening
 from __future__ import annotations
 
 import contextlib
-import email.message
 import weakref
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -27,8 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._config import RetryPolicy
 from .._exceptions import MailerClosedError, MessageError, SendResult, ShutdownError, Status
-from ..message._message import Message
-from ._job import BeforeSend, Job
+from ._job import MESSAGE_TYPES, BeforeSend, Job
 from ._ratelimit import Limiter
 
 if TYPE_CHECKING:
@@ -45,8 +45,50 @@ class _ConsumerGone(Exception):
     """The caller stopped listening: nobody takes results any more."""
 
 
+class _Source(Protocol):
+    """Where the workers take messages from: the feeder's queue, or the input itself."""
+
+    def receive_nowait(self) -> object: ...
+
+    async def receive(self) -> object: ...
+
+
+class _Pull:
+    """A plain iterable, read by the workers themselves: no feeder task, no queue between.
+
+    A message is taken only when a worker can send it; taken, it gets a result. Reading
+    stops once the Mailer closes or the consumer stops listening, and the iterable
+    raising ends the input (the stream then ends with that exception).
+    """
+
+    def __init__(self, work: _Work, messages: Iterable[object]) -> None:
+        self._work = work
+        self._it: Iterator[object] | None = None
+        try:
+            self._it = iter(messages)
+        except Exception as exc:  # the caller's iterable failed: their exception
+            work.failure = exc
+
+    def receive_nowait(self) -> object:
+        """The next message; ``EndOfStream`` when there is none to take."""
+        if self._it is None or self._work.done():
+            self._it = None
+            raise anyio.EndOfStream
+        try:
+            return next(self._it)
+        except StopIteration:
+            pass
+        except Exception as exc:  # the caller's iterable failed: their exception
+            self._work.failure = exc
+        self._it = None
+        raise anyio.EndOfStream
+
+    async def receive(self) -> object:
+        return self.receive_nowait()
+
+
 class _QueueFeed:
-    """A worker's feed: messages from the shared queue, results to the shared stream."""
+    """A worker's feed: messages from the shared source, results to the shared stream."""
 
     retry: RetryPolicy | None = None
     limiter: Limiter | None = None
@@ -54,7 +96,7 @@ class _QueueFeed:
     def __init__(
         self,
         driver: Driver,
-        messages: MemoryObjectReceiveStream[object],
+        messages: _Source,
         results: MemoryObjectSendStream[SendResult[Any]],
         before_send: BeforeSend | None,
     ) -> None:
@@ -102,7 +144,7 @@ class _QueueFeed:
                 raise ShutdownError("the Mailer closed before this message was sent")
             if made is not None:
                 return made
-            if not isinstance(message, Message | email.message.Message):
+            if not isinstance(message, MESSAGE_TYPES):
                 raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
             return Job.of(message, sign=self.driver.sign)
         except (MessageError, ShutdownError) as exc:
@@ -113,7 +155,12 @@ class _QueueFeed:
     async def emit(self, result: SendResult[Any]) -> None:
         if self._early:
             await self._flush()
-        await self._put(result)
+        try:
+            self.results.send_nowait(result)  # (the common case: room, and nothing to await)
+        except anyio.WouldBlock:
+            await self._put(result)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise _ConsumerGone from None
 
     async def _flush(self) -> None:
         while self._early:
@@ -161,18 +208,26 @@ class _Work:
             self.scope.cancel()
 
     async def run(self) -> None:
-        queue_in, queue_out = anyio.create_memory_object_stream[object](self.workers)
+        messages = self.messages
         try:
             with self.scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._feed, queue_in)
-                    for _ in range(self.workers):
-                        tg.start_soon(self._work, queue_out.clone(), self.results_in.clone())
-                    queue_out.close()
+                    if isinstance(messages, AsyncIterable) or self.driver.sign is not None:
+                        queue_in, queue_out = anyio.create_memory_object_stream[object](
+                            self.workers
+                        )
+                        tg.start_soon(self._feed, queue_in)
+                        for _ in range(self.workers):
+                            tg.start_soon(self._work, queue_out.clone(), self.results_in.clone())
+                        queue_out.close()
+                    else:
+                        pull = _Pull(self, messages)
+                        for _ in range(self.workers):
+                            tg.start_soon(self._work, pull, self.results_in.clone())
         finally:
             self.results_in.close()
 
-    def _done(self) -> bool:
+    def done(self) -> bool:
         """Stop reading the input: the Mailer is closing, or the consumer stopped listening."""
         return self.driver.closing.fired or self.scope.cancel_called
 
@@ -185,12 +240,12 @@ class _Work:
                     async for message in self.messages:
                         # (taken: it gets a result, maybe FAILED)
                         await _put(queue, await self._signed(message) if sign else message)
-                        if self._done():
+                        if self.done():
                             break
                 else:
                     for message in self.messages:
                         await _put(queue, await self._signed(message) if sign else message)
-                        if self._done():
+                        if self.done():
                             break  # what is queued ends FAILED (ShutdownError)
             except Exception as exc:  # the caller's iterable failed: their exception
                 self.failure = exc
@@ -203,7 +258,7 @@ class _Work:
         as many. A message that is not valid goes on as it is: its worker reports it.
         """
         sign = self.driver.sign
-        if not isinstance(message, Message | email.message.Message):
+        if not isinstance(message, MESSAGE_TYPES):
             return message
         try:
             job: object = Job.of(message, sign=sign)
@@ -214,14 +269,23 @@ class _Work:
 
     async def _work(
         self,
-        messages: MemoryObjectReceiveStream[object],
+        messages: MemoryObjectReceiveStream[object] | _Pull,
         results: MemoryObjectSendStream[SendResult[Any]],
     ) -> None:
-        async with messages, results:
-            feed = _QueueFeed(self.driver, messages, results, self.before_send)
-            # a gone consumer takes no results: stop taking messages too
-            with contextlib.suppress(_ConsumerGone):
-                await self.driver.serve(feed)
+        async with results:
+            if isinstance(messages, _Pull):
+                await self._serve(messages, results)
+            else:
+                async with messages:
+                    await self._serve(messages, results)
+
+    async def _serve(
+        self, messages: _Source, results: MemoryObjectSendStream[SendResult[Any]]
+    ) -> None:
+        feed = _QueueFeed(self.driver, messages, results, self.before_send)
+        # a gone consumer takes no results: stop taking messages too
+        with contextlib.suppress(_ConsumerGone):
+            await self.driver.serve(feed)
 
 
 class ResultStream(Generic[M]):

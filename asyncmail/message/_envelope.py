@@ -14,7 +14,7 @@ from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import AddressHeader
 
 from .._exceptions import MessageError
-from ._address import unique_addresses, validate_addr_spec, wire_addr_spec
+from ._address import _FAST, _MAX_LOCAL, unique_addresses, validate_addr_spec, wire_addr_spec
 from ._content import check_headers, headers_need_smtputf8
 from ._dsn import DSN
 from ._message import Message, new_message_id
@@ -64,11 +64,12 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
     verp = False
     dsn = None
     if isinstance(message, Message):
-        sender, recipients, message_id = (
-            message.envelope_sender,
-            message.recipients,
-            message.message_id,
-        )
+        sender, message_id = message.envelope_sender, message.message_id
+        to = message.to
+        if len(to) == 1 and not message.cc and not message.bcc:
+            recipients: tuple[str, ...] = (to[0].addr,)  # (nothing to de-duplicate)
+        else:
+            recipients = message.recipients
         if message.return_path:
             verp = is_template(message.return_path)
         dsn = message.dsn
@@ -82,7 +83,10 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
             message_id = new_message_id(sender or _from_address(message))
     else:
         raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
-    needs = any(not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients))
+    # (an ASCII address has an ASCII local part: most envelopes need no closer look)
+    needs = not (sender.isascii() and all(map(str.isascii, recipients))) and any(
+        not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients)
+    )
     needs = needs or headers_need_smtputf8(message)
     return Envelope(sender, recipients, message_id, needs, verp, dsn)
 
@@ -95,6 +99,8 @@ def smtp_address(address: str, *, smtputf8: bool) -> str:
     Raises:
         MessageError: for an invalid address, or a non-ASCII local part without ``smtputf8``.
     """
+    if len(address) <= _MAX_LOCAL and _FAST.fullmatch(address):
+        return address  # the common case: valid, and ASCII (validate_addr_spec's fast path)
     if address == "":
         return ""
     validate_addr_spec(address, "address")

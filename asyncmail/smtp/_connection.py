@@ -84,13 +84,15 @@ class Connection:
 
     def supports(self, extension: str) -> bool:
         """True when the server advertised the EHLO keyword."""
-        return extension.lower() in self.extensions
+        extensions = self.extensions  # (keyed in lower case, as callers mostly ask)
+        return extension in extensions or extension.lower() in extensions
 
     @property
     def max_size(self) -> int | None:
         """The SIZE limit the server announced, if any."""
         value = self.extensions.get("size", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        size = int(value) if value.isdigit() else 0
+        return size if size > 0 else None
 
     # -- life -------------------------------------------------------------------------------
 
