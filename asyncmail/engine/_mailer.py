@@ -330,8 +330,8 @@ class Mailer:
     ) -> ResultStream[M]:
         """Send a stream of messages; one SendResult per input, in completion order.
 
-        The input is consumed lazily through a bounded queue, so memory stays flat for
-        any number of messages. One message's failure never raises: it is a result.
+        The input is consumed lazily, a message only when a worker can send it (an async
+        iterable through a bounded queue), so memory stays flat for any number of messages. One message's failure never raises: it is a result.
         Use it as ``async for result in mailer.send_many(msgs)``, or, to keep its tasks
         in your own task, ``async with mailer.send_many(msgs) as results``.
 
@@ -341,7 +341,8 @@ class Mailer:
                 ``max_connections`` (round-robin: added up over the relays). With
                 PIPELINING a worker writes the next message's envelope behind the current
                 message's final dot, so up to twice this many messages can be on their way
-                at once.
+                at once; with CHUNKING (BDAT) each worker keeps up to ``chunking_window``
+                messages in flight.
             before_send: Called with each message right before its first transaction
                 starts (for a write-ahead journal). If it raises, that message is not
                 sent and ends FAILED, with the exception as the error's ``__cause__``.
