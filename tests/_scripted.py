@@ -38,9 +38,11 @@ class Conn:
     received: int = 0  # content bytes read so far in the current DATA or BDAT chunks
     rcpts: list[str] = field(default_factory=list)
     parts: list[bytes] = field(default_factory=list)  # BDAT chunks before the LAST
+    closing: bool = False  # a 421 was said: read nothing more
 
     def say(self, *lines: str) -> None:
         self.writer.write(b"".join(line.encode() + b"\r\n" for line in lines))
+        self.closing = self.closing or lines[-1].startswith("421")
 
 
 class ScriptedServer:
@@ -66,6 +68,7 @@ class ScriptedServer:
         self.rcpt_reply: Callable[[Conn, str], str] = lambda c, rcpt: "250 2.1.5 OK"
         self.mid_data: Callable[[Conn], Awaitable[None]] | None = None
         self.dot_reply: Callable[[Conn], str] = lambda c: "250 2.0.0 stored"
+        self.no_rcpt_reply: Callable[[Conn], str] = lambda c: "503 5.5.1 no valid recipients"
         self.after_dot: Callable[[Conn], Awaitable[bool]] | None = None
 
     def client_context(self) -> ssl.SSLContext:
@@ -141,6 +144,8 @@ class ScriptedServer:
             else:
                 conn.say("250 OK")
             await conn.writer.drain()
+            if conn.closing:  # (RFC 5321: the server closes after a 421)
+                return
 
     async def _data(self, conn: Conn, sender: str) -> None:
         chunks: list[bytes] = []
@@ -169,7 +174,7 @@ class ScriptedServer:
                 await self.mid_data(conn)
         if not conn.rcpts:
             conn.received, conn.parts = 0, []
-            conn.say("503 5.5.1 no valid recipients")
+            conn.say(self.no_rcpt_reply(conn))
             return False
         if not last:
             conn.say(f"250 2.0.0 {size} octets received")

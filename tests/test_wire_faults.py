@@ -21,6 +21,7 @@ from asyncmail import (
     Message,
     NotSupportedError,
     ProtocolError,
+    Rejected,
     RetryPolicy,
     Server,
     Status,
@@ -284,3 +285,37 @@ async def test_a_250_to_starttls_is_a_protocol_error_not_a_rejection() -> None:
                 await m.send(Message(sender="s@example.com", to=["a@example.net"], text="t"))
     assert caught.value.retryable
     assert server.messages == []
+
+
+async def test_a_421_after_every_rcpt_was_refused_stands_and_retries_only_what_was_behind_it() -> (
+    None
+):
+    """Postfix's error limit: a message's every RCPT refused (550), then its BDAT answered
+    421 and the session closed. Its refusal stands and it is not sent again; the messages
+    written behind it were never read, so they go again on a new connection, none UNKNOWN."""
+    async with ScriptedServer(chunking=True) as server:
+        server.rcpt_reply = lambda c, rcpt: (
+            "550 5.1.1 no such user" if rcpt.startswith("bad") else "250 2.1.5 OK"
+        )
+        server.no_rcpt_reply = lambda c: "421 4.7.0 Error: too many errors"
+        messages = [
+            Message(
+                sender="shop@example.com",
+                to=[f"{'bad' if i == 2 else 'u'}{i}@example.net"],
+                subject="s",
+                text="t",
+            )
+            for i in range(12)
+        ]
+        async with mailer(server, max_connections=1) as m:
+            results = [r async for r in m.send_many(messages, concurrency=1)]
+    assert went_by_bdat(server)
+    by_rcpt = {r.message.recipients[0]: r for r in results}
+    bad = by_rcpt.pop("bad2@example.net")
+    assert bad.status is Status.FAILED
+    assert bad.attempts == 1
+    assert isinstance(bad.error, Rejected)
+    assert bad.error.code == 550
+    assert {r.status for r in by_rcpt.values()} == {Status.DELIVERED}
+    assert all(server.copies(to) == 1 for to in by_rcpt)
+    assert server.connections == 2

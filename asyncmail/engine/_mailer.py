@@ -331,7 +331,8 @@ class Mailer:
         """Send a stream of messages; one SendResult per input, in completion order.
 
         The input is consumed lazily, a message only when a worker can send it (an async
-        iterable through a bounded queue), so memory stays flat for any number of messages. One message's failure never raises: it is a result.
+        iterable through a bounded queue), so memory stays flat for any number of
+        messages. One message's failure never raises: it is a result.
         Use it as ``async for result in mailer.send_many(msgs)``, or, to keep its tasks
         in your own task, ``async with mailer.send_many(msgs) as results``.
 

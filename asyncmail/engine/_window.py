@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+import anyio.lowlevel
+
 from .._exceptions import DeliveryError
 from ..smtp._bdat import Flight, collect, send
 from ..smtp._connection import Connection
@@ -141,6 +143,10 @@ class _Window(Generic[S]):
         """Put messages in flight until the window is full or none is ready."""
         driver, flights, queued = self.driver, self.flights, self.queued
         while self.writable and not self.ended and len(flights) < driver.window:
+            if flights:
+                # Let the loop read what has come first: replies a server sent before it
+                # closed (a 421) are lost to the reset that writing into its socket brings.
+                await anyio.lowlevel.checkpoint()
             if queued:
                 job: Job | None = queued.popleft()
             else:
@@ -157,7 +163,7 @@ class _Window(Generic[S]):
         more = await self.driver.settle(self.state, job, self.relay, attempt)
         if not attempt.reusable and not self.ended:
             self.ended = True
-            self.unread = attempt.error is not None and attempt.error.code == 421
+            self.unread = attempt.closing
         self.clean = not attempt.needs_rset
         if more:
             if self.ended or not self.writable:

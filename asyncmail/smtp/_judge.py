@@ -104,6 +104,8 @@ class Attempt:
     dropped it while idle. Retry at once on a fresh connection, not counted as an attempt."""
     end_data: bool = False
     """A pipelined DATA got 354 although the transaction failed: end it with an empty body."""
+    closing: bool = False
+    """The server answered 421: it closes the session and reads nothing after that reply."""
 
 
 def _ok(reply: Reply) -> bool:
@@ -217,7 +219,14 @@ def judge(x: Exchange) -> Attempt:
             if not still_open:  # every RCPT was refused already: they speak, as in rule 5
                 errors = list(refused.values())
                 error = next((e for e in errors if e.retryable), errors[0])
-            return Attempt(Status.FAILED, refused=refused, error=error, reusable=False, stale=stale)
+            return Attempt(
+                Status.FAILED,
+                refused=refused,
+                error=error,
+                reusable=False,
+                stale=stale,
+                closing=True,
+            )
     assert x.mail is not None
     end_data = x.data is not None and x.data.code == 354 and not content_wanted(x)
     if not _ok(x.mail):  # rule 4
