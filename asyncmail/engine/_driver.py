@@ -9,7 +9,9 @@ open, retries once on a fresh connection when a reused one turns out stale, chai
 next ready job behind the final dot (PIPELINING), and releases the connection, shielded,
 in a known state. A job that needs another attempt waits out its backoff in the same
 ``serve`` (so the messages in backoff are bounded by the workers), and closing the Mailer
-cuts that wait short. ``send()`` is a feed of one job.
+cuts that wait short. ``send()`` is a feed of one job. On a connection whose server offers
+CHUNKING and PIPELINING, a window of BDAT transactions (``asyncmail.engine._window``) takes
+the place of the DATA chain.
 
 Failover: a relay that fails in the handshake (connect, TLS, EHLO, AUTH, a refused greeting,
 a timeout before MAIL) is marked down and the next one is tried at once, without backoff;
