@@ -106,7 +106,8 @@ class ScriptedServer:
     async def session(self, conn: Conn) -> None:
         conn.say(self.greeting(conn))
         sender = ""
-        while line := await conn.reader.readline():
+        # (after a 421 the server reads nothing more, as RFC 5321 says)
+        while not conn.closing and (line := await conn.reader.readline()):
             command = line.decode().rstrip("\r\n")
             self.commands.append(command)
             verb = command[:4].upper()
@@ -144,8 +145,6 @@ class ScriptedServer:
             else:
                 conn.say("250 OK")
             await conn.writer.drain()
-            if conn.closing:  # (RFC 5321: the server closes after a 421)
-                return
 
     async def _data(self, conn: Conn, sender: str) -> None:
         chunks: list[bytes] = []

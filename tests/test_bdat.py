@@ -273,3 +273,30 @@ def test_the_url_switch_is_parsed_and_checked() -> None:
 def test_a_bad_window_is_a_config_error(window: object) -> None:
     with pytest.raises(ConfigError, match="chunking_window"):
         Mailer("smtp://127.0.0.1:25", chunking_window=window)  # type: ignore[arg-type]
+
+
+async def test_a_rate_limit_holds_the_window_and_every_message_still_goes_once() -> None:
+    async with CaptureServer(chunking=True) as server:
+        async with mailer_for(server, max_connections=1, rate_limit="200/s") as mailer:
+            results = await _send_all(mailer, 12)
+    assert {r.status for r in results.values()} == {Status.DELIVERED}
+    assert all(copies(server, rcpt) == 1 for rcpt in results)
+    assert all(m.chunks for m in server.messages)
+
+
+async def test_a_failing_write_ahead_hook_fails_its_message_and_the_window_goes_on() -> None:
+    def before_send(m: Message) -> None:
+        if "user3@example.net" in m.recipients:
+            raise RuntimeError("journal is full")
+
+    async with CaptureServer(chunking=True) as server:
+        async with mailer_for(server, max_connections=1) as mailer:
+            stream = mailer.send_many((message(i) for i in range(8)), before_send=before_send)
+            results = _by_recipient([r async for r in stream])
+    failed = results.pop("user3@example.net")
+    assert failed.status is Status.FAILED
+    assert "journal is full" in str(failed.error)
+    assert copies(server, "user3@example.net") == 0
+    assert {r.status for r in results.values()} == {Status.DELIVERED}
+    assert all(copies(server, rcpt) == 1 for rcpt in results)
+    assert server.connections_opened == 1
