@@ -3,9 +3,11 @@
 ``binascii.b2a_qp`` walks the body one octet at a time. Text bodies are mostly ASCII and
 often one long line (minified HTML, template output), so this encoder works on whole runs:
 ``bytes.replace`` for ``=``, ``translate`` and ``find`` for the runs of other octets that need
-escaping, one ``split`` to see whether any line needs more, and one ``findall`` per line
-longer than 76 characters to cut it into pieces that never split an ``=XX`` escape. Python
-code runs per escaped run and per line that needs work, not per octet.
+escaping, and a long line is cut on a grid of 75-character pieces (``struct`` slices them
+in C). Escapes are the only ``=`` in escaped text, so two extended slices of the line (the
+characters at offsets 73 and 74 of every piece) show at once whether an escape straddles a
+cut; only there does Python code move the grid. Python code runs per escaped run, per line
+that needs work and per cut that an escape moves, not per octet.
 
 The output is what ``b2a_qp(data, istext=True)`` means, not always the same octets: CRLF line
 ends stay hard line breaks, ``=``, controls, DEL and octets over 126 are escaped, a space or
@@ -18,17 +20,24 @@ back exactly.
 from __future__ import annotations
 
 import re
+import struct
 from binascii import hexlify
+from functools import lru_cache
 from itertools import repeat
 
 __all__ = ["encode_qp"]
 
-_MAX = 76  # characters a line, the soft break's "=" included
+_MAX = 76  # characters a line, the soft break's "=" included, the line end not
+_PIECE = 75  # characters before a soft break, unless an escape would straddle the cut
+_EQUALS = 61  # "="
+_GRID_BLOCK = 256  # pieces sliced by one cached struct
+_MAX_MOVES = 8  # cuts moved by escapes in one line before the regex takes over
 # A piece of a long line before a soft break: 75 characters, or 74 or 73 when an escape
 # would straddle the cut. Escapes are the only "=" in escaped text, and hex digits are
 # never "=", so an "=" among the last two characters is exactly a straddling escape.
 # Used on one line at a time, so "." (any octet, a fast skip in ``re``) never meets CRLF.
-_PIECE = re.compile(rb"(?s).{73}(?:[^=]{2}|[^=]?(?==))")
+# Only for lines dense with escapes, where the grid would move at most cuts.
+_PIECE_RE = re.compile(rb"(?s).{73}(?:[^=]{2}|[^=]?(?==))")
 # 1 for an octet to escape (after "=" became "=3D"): controls but tab, CR and LF, DEL and
 # octets over 126; 0 for the rest. ``translate`` then ``find`` locate runs at C speed.
 _MARKS = bytes(0 if 32 <= octet < 127 or octet in b"\t\r\n" else 1 for octet in range(256))
@@ -54,7 +63,11 @@ def encode_qp(data: bytes, *, crlf_only: bool = False) -> bytes:
             lines = data.split(b"\r\n")
             data = b"\r\n".join([_escape_runs(line, bare=True) for line in lines])
     data = _escape_runs(data)
-    lines = data.split(b"\n")  # after escaping, every LF ends a CRLF: lines end in CR
+    # After escaping, every LF ends a CRLF.
+    last = len(data) - 2 if data.endswith(b"\r\n") else len(data)
+    if data.find(b"\n", 0, last) < 0:  # one line (memchr: no pass of Python's own)
+        return _line(data, last)
+    lines = data.split(b"\n")  # lines end in CR
     lines[-1] += b"\r"  # the last too, for a moment
     if (
         max(map(len, lines)) <= _MAX + 1  # the CR included
@@ -62,7 +75,7 @@ def encode_qp(data: bytes, *, crlf_only: bool = False) -> bytes:
         and b".\r" not in lines
     ):
         return data  # the common case: nothing to do line by line
-    lines = [_line(line) for line in lines]
+    lines = [_line(line, len(line) - 1) for line in lines]
     lines[-1] = lines[-1][:-1]
     return b"\n".join(lines)
 
@@ -89,20 +102,69 @@ def _escape_runs(data: bytes, *, bare: bool = False) -> bytes:
     return b"".join(out)
 
 
-def _line(line: bytes) -> bytes:
-    """Finish one escaped line ending in CR: trailing white space, a lone dot, folding."""
-    end = len(line) - 1
+def _line(line: bytes, end: int) -> bytes:
+    """Finish one escaped line: trailing white space, a lone dot, folding.
+
+    ``line[:end]`` is the text, ``line[end:]`` its line end (CR, CRLF or nothing).
+    """
     if end and line[end - 1] in b" \t":
-        line = line[: end - 1] + (b"=20\r" if line[end - 1] == 32 else b"=09\r")
+        line = line[: end - 1] + (b"=20" if line[end - 1] == 32 else b"=09") + line[end:]
         end += 2
-    elif line == b".\r":
-        return b"=2E\r"
+    elif end == 1 and line[0] == 46:  # "."
+        return b"=2E" + line[1:]
     if end <= _MAX:
         return line
-    # Pieces from all but the last character, so at least one is left for the last
-    # piece, which is then at most 75 characters.
-    pieces = _PIECE.findall(line, 0, end - 1)
-    pieces.append(line[sum(map(len, pieces)) :])
-    if pieces[-1] == b".\r":
-        pieces[-1] = b"=2E\r"
-    return b"=\r\n".join(pieces)
+    return b"=\r\n".join(_pieces(line, end))
+
+
+def _pieces(line: bytes, end: int) -> list[bytes]:
+    """Cut ``line`` (text up to ``end``, then its line end) into pieces for soft breaks.
+
+    Every piece but the last has 73 to 75 characters and never ends inside an escape;
+    the last has at most 76 characters of text. Cuts go on a grid of 75 from the start
+    or from the last moved cut; an ``=`` at offset 73 or 74 of a piece moves that cut to
+    before it.
+    """
+    pieces: list[bytes] = []
+    pos = 0
+    moves = 0
+    while end - pos > _MAX:
+        count = (end - pos - 2) // _PIECE  # pieces to cut so that the rest is <= 76
+        stop = pos + count * _PIECE
+        at73 = line[pos + _PIECE - 2 : stop : _PIECE].find(_EQUALS)
+        at74 = line[pos + _PIECE - 1 : stop : _PIECE].find(_EQUALS)
+        if at73 < 0 and at74 < 0:
+            _grid(pieces, line, pos, count)
+            pos = stop
+            break
+        if at74 < 0 or 0 <= at73 < at74:
+            whole, cut = at73, _PIECE - 2
+        else:
+            whole, cut = at74, _PIECE - 1
+        if whole:
+            _grid(pieces, line, pos, whole)
+            pos += whole * _PIECE
+        pieces.append(line[pos : pos + cut])
+        pos += cut
+        moves += 1
+        if moves == _MAX_MOVES and end - pos > _MAX:  # dense escapes: let the regex cut
+            found = _PIECE_RE.findall(line, pos, end - 1)
+            pieces += found
+            pos += sum(map(len, found))
+            break
+    pieces.append(line[pos:])
+    return pieces
+
+
+def _grid(pieces: list[bytes], line: bytes, pos: int, count: int) -> None:
+    """Append ``count`` pieces of 75 characters of ``line`` from ``pos`` to ``pieces``."""
+    while count > _GRID_BLOCK:
+        pieces += _grid_struct(_GRID_BLOCK).unpack_from(line, pos)
+        pos += _GRID_BLOCK * _PIECE
+        count -= _GRID_BLOCK
+    pieces += _grid_struct(count).unpack_from(line, pos)
+
+
+@lru_cache(maxsize=_GRID_BLOCK)
+def _grid_struct(count: int) -> struct.Struct:
+    return struct.Struct(f"{_PIECE}s" * count)
