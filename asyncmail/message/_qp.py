@@ -31,17 +31,19 @@ _MAX = 76  # characters a line, the soft break's "=" included, the line end not
 _PIECE = 75  # characters before a soft break, unless an escape would straddle the cut
 _EQUALS = 61  # "="
 _GRID_BLOCK = 256  # pieces sliced by one cached struct
-_MAX_MOVES = 8  # cuts moved by escapes in one line before the regex takes over
-# A piece of a long line before a soft break: 75 characters, or 74 or 73 when an escape
-# would straddle the cut. Escapes are the only "=" in escaped text, and hex digits are
-# never "=", so an "=" among the last two characters is exactly a straddling escape.
-# Used on one line at a time, so "." (any octet, a fast skip in ``re``) never meets CRLF.
-# Only for lines dense with escapes, where the grid would move at most cuts.
-_PIECE_RE = re.compile(rb"(?s).{73}(?:[^=]{2}|[^=]?(?==))")
+_FEW_CUTS = 4  # up to this many cuts left in a line, the regex costs less than a grid
+_GRID_FROM = _MAX + _FEW_CUTS * _PIECE  # a line this long or shorter: no grid
+_MAX_MOVES = 8  # grids moved by escapes in one line before the regex takes over
+# The same cuts one by one, for a line with few cuts or dense escapes: a piece of 75
+# characters, or 73 or 74 when an "=" (an escape) is at offset 73 or 74, while at least
+# 77 characters are left (so the rest is at most 76). Used with ``endpos`` at the end of
+# the line's text, so "." (any octet, a fast skip in ``re``) never meets its line end.
+_CUTS = re.compile(rb"(?s)(?=.{77}).{73}(?:[^=]{2}|[^=]?(?==))")
 # 1 for an octet to escape (after "=" became "=3D"): controls but tab, CR and LF, DEL and
 # octets over 126; 0 for the rest. ``translate`` then ``find`` locate runs at C speed.
 _MARKS = bytes(0 if 32 <= octet < 127 or octet in b"\t\r\n" else 1 for octet in range(256))
 _SPACE_CR = (b" \r", b"\t\r")
+_LAST = frozenset((b" ", b"\t", b"."))  # a line's last character that may need work
 
 
 def encode_qp(data: bytes, *, crlf_only: bool = False) -> bytes:
@@ -75,7 +77,10 @@ def encode_qp(data: bytes, *, crlf_only: bool = False) -> bytes:
         and b".\r" not in lines
     ):
         return data  # the common case: nothing to do line by line
-    lines = [_line(line, len(line) - 1) for line in lines]
+    lines = [
+        _line(line, len(line) - 1) if len(line) > _MAX + 1 or line[-2:-1] in _LAST else line
+        for line in lines
+    ]
     lines[-1] = lines[-1][:-1]
     return b"\n".join(lines)
 
@@ -114,22 +119,32 @@ def _line(line: bytes, end: int) -> bytes:
         return b"=2E" + line[1:]
     if end <= _MAX:
         return line
-    return b"=\r\n".join(_pieces(line, end))
+    if end > _GRID_FROM:
+        return b"=\r\n".join(_pieces(line, end))
+    pieces = _CUTS.findall(line, 0, end)
+    pieces.append(line[sum(map(len, pieces)) :])
+    return b"=\r\n".join(pieces)
 
 
 def _pieces(line: bytes, end: int) -> list[bytes]:
     """Cut ``line`` (text up to ``end``, then its line end) into pieces for soft breaks.
 
     Every piece but the last has 73 to 75 characters and never ends inside an escape;
-    the last has at most 76 characters of text. Cuts go on a grid of 75 from the start
-    or from the last moved cut; an ``=`` at offset 73 or 74 of a piece moves that cut to
-    before it.
+    the last has at most 76 characters of text. Cuts go every 75 characters from the
+    start or from the last moved cut; an ``=`` at offset 73 or 74 of a piece moves that
+    cut to before it. Many cuts at once on a grid (see the module docstring) while they
+    are many and seldom moved; by a regex (``_CUTS``) otherwise.
     """
     pieces: list[bytes] = []
     pos = 0
     moves = 0
     while end - pos > _MAX:
         count = (end - pos - 2) // _PIECE  # pieces to cut so that the rest is <= 76
+        if count <= _FEW_CUTS or moves == _MAX_MOVES:
+            found = _CUTS.findall(line, pos, end)
+            pieces += found
+            pos += sum(map(len, found))
+            break
         stop = pos + count * _PIECE
         at73 = line[pos + _PIECE - 2 : stop : _PIECE].find(_EQUALS)
         at74 = line[pos + _PIECE - 1 : stop : _PIECE].find(_EQUALS)
@@ -147,11 +162,6 @@ def _pieces(line: bytes, end: int) -> list[bytes]:
         pieces.append(line[pos : pos + cut])
         pos += cut
         moves += 1
-        if moves == _MAX_MOVES and end - pos > _MAX:  # dense escapes: let the regex cut
-            found = _PIECE_RE.findall(line, pos, end - 1)
-            pieces += found
-            pos += sum(map(len, found))
-            break
     pieces.append(line[pos:])
     return pieces
 
