@@ -3,11 +3,12 @@
 ``binascii.b2a_qp`` walks the body one octet at a time. Text bodies are mostly ASCII and
 often one long line (minified HTML, template output), so this encoder works on whole runs:
 ``bytes.replace`` for ``=``, ``translate`` and ``find`` for the runs of other octets that need
-escaping, and a long line is cut on a grid of 75-character pieces (``struct`` slices them
-in C). Escapes are the only ``=`` in escaped text, so two extended slices of the line (the
-characters at offsets 73 and 74 of every piece) show at once whether an escape straddles a
-cut; only there does Python code move the grid. Python code runs per escaped run, per line
-that needs work and per cut that an escape moves, not per octet.
+escaping. A body of one line is cut on a grid of 75-character pieces (``struct`` slices
+them in C): escapes are the only ``=`` in escaped text, so two extended slices of the line
+(the characters at offsets 73 and 74 of every piece) show at once whether an escape
+straddles a cut, and only there does Python code move the grid. In a body of many lines,
+each line too long is cut by one regex ``findall``. Python code runs per escaped run, per
+line that needs work and per cut that an escape moves, not per octet.
 
 The output is what ``b2a_qp(data, istext=True)`` means, not always the same octets: CRLF line
 ends stay hard line breaks, ``=``, controls, DEL and octets over 126 are escaped, a space or
@@ -39,6 +40,9 @@ _MAX_MOVES = 8  # grids moved by escapes in one line before the regex takes over
 # 77 characters are left (so the rest is at most 76). Used with ``endpos`` at the end of
 # the line's text, so "." (any octet, a fast skip in ``re``) never meets its line end.
 _CUTS = re.compile(rb"(?s)(?=.{77}).{73}(?:[^=]{2}|[^=]?(?==))")
+# The same for a line that ends in CR, the rest of the line (its CR included) matched too:
+# ``findall`` gives the pieces to join with soft breaks, one C call per line.
+_LINE_CUTS = re.compile(rb"(?s)(?=.{78}).{73}(?:[^=]{2}|[^=]?(?==))|.+")
 # 1 for an octet to escape (after "=" became "=3D"): controls but tab, CR and LF, DEL and
 # octets over 126; 0 for the rest. ``translate`` then ``find`` locate runs at C speed.
 _MARKS = bytes(0 if 32 <= octet < 127 or octet in b"\t\r\n" else 1 for octet in range(256))
@@ -71,18 +75,28 @@ def encode_qp(data: bytes, *, crlf_only: bool = False) -> bytes:
         return _line(data, last)
     lines = data.split(b"\n")  # lines end in CR
     lines[-1] += b"\r"  # the last too, for a moment
-    if (
-        max(map(len, lines)) <= _MAX + 1  # the CR included
-        and not any(map(bytes.endswith, lines, repeat(_SPACE_CR)))
-        and b".\r" not in lines
-    ):
+    longest = max(map(len, lines))  # the CR included
+    if any(map(bytes.endswith, lines, repeat(_SPACE_CR))) or b".\r" in lines:
+        lines = [_line_end(line) if line[-2:-1] in _LAST else line for line in lines]
+        longest += 2  # at most (" " became "=20")
+    elif longest <= _MAX + 1:
         return data  # the common case: nothing to do line by line
-    lines = [
-        _line(line, len(line) - 1) if len(line) > _MAX + 1 or line[-2:-1] in _LAST else line
-        for line in lines
-    ]
+    if longest > _MAX + 1:
+        cut = _LINE_CUTS.findall
+        lines = [b"=\r\n".join(cut(line)) if len(line) > _MAX + 1 else line for line in lines]
     lines[-1] = lines[-1][:-1]
     return b"\n".join(lines)
+
+
+def _line_end(line: bytes) -> bytes:
+    """Escape the space or tab that ends a line (ending in CR), or a line that is "."."""
+    if line == b".\r":
+        return b"=2E\r"
+    if line[-2] == 32:  # " "
+        return line[:-2] + b"=20\r"
+    if line[-2] == 9:  # tab
+        return line[:-2] + b"=09\r"
+    return line
 
 
 def _escape_runs(data: bytes, *, bare: bool = False) -> bytes:
