@@ -8,6 +8,7 @@ import email.policy
 import os
 import quopri
 import re
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -78,9 +79,10 @@ def assert_well_formed(encoded: bytes) -> None:
 def assert_cut_late(encoded: bytes) -> None:
     """A soft break comes as late as it may: no more lines than folding needs."""
     assert b"=\r\n\r\n" not in encoded and not encoded.endswith(b"=\r\n")  # nothing left over
-    for line in encoded.split(b"\r\n"):
+    for line, after in pairwise(encoded.split(b"\r\n")):
         if line.endswith(b"="):  # the last character of a line before a soft break
             assert len(line) >= 74, line  # an escape moves the cut at most 2 earlier
+            assert len(line) - 1 + len(after) > 76, (line, after)  # one line would not do
 
 
 @PROPERTY
@@ -146,12 +148,13 @@ def test_examples(data: bytes, expected: bytes) -> None:
 @pytest.mark.parametrize("at", range(66, 84))
 @pytest.mark.parametrize("end", ["", "\r\n", " \r\n", "x"])
 def test_an_escape_at_every_offset_around_a_cut_stays_whole(piece: str, at: int, end: str) -> None:
-    for length in (at + 1, 150, 226, 400):
-        data = ("y" * at + piece + "y" * (length - at) + end).encode()
-        encoded = encode_qp(data)
-        assert_well_formed(encoded)
-        assert_cut_late(encoded)
-        assert binascii.a2b_qp(encoded) == data
+    for length in (at + 1, 150, 151, 226, 400):
+        line = ("y" * at + piece + "y" * (length - at) + end).encode()
+        for data in (line, b"a\r\n" + line, line + b"\r\n" + line):  # one line, many lines
+            encoded = encode_qp(data)
+            assert_well_formed(encoded)
+            assert_cut_late(encoded)
+            assert binascii.a2b_qp(encoded) == data
 
 
 @pytest.mark.parametrize(
