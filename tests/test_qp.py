@@ -8,6 +8,7 @@ import email.policy
 import os
 import quopri
 import re
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,6 +39,26 @@ texts = st.one_of(
         st.text(max_size=4),
     ),
 )
+
+# One long line (minified HTML, template output) with escapes, white space and dots put at
+# any offset, so that escapes land on and around every cut of the 75-character grid.
+_SPRINKLES = st.sampled_from(["=", "é", "张", "张三", " ", "\t", ".", "\x00", "==", "=" * 30])
+
+
+def _sprinkle(length: int, inserts: list[tuple[int, str]], end: str) -> str:
+    line = ["x"] * length
+    for at, piece in inserts:
+        line[at % length] = piece
+    return "".join(line) + end
+
+
+long_lines = st.builds(
+    _sprinkle,
+    st.integers(1, 1200),
+    st.lists(st.tuples(st.integers(0, 10**6), _SPRINKLES), max_size=40),
+    st.sampled_from(["", "\r\n", " ", "\t", " \r\n", "=", "张"]),
+)
+texts = st.one_of(texts, long_lines, st.lists(long_lines, max_size=4).map("\r\n".join))
 octets = st.one_of(st.binary(), texts.map(lambda t: t.encode("utf-8")))
 
 
@@ -55,11 +76,21 @@ def assert_well_formed(encoded: bytes) -> None:
     assert lines[-1] == b"" or not lines[-1].endswith(b"=")
 
 
+def assert_cut_late(encoded: bytes) -> None:
+    """A soft break comes as late as it may: no more lines than folding needs."""
+    assert b"=\r\n\r\n" not in encoded and not encoded.endswith(b"=\r\n")  # nothing left over
+    for line, after in pairwise(encoded.split(b"\r\n")):
+        if line.endswith(b"="):  # the last character of a line before a soft break
+            assert len(line) >= 74, line  # an escape moves the cut at most 2 earlier
+            assert len(line) - 1 + len(after) > 76, (line, after)  # one line would not do
+
+
 @PROPERTY
 @given(octets)
 def test_any_octets_encode_well_formed_and_decode_back_exactly(data: bytes) -> None:
     encoded = encode_qp(data)
     assert_well_formed(encoded)
+    assert_cut_late(encoded)
     assert binascii.a2b_qp(encoded) == data
     assert quopri.decodestring(encoded) == data
 
@@ -111,3 +142,38 @@ def test_it_means_what_binascii_means(text: str) -> None:
 )
 def test_examples(data: bytes, expected: bytes) -> None:
     assert encode_qp(data) == expected
+
+
+@pytest.mark.parametrize("piece", ["=", "é", "张", " ", "\t", "==", "张三"])
+@pytest.mark.parametrize("at", range(66, 84))
+@pytest.mark.parametrize("end", ["", "\r\n", " \r\n", "x"])
+def test_an_escape_at_every_offset_around_a_cut_stays_whole(piece: str, at: int, end: str) -> None:
+    for length in (at + 1, 150, 151, 226, 400):
+        line = ("y" * at + piece + "y" * (length - at) + end).encode()
+        for data in (line, b"a\r\n" + line, line + b"\r\n" + line):  # one line, many lines
+            encoded = encode_qp(data)
+            assert_well_formed(encoded)
+            assert_cut_late(encoded)
+            assert binascii.a2b_qp(encoded) == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\r\n",
+        b"=" * 3000,  # every character escaped: the cuts move on most pieces
+        "张".encode() * 1000 + b"\r\n",
+        bytes(range(256)) * 8,
+        b"x" * 75 * 300 + b"=\r\n",  # more pieces than one cached grid slices
+        (b"y" * 70 + b"==" + b"z" * 3) * 400,  # escapes on the cut, dense then sparse
+        b"x " * 2000 + b" \r\n" + b"\t" * 200,
+    ],
+    ids=["empty", "crlf", "all-equals", "all-cjk", "all-octets", "long", "cut", "spaces"],
+)
+def test_hard_inputs_encode_well_formed_and_decode_back(data: bytes) -> None:
+    for encoded in (encode_qp(data), encode_qp(crlf_lines(data), crlf_only=True)):
+        assert_well_formed(encoded)
+        assert_cut_late(encoded)
+    assert binascii.a2b_qp(encode_qp(data)) == data
+    assert quopri.decodestring(encode_qp(data)) == data

@@ -58,6 +58,11 @@ bodies = st.one_of(
     st.text(st.characters(blacklist_categories=["Cs"]), max_size=3000),
     st.text(st.sampled_from("ab \t.=\r\n\x00é中"), max_size=3000),
     st.builds(lambda n: "x" * n, st.integers(990, 2100)),
+    # One long line, as minified HTML and template output come, escapes anywhere in it.
+    st.lists(
+        st.sampled_from(['<p style="m:0">', "Thank you ", "张三", "=", "é", " ", "\t", "."]),
+        max_size=400,
+    ).map("".join),
 )
 filenames = st.text(
     st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]), min_size=1, max_size=90

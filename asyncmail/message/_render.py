@@ -76,7 +76,6 @@ __all__ = ["body_bytes", "crlf_lines", "current_date", "format_date", "render"]
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_HIGH_BYTES = bytes(range(0x80, 0x100))
 _MAX_LINE = 998
 _LINE = 78
 _B64_LINE = 76
@@ -275,15 +274,15 @@ def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
     if data.isascii() and b"\x00" not in data and _lines_fit(data):
         cte, encoded = "7bit", data
     else:
+        # Quoted-printable when it is no longer than base64. The hint settles mostly
+        # non-ASCII text without encoding it twice; otherwise the encoded length decides
+        # (counting the octets to escape would cost as much as encoding).
         size = len(data)
         b64_size = (size + 2) // 3 * 4 * (_B64_LINE + 2) // _B64_LINE
-        qp_size = size + size // 25  # soft breaks: about 3 octets per 75
-        if qp_size + 2 * high_at_least <= b64_size:  # not settled yet: count exactly
-            qp_size += 2 * (size - len(data.translate(None, _HIGH_BYTES)) + data.count(b"="))
-        else:
-            qp_size += 2 * high_at_least
-        if qp_size <= b64_size:
+        if size + 2 * high_at_least <= b64_size:
             cte, encoded = "quoted-printable", encode_qp(data, crlf_only=True)
+            if len(encoded) > b64_size:
+                cte, encoded = "base64", _base64_lines(data)
         else:
             cte, encoded = "base64", _base64_lines(data)
     return _TEXT_HEAD[subtype, cte], encoded
