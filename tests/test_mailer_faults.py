@@ -281,8 +281,17 @@ async def test_mixed_faults_give_one_result_per_input(send_path: SendPath) -> No
     assert by_to["user5@example.net"].attempts == 2
     assert by_to["user7@example.net"].status is Status.UNKNOWN
     delivered = [r for r in results if r.status is Status.DELIVERED]
-    assert len(delivered) == 17
-    assert len(server.messages) == 18  # 17 delivered + the unknown one the server did store
+    unknown = [r for r in results if r.status is Status.UNKNOWN]
+    if not send_path.chunking:
+        assert len(delivered) == 17
+        assert len(server.messages) == 18  # 17 delivered + the unknown one the server did store
+        return
+    # BDAT: what was written behind message 7 on its connection is UNKNOWN too (the window's
+    # cost, never stored: the server hung up first); every other message is delivered once
+    assert len(delivered) + len(unknown) == 18
+    assert all(copies(server, first_recipient(r)) == 1 for r in delivered)
+    assert copies(server, "user7@example.net") == 1
+    assert len(server.messages) == len(delivered) + 1
 
 
 async def test_a_drop_after_the_dot_on_one_connection_leaves_only_what_was_in_flight_unknown(
