@@ -26,7 +26,6 @@ from asyncmail import (
     Server,
     SMTPTimeoutError,
     Status,
-    Timeouts,
     TLSError,
     TLSMode,
     WrongEventLoopError,
