@@ -289,3 +289,23 @@ def test_a_mailer_used_in_a_second_event_loop_raises_a_clear_error(
             asyncio.run(many())
         assert srv.connections_opened == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_an_event_loop_that_cannot_watch_sockets_still_connects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows' proactor loop has no add_reader: the first connection is then not sniffed."""
+
+    def unsupported(*args: object) -> None:
+        raise NotImplementedError
+
+    loop = asyncio.get_running_loop()
+    try:
+        monkeypatch.setattr(loop, "add_reader", unsupported)
+    except AttributeError:
+        pytest.skip("this loop's methods cannot be replaced (uvloop)")
+    async with CaptureServer() as srv:
+        async with mailer_for(srv, timeouts=SHORT_TIMEOUTS) as mailer:
+            result = await mailer.send(message())
+    assert result.ok
+    assert result.attempts == 1

@@ -143,7 +143,8 @@ async def sniff_greeting(sock: socket.socket, server: Server, timeouts: Timeouts
     """Check the first connection to a server that never greeted, before aiosmtplib reads.
 
     Returns at once when the first bytes look like SMTP (or the server closed: that is
-    reported as usual); they are left unread.
+    reported as usual); they are left unread. On an event loop that cannot watch a socket
+    (``add_reader``: Windows' proactor loop) it returns at once, diagnosing nothing.
 
     Raises:
         TLSError: The port or the answer says implicit TLS (use ``smtps://``).
@@ -152,7 +153,10 @@ async def sniff_greeting(sock: socket.socket, server: Server, timeouts: Timeouts
             why (transient: a server may be slow to greet).
     """
     limit = min(timeouts.greeting, FIRST_GREETING)
-    data = await _peek(sock, limit)
+    try:
+        data = await _peek(sock, limit)
+    except NotImplementedError:  # a loop without add_reader (Windows' proactor): no sniffing
+        return
     if data is not None:
         error = hint_for(server.effective_port, data)
         if error is not None:
