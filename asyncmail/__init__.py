@@ -30,6 +30,7 @@ from ._exceptions import TemporaryFailure as TemporaryFailure
 from ._exceptions import TLSError as TLSError
 from ._exceptions import TransientError as TransientError
 from ._exceptions import UnknownOutcomeError as UnknownOutcomeError
+from ._exceptions import WrongEventLoopError as WrongEventLoopError
 from ._pool import PoolStatistics as PoolStatistics
 from .batch._recipients import BadRow as BadRow
 from .batch._recipients import Recipient as Recipient
@@ -122,6 +123,7 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "UnknownOutcomeError",
     "UnsubscribeRequest",
     "UnsubscribeTokens",
+    "WrongEventLoopError",
     "__version__",
     "is_one_click",
     "read_recipients",

@@ -7,6 +7,7 @@
     ├── ConfigError (ValueError)         bad Mailer/Server options or URL
     ├── InvalidToken (ValueError)        an unsubscribe token is forged, damaged or expired
     ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
+    ├── WrongEventLoopError (RuntimeError) the Mailer was used in another event loop
     ├── OutboxError                      the outbox's store is unreachable, corrupt or foreign
     └── DeliveryError                    a message was not delivered; carries its SendResult
         ├── TransientError               a retry may help
@@ -72,6 +73,7 @@ __all__ = [
     "TemporaryFailure",
     "TransientError",
     "UnknownOutcomeError",
+    "WrongEventLoopError",
     "broken_error",
     "error_for_reply",
     "parse_enhanced_code",
@@ -112,6 +114,15 @@ class InvalidToken(MailError, ValueError):
 
 class MailerClosedError(MailError, RuntimeError):
     """The Mailer (or pool) was used after it was closed."""
+
+
+class WrongEventLoopError(MailError, RuntimeError):
+    """The Mailer was used in an event loop other than the one it was opened in.
+
+    Its connections, locks and tasks belong to that loop (each ``asyncio.run()`` makes a
+    new one). Create the Mailer inside the event loop that uses it: for one-off sends
+    from synchronous code, one ``asyncio.run()`` per call with a fresh Mailer inside it.
+    """
 
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")

@@ -99,6 +99,9 @@ class Pool:
         # to what it accepted, and raised again by one every CAP_PROBE seconds
         self._cap = limits.max_connections
         self._cap_changed = 0.0
+        # until a connection has greeted, a silent greeting is diagnosed, not waited for
+        # (a wrong port or TLS mode: asyncmail.smtp._sniff)
+        self._greeted = False
         # Where connections say QUIT off the caller's path: the Mailer's task group while
         # it is open. Without one, the caller waits for the QUIT itself.
         self.background: TaskGroup | None = None
@@ -222,9 +225,14 @@ class Pool:
         with anyio.CancelScope() as scope:
             self._opening[conn] = scope
             try:
-                await conn.open()
+                await conn.open(first=not self._greeted)
+            except DeliveryError as exc:
+                if exc.code is not None or exc.phase not in (Phase.CONNECT, Phase.GREETING):
+                    self._greeted = True  # (it answered: a refusal, or a later step failed)
+                raise
             finally:
                 del self._opening[conn]
+            self._greeted = True
         if scope.cancelled_caught:
             raise MailerClosedError("the Mailer was closed while connecting")
         return conn

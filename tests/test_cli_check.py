@@ -113,6 +113,15 @@ def test_check_of_an_untrusted_certificate_fails_at_tls() -> None:
     assert "CERTIFICATE_VERIFY_FAILED" in output
 
 
+def test_check_of_an_implicit_tls_port_with_smtp_says_to_use_smtps() -> None:
+    with CaptureServer(tls="implicit").run_in_thread() as relay:
+        url = f"smtp://127.0.0.1:{relay.port}?tls=starttls"
+        code, output = invoke("check", url, "--timeout", "1")
+    assert code == 1, output
+    assert output.splitlines()[-1].startswith("TLS: FAILED: ")
+    assert "this looks like TLS: use smtps://" in output
+
+
 def test_check_of_a_server_that_refuses_at_greeting_shows_the_reply() -> None:
     faults = [Fault.reply("greeting", 554, "5.3.2 no service here")]
     with CaptureServer(faults=faults).run_in_thread() as relay:

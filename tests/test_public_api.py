@@ -35,3 +35,8 @@ def test_every_exception_derives_from_mail_error() -> None:
 
 def test_message_error_is_a_value_error() -> None:
     assert issubclass(asyncmail.MessageError, ValueError)
+
+
+def test_wrong_event_loop_error_is_api_misuse_not_a_delivery_failure() -> None:
+    assert issubclass(asyncmail.WrongEventLoopError, RuntimeError)
+    assert not issubclass(asyncmail.WrongEventLoopError, asyncmail.DeliveryError)

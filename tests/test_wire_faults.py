@@ -265,13 +265,17 @@ async def test_eight_bit_content_declares_body_8bitmime_when_offered() -> None:
 
 
 async def test_a_garbled_greeting_is_a_transient_protocol_error_and_is_retried() -> None:
-    """Bug 14: an HTTP error page where the greeting should be is no permanent 5xx."""
+    """Bug 14: an HTTP error page where the greeting should be is no permanent 5xx, from a
+    relay that greeted before (on the very first connection it says "not an SMTP server":
+    tests/test_fast_failure.py)."""
     async with ScriptedServer() as server:
         server.greeting = lambda conn: (
-            "HTTP/1.1 400 Bad Request" if conn.number == 1 else "220 scripted ESMTP"
+            "HTTP/1.1 400 Bad Request" if conn.number == 2 else "220 scripted ESMTP"
         )
-        async with mailer(server) as m:
+        async with mailer(server, max_messages_per_connection=1) as m:
+            first = await m.send(Message(sender="s@example.com", to=["a@example.net"], text="t"))
             result = await m.send(Message(sender="s@example.com", to=["a@example.net"], text="t"))
+    assert first.attempts == 1
     assert result.status is Status.DELIVERED
     assert result.attempts == 2
 

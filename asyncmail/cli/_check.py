@@ -50,7 +50,7 @@ async def run_check(url: str, *, connect_timeout: float, echo: Callable[[str], N
 
     timeouts = Timeouts(connect=connect_timeout, greeting=connect_timeout, command=connect_timeout)
     try:
-        session = await handshake(server, timeouts, transcript=transcript)
+        session = await handshake(server, timeouts, transcript=transcript, first=True)
     except DeliveryError as error:
         echo(_failure(error, server))
         return 1

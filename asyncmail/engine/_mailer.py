@@ -14,6 +14,7 @@ Each message ends with exactly one SendResult, through the one session driver
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
@@ -42,6 +43,7 @@ from .._exceptions import (
     MailerClosedError,
     SendResult,
     Status,
+    WrongEventLoopError,
 )
 from .._pool import Pool, PoolStatistics
 from ..dkim._signer import DKIM, signers_of
@@ -235,12 +237,14 @@ class Mailer:
         )
         self._task_group: TaskGroup | None = None
         self._state = "new"
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened in
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise MailerClosedError("a Mailer can be entered once; create a new one")
+        self._loop = asyncio.get_running_loop()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         for pool in self._pools:
@@ -292,6 +296,9 @@ class Mailer:
     def _check_open(self) -> None:
         if self._state == "closed":
             raise MailerClosedError("the Mailer is closed")
+        loop = self._loop
+        if loop is not _running_loop() and loop is not None:
+            raise _wrong_loop()
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -369,6 +376,7 @@ class Mailer:
         """
         if self._state != "open":
             raise MailerClosedError("the Mailer is not open: use it in 'async with'")
+        self._check_open()
         return self._driver
 
     def _max_connections(self) -> int:
@@ -401,6 +409,18 @@ class Mailer:
             f"delivered={s.delivered} failed={s.failed} unknown={s.unknown} "
             f"pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} busy/idle/max>"
         )
+
+
+#: The running event loop, or None outside one (where ``get_running_loop`` raises).
+_running_loop = asyncio._get_running_loop  # noqa: SLF001
+
+
+def _wrong_loop() -> WrongEventLoopError:
+    return WrongEventLoopError(
+        "this Mailer was opened in another event loop (each asyncio.run() makes a new one) "
+        "and cannot be used in this one: create the Mailer inside the event loop that uses "
+        "it; from synchronous code, call asyncio.run() per send with a fresh Mailer inside"
+    )
 
 
 def _added(pools: Iterable[PoolStatistics]) -> PoolStatistics:

@@ -96,13 +96,15 @@ class Connection:
 
     # -- life -------------------------------------------------------------------------------
 
-    async def open(self, transcript: Transcript | None = None) -> None:
+    async def open(self, transcript: Transcript | None = None, *, first: bool = False) -> None:
         """Connect, secure, greet and authenticate (see ``handshake``).
+
+        ``first``: the server never greeted this pool yet (see ``handshake``).
 
         Raises:
             DeliveryError: A mapped failure; the connection is closed.
         """
-        session = await handshake(self.server, self.timeouts, transcript=transcript)
+        session = await handshake(self.server, self.timeouts, transcript=transcript, first=first)
         self._client = session.client
         self.extensions = session.extensions
         self.wire = Wire(session.transport)

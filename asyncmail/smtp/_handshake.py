@@ -36,6 +36,7 @@ from .._exceptions import (
     TransientError,
     error_for_reply,
 )
+from ._sniff import sniff_greeting, tls_version_hint
 
 __all__ = ["Handshake", "Transcript", "handshake", "map_error"]
 
@@ -120,7 +121,9 @@ def map_error(exc: BaseException, phase: Phase) -> DeliveryError:
         return exc
     tls_failure = _ssl_cause(exc)
     if tls_failure is not None:
-        return TLSError(f"TLS failed: {tls_failure}", phase=phase)
+        reason = getattr(tls_failure, "reason", None)  # (unset on one made by hand)
+        hint = tls_version_hint(reason) if phase is Phase.GREETING else ""
+        return TLSError(f"TLS failed: {hint or tls_failure}", phase=phase)
     if isinstance(exc, smtp_errors.SMTPResponseException):
         return _reply_error(exc, phase)
     if isinstance(exc, smtp_errors.SMTPRecipientsRefused):
@@ -142,7 +145,11 @@ def map_error(exc: BaseException, phase: Phase) -> DeliveryError:
 
 
 async def handshake(
-    server: Server, timeouts: Timeouts, *, transcript: Transcript | None = None
+    server: Server,
+    timeouts: Timeouts,
+    *,
+    transcript: Transcript | None = None,
+    first: bool = False,
 ) -> Handshake:
     """Connect, secure, greet and authenticate.
 
@@ -150,6 +157,9 @@ async def handshake(
         server: Where, and how.
         timeouts: ``connect``, ``greeting`` and ``command`` apply.
         transcript: Told what each step found, as it goes.
+        first: The server never greeted us yet: a plaintext connection that gets no
+            greeting soon is diagnosed (wrong port or TLS mode) instead of waited for
+            (``asyncmail.smtp._sniff``).
 
     Raises:
         DeliveryError: A mapped failure; the socket is closed.
@@ -162,6 +172,8 @@ async def handshake(
         sock = await _connect_socket(server, timeouts)
         phase = Phase.GREETING
         implicit = server.tls_mode is TLSMode.IMPLICIT
+        if first and not implicit:
+            await sniff_greeting(sock, server, timeouts)
         client = aiosmtplib.SMTP(
             hostname=server.host,
             local_hostname=server.local_hostname or await _ehlo_name(sock),
