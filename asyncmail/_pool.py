@@ -26,6 +26,7 @@ from ._exceptions import (
     TemporaryFailure,
 )
 from .smtp._connection import Connection, ConnState
+from .smtp._sniff import LateGreeting
 
 __all__ = ["Pool", "PoolStatistics"]
 
@@ -227,7 +228,8 @@ class Pool:
             try:
                 await conn.open(first=not self._greeted)
             except DeliveryError as exc:
-                if exc.code is not None or exc.phase not in (Phase.CONNECT, Phase.GREETING):
+                answered = exc.code is not None or isinstance(exc, LateGreeting)
+                if answered or exc.phase not in (Phase.CONNECT, Phase.GREETING):
                     self._greeted = True  # (it answered: a refusal, or a later step failed)
                 raise
             finally:

@@ -26,10 +26,12 @@ from asyncmail import (
     Server,
     SMTPTimeoutError,
     Status,
+    Timeouts,
     TLSError,
     TLSMode,
     WrongEventLoopError,
 )
+from asyncmail.smtp import _sniff
 from asyncmail.smtp._sniff import hint_for, sanitised
 from asyncmail.testing import CaptureServer, Fault
 
@@ -104,11 +106,12 @@ async def never_speaks(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 @contextlib.asynccontextmanager
-async def counting_proxy(port: int) -> AsyncIterator[RawServer]:
+async def counting_proxy(port: int, *, slow_start: float = 0.0) -> AsyncIterator[RawServer]:
     """Forward to 127.0.0.1:``port`` and count connections (a TLS server counts only the
-    handshakes that succeed)."""
+    handshakes that succeed). ``slow_start``: hold the server's first bytes that long."""
 
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: float = 0) -> None:
+        await asyncio.sleep(hold)
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
                 dst.write(data)
@@ -117,7 +120,7 @@ async def counting_proxy(port: int) -> AsyncIterator[RawServer]:
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, slow_start))
 
     async with raw_server(forward) as proxy:
         yield proxy
@@ -309,3 +312,19 @@ async def test_an_event_loop_that_cannot_watch_sockets_still_connects(
             result = await mailer.send(message())
     assert result.ok
     assert result.attempts == 1
+
+
+async def test_a_server_that_greets_after_the_first_limit_is_waited_for_next_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow greeting that answers the probe's TLS hello is an SMTP server, not a wrong
+    setting: that connection is spoilt, but the next one waits the whole greeting timeout."""
+    monkeypatch.setattr(_sniff, "FIRST_GREETING", 0.2)
+    timeouts = Timeouts(connect=5, greeting=3, command=2, data_start=2, data_transfer=5)
+    async with CaptureServer() as srv, counting_proxy(srv.port, slow_start=0.3) as proxy:
+        server = Server(host="127.0.0.1", port=proxy.port, tls=TLSMode.NONE)
+        async with Mailer(server, timeouts=timeouts, retry=NO_WAIT_RETRY) as mailer:
+            result = await mailer.send(message())
+    assert result.ok
+    assert result.attempts == 2  # the spoilt first connection, then a normal one
+    assert proxy.connections == 2

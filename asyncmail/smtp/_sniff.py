@@ -21,7 +21,7 @@ import ssl
 from .._config import Server, Timeouts
 from .._exceptions import DeliveryError, PermanentError, Phase, SMTPTimeoutError, TLSError
 
-__all__ = ["FIRST_GREETING", "hint_for", "sniff_greeting", "tls_version_hint"]
+__all__ = ["FIRST_GREETING", "LateGreeting", "hint_for", "sniff_greeting", "tls_version_hint"]
 
 #: Seconds the first connection to a server that never greeted waits for the greeting (or
 #: the greeting timeout, when shorter). Above sendmail's usual ``greet_pause`` (5 s).
@@ -30,6 +30,14 @@ FIRST_GREETING = 10.0
 PROBE_WAIT = 2.0
 _PEEK = 64
 _PLAIN_SMTP_FIRST = "the server speaks plain SMTP first: use smtp:// (STARTTLS), usually port 587"
+
+
+class LateGreeting(SMTPTimeoutError):
+    """The server greeted, but only after the first-greeting limit: it is an SMTP server.
+
+    This connection is spoilt (the TLS hello went to it); the next one waits the whole
+    greeting timeout, as for any server that has greeted.
+    """
 
 
 def looks_like_tls(data: bytes) -> bool:
@@ -166,6 +174,12 @@ async def sniff_greeting(sock: socket.socket, server: Server, timeouts: Timeouts
     if error is not None:
         raise error
     answer = await _probe(sock, min(PROBE_WAIT, limit))
+    if answer and looks_like_smtp(answer):  # a slow greeting, not a wrong setting
+        raise LateGreeting(
+            f"the first connection to {server.display} got its greeting only after "
+            f"{limit:g} s; the next one waits the whole greeting timeout",
+            phase=Phase.GREETING,
+        )
     error = hint_for(server.effective_port, answer)
     if error is not None:
         raise error
