@@ -250,8 +250,15 @@ class Pool:
         refused = isinstance(error, ConnectError) or (
             isinstance(error, TemporaryFailure) and error.phase is Phase.GREETING
         )
-        if not refused or open_now == 0:
+        if not refused:
             return False
+        if open_now == 0:
+            # The server answered 421 while other connections were still opening: they may
+            # be the ones it took (Exim counts a connection until its process ends). Wait
+            # for them with the cap at one, so the attempts after this go one at a time.
+            if not (isinstance(error, TemporaryFailure) and self._connecting):
+                return False
+            open_now = 1
         if open_now < self._cap:
             logger.warning(
                 "%s refused connection %d (%s); using %d connection(s)",

@@ -15,8 +15,10 @@ from asyncmail import (
     PoolTimeout,
     RetryPolicy,
     SendResult,
+    Server,
     Status,
     Timeouts,
+    TLSMode,
 )
 from asyncmail.testing import CaptureServer, Fault
 
@@ -431,3 +433,58 @@ async def test_a_queued_acquire_cancelled_before_a_hand_over_raises_cancelled_an
         again = await pool.acquire()  # and the pool serves the next one
         await pool.release(again, reusable=True)
         await pool.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _one_connection_per_host(port: int, slow_greeting: float) -> AsyncIterator[list[int]]:
+    """A front for the capture server that takes one connection at a time, as Exim's
+    ``smtp_accept_max_per_host = 1`` does: the one it takes greets ``slow_greeting`` late,
+    and any other that comes meanwhile gets 421 at once. Yields [taken, refused]."""
+    counts = [0, 0]
+    busy = False
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy
+        if busy:
+            counts[1] += 1
+            writer.write(b"421 4.7.0 Too many concurrent SMTP connections from this IP\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        busy = True
+        counts[0] += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.sleep(slow_greeting)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            busy = False
+
+    front = await asyncio.start_server(handle, "127.0.0.1", 0)
+    counts.append(front.sockets[0].getsockname()[1])
+    try:
+        yield counts
+    finally:
+        front.close()
+        await front.wait_closed()
+
+
+async def test_a_421_while_the_accepted_connection_is_still_opening_waits_for_it() -> None:
+    """At a cold start the server takes one connection and refuses the others before the
+    one it took has greeted: nothing is open yet, but the refusals still mean "not one more",
+    so the messages wait for that connection instead of failing."""
+    async with CaptureServer() as server, _one_connection_per_host(server.port, 0.2) as front:
+        target = Server(host="127.0.0.1", port=front[2], tls=TLSMode.NONE)
+        async with Mailer(target, max_connections=4, retry=RetryPolicy(attempts=1)) as m:
+            results = [r async for r in m.send_many((message(i) for i in range(12)), concurrency=4)]
+    assert [r.status for r in results] == [Status.DELIVERED] * 12
+    assert all(r.attempts == 1 for r in results)
+    assert front[1] >= 1  # the server did refuse some
+    assert len(server.messages) == 12
