@@ -37,6 +37,37 @@ def test_display_name_is_stripped_and_whitespace_runs_collapse() -> None:
     assert parse_address((" Ann \t  Lee ", "a@example.com"), "to").name == "Ann Lee"
 
 
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("a@example.org", "b@example.org"),
+        ("a@example.org", "a@example.org"),
+        (" a@example.org ", "b@example.org"),
+        ("用户@例え.jp", "b@example.org"),
+    ],
+)
+def test_a_pair_whose_name_is_an_address_is_refused_as_ambiguous(pair: tuple[str, str]) -> None:
+    """("a@…", "b@…") reads as two recipients to a person and as one named one to the
+    parser: silently dropping a recipient is the worst outcome, so it is an error."""
+    with pytest.raises(MessageError, match="ambiguous") as caught:
+        parse_addresses(pair, "to")
+    assert "pass a list" in str(caught.value)
+    assert "Address(name, address)" in str(caught.value)
+    with pytest.raises(MessageError, match="ambiguous"):
+        parse_addresses([pair], "cc")
+
+
+@pytest.mark.parametrize("name", ["Bob", "Bob at example.org", "@bob", "张三", "bob@"])
+def test_a_pair_whose_name_is_not_an_address_stays_one_named_recipient(name: str) -> None:
+    assert parse_addresses((name, "b@example.org"), "to") == (Address(name, "b@example.org"),)
+
+
+def test_an_address_named_with_itself_is_written_with_address() -> None:
+    named = Address("bob@example.org", "bob@example.org")
+    assert parse_addresses(named, "to") == (named,)
+    assert parse_addresses([named, "c@example.org"], "to")[0] == named
+
+
 def test_a_list_keeps_order_and_a_tuple_is_one_pair() -> None:
     assert [a.addr for a in parse_addresses(["a@x.com", ("B", "b@x.com")], "to")] == [
         "a@x.com",

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from asyncmail import (
+    Address,
     ConfigError,
     Mailer,
     MailerClosedError,
@@ -378,6 +379,20 @@ def test_messages_keep_their_message_id_through_the_store() -> None:
     assert isinstance(back, Message)
     assert back == msg  # every field, the Message-ID and Date included
     assert back.bcc == msg.bcc
+
+
+def test_a_recipient_named_with_its_own_address_reads_back_from_the_store() -> None:
+    from asyncmail.engine._job import Job
+    from asyncmail.outbox._codec import encode, read
+
+    named = Address("bob@example.org", "bob@example.org")
+    msg = message(1, to=[named], sender=Address("shop@example.com", "shop@example.com"))
+    job = Job.of(msg)
+    content = job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
+    back = read(encode(msg, job.envelope, content)).message()
+    assert back == msg
+    assert isinstance(back, Message)
+    assert back.to == (named,)
 
 
 def test_list_headers_survive_the_store_and_older_payloads_still_read_back() -> None:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncmail import BadRow, ConfigError, Recipient, read_recipients
+from asyncmail import Address, BadRow, ConfigError, Message, Recipient, read_recipients
 from asyncmail.batch._recipients import count_rows
 
 
@@ -158,3 +158,17 @@ def test_any_csv_written_by_a_spreadsheet_reads_back_cell_for_cell(
         assert isinstance(row, Recipient)
         assert row.variables["note"] == note
         assert row.variables["name"] == name
+
+
+def test_a_row_whose_name_is_its_address_gives_one_named_recipient(tmp_path: Path) -> None:
+    """A name column holding the address itself (a common export) is one recipient, not an
+    ambiguous pair: rows become Address values, never (name, address) tuples."""
+    path = tmp_path / "list.csv"
+    path.write_text("email,name\nbob@example.org,bob@example.org\nann@example.org,Ann\n")
+    rows = [r for r in read_recipients(path) if isinstance(r, Recipient)]
+    assert [r.address for r in rows] == [
+        Address("bob@example.org", "bob@example.org"),
+        Address("Ann", "ann@example.org"),
+    ]
+    message = Message(sender="shop@example.com", to=rows[0].address, text="hi")
+    assert message.recipients == ("bob@example.org",)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._exceptions import ConfigError
+from ..message._address import Address
 
 __all__ = ["BadRow", "Recipient", "count_rows", "read_recipients"]
 
@@ -48,6 +49,11 @@ class Recipient:
     email: str
     name: str | None = None
     variables: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str | Address:
+        """The recipient as a Message takes it: named when the row has a name."""
+        return Address(self.name, self.email) if self.name else self.email
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

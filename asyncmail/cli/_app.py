@@ -340,7 +340,7 @@ def _dry_run(
         reason = item.reason if isinstance(item, BadRow) else None
         if reason is None and not isinstance(item, BadRow):
             try:
-                address = (item.name, item.email) if item.name else item.email
+                address = item.address
                 template.render(sender=sender, to=address, variables=item.variables)
             except MessageError as exc:
                 reason = str(exc)

@@ -152,10 +152,6 @@ def outbox_marker(report: Path) -> Path:
     return report.with_name(report.name + ".outbox")
 
 
-def _address(recipient: Recipient) -> str | tuple[str, str]:
-    return (recipient.name, recipient.email) if recipient.name else recipient.email
-
-
 def check_first_row(recipients: Path, template: Template, sender: str) -> int:
     """Render the first usable row, so a template error stops the batch before any mail.
 
@@ -168,7 +164,7 @@ def check_first_row(recipients: Path, template: Template, sender: str) -> int:
     for item in read_recipients(recipients):
         if isinstance(item, Recipient):
             try:
-                template.render(sender=sender, to=_address(item), variables=item.variables)
+                template.render(sender=sender, to=item.address, variables=item.variables)
             except MessageError as exc:
                 raise BatchUsageError(f"row {item.row} ({item.email}): {exc}") from None
             return item.row
@@ -311,7 +307,7 @@ class _Run:
                     continue
             try:
                 message = options.template.render(
-                    sender=options.sender, to=_address(item), variables=item.variables
+                    sender=options.sender, to=item.address, variables=item.variables
                 )
             except MessageError as exc:
                 self._fail(item, who.occurrence, str(exc))

@@ -135,7 +135,7 @@ async def _enqueue(
             if await outbox.status(key) is not None:
                 counts.existing += 1
                 continue
-            address = (item.name, item.email) if item.name else item.email
+            address = item.address
             try:
                 message = options.template.render(
                     sender=options.sender, to=address, variables=item.variables

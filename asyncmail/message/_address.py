@@ -203,6 +203,12 @@ def _parse(value: object, field: str) -> Address:
         name, addr = value
         check_text(name, field)
         check_text(addr, field)
+        if "@" in name and _is_addr_spec(name, field):
+            raise MessageError(
+                f"{field}: {value!r} is ambiguous: a 2-tuple is one (name, address) pair, and "
+                f"{name!r} is an address itself. For two recipients pass a list "
+                f"[{name!r}, {addr!r}]; for a named one, Address(name, address)"
+            )
     elif isinstance(value, Address):
         name, addr = check_text(value.name, field), check_text(value.addr, field)
     else:
@@ -213,6 +219,15 @@ def _parse(value: object, field: str) -> Address:
 
 
 _parse_sender = lru_cache(maxsize=256)(_parse)
+
+
+def _is_addr_spec(text: str, field: str) -> bool:
+    """Whether ``text`` (a display name given in a pair) is an address by itself."""
+    try:
+        validate_addr_spec(text.strip(), field)
+    except MessageError:
+        return False
+    return True
 
 
 def parse_addresses(value: object, field: str) -> tuple[Address, ...]:

@@ -177,11 +177,11 @@ def read(payload: bytes) -> Stored:
 
 def _message(fields: dict[str, Any]) -> Message:
     return Message(
-        sender=tuple(fields["sender"]),
-        to=[tuple(a) for a in fields["to"]],
-        cc=[tuple(a) for a in fields["cc"]],
-        bcc=[tuple(a) for a in fields["bcc"]],
-        reply_to=[tuple(a) for a in fields["reply_to"]],
+        sender=Address(*fields["sender"]),
+        to=[Address(*a) for a in fields["to"]],
+        cc=[Address(*a) for a in fields["cc"]],
+        bcc=[Address(*a) for a in fields["bcc"]],
+        reply_to=[Address(*a) for a in fields["reply_to"]],
         subject=fields["subject"],
         text=fields["text"],
         html=fields["html"],
