@@ -125,6 +125,17 @@ def mailer_for(
     return Mailer(target, **options)
 
 
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: float = 0) -> None:
+    """Copy ``src`` to ``dst`` until it ends, then close ``dst`` (for small test proxies);
+    ``hold``: wait that long before the first byte."""
+    await asyncio.sleep(hold)
+    with contextlib.suppress(ConnectionError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.close()
+
+
 def first_recipient(result: SendResult[Any]) -> str:
     """The first envelope recipient of the ``Message`` a result is about."""
     assert isinstance(result.message, Message)

@@ -35,7 +35,7 @@ from asyncmail.smtp import _sniff
 from asyncmail.smtp._sniff import hint_for, sanitised
 from asyncmail.testing import CaptureServer, Fault
 
-from ._support import NO_WAIT_RETRY, SHORT_TIMEOUTS, mailer_for, message
+from ._support import NO_WAIT_RETRY, SHORT_TIMEOUTS, mailer_for, message, pipe
 
 #: A TLS alert record (fatal, unexpected_message): what a TLS port says to a non-hello.
 TLS_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x0A])
@@ -109,14 +109,6 @@ async def never_speaks(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 async def counting_proxy(port: int, *, slow_start: float = 0.0) -> AsyncIterator[RawServer]:
     """Forward to 127.0.0.1:``port`` and count connections (a TLS server counts only the
     handshakes that succeed). ``slow_start``: hold the server's first bytes that long."""
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: float = 0) -> None:
-        await asyncio.sleep(hold)
-        with contextlib.suppress(ConnectionError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
 
     async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)

@@ -22,7 +22,7 @@ from asyncmail import (
 )
 from asyncmail.testing import CaptureServer, Fault
 
-from ._support import first_recipient, mailer_for, message
+from ._support import first_recipient, mailer_for, message, pipe
 
 
 async def test_a_warm_pool_reuses_one_connection_for_sequential_sends() -> None:
@@ -442,13 +442,6 @@ async def _one_connection_per_host(port: int, slow_greeting: float) -> AsyncIter
     and any other that comes meanwhile gets 421 at once. Yields [taken, refused]."""
     counts = [0, 0]
     busy = False
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal busy
