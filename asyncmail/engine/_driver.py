@@ -55,6 +55,7 @@ from ..smtp._throttle import says_too_fast
 from ..smtp._transaction import Prepared, prepare, reset, run
 from ._job import BeforeSend, Job, Sign
 from ._ledger import Ledger, Signal
+from ._outcome_log import log_outcome
 from ._ratelimit import Limiter
 from ._relays import Relays, RelayState, fails_over
 from ._retry import backoff_delay, may_retry
@@ -456,6 +457,7 @@ class Driver:
     async def _finish(self, state: _Run, job: Job, *, shutdown: bool = False) -> None:
         state.held.discard(job)
         result = self.ledger.finish(job.result(shutdown=shutdown))
+        log_outcome(result)
         relay = job.relay
         if relay is not None:
             relay.counts[result.status] += 1
