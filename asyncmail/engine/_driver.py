@@ -399,7 +399,9 @@ class Driver:
         """The job's next transaction on ``conn``, or the Attempt that ends it before I/O."""
         envelope = job.envelope
         smtputf8 = envelope.needs_smtputf8
-        if smtputf8 and not conn.supports("smtputf8"):
+        if envelope.wants_smtputf8 and not smtputf8:  # a RawMessage with UTF-8 headers
+            smtputf8 = conn.supports("smtputf8")
+        elif smtputf8 and not conn.supports("smtputf8"):
             error = NotSupportedError(
                 "the message has a non-ASCII address but the server does not offer SMTPUTF8",
                 phase=Phase.MAIL,

@@ -30,6 +30,7 @@ from .._exceptions import (
 from ..message._content import WireContent, wire_content
 from ..message._envelope import Envelope, envelope_of
 from ..message._message import Message
+from ..message._raw import RawMessage
 from ..smtp._judge import Attempt
 from ..smtp._transaction import Gate
 
@@ -43,7 +44,7 @@ BeforeSend: TypeAlias = Callable[[Any], object]
 #: Called with a content's final bytes: the header lines to put in front (DKIM signatures).
 Sign: TypeAlias = Callable[[bytes], bytes]
 #: What a job can render. (A tuple built once: ``isinstance(x, A | B)`` builds a union each call.)
-MESSAGE_TYPES = (Message, email.message.Message)
+MESSAGE_TYPES = (Message, RawMessage, email.message.Message)
 
 
 class Job:
@@ -76,7 +77,7 @@ class Job:
     )
 
     def __init__(self, message: object, envelope: Envelope, sign: Sign | None = None) -> None:
-        self.message = message  # (a Message or EmailMessage, or what a subclass renders)
+        self.message = message  # (a Message, RawMessage or EmailMessage, or a subclass)
         self.envelope = envelope
         self.sign = sign  # DKIM: signs each content once, when it is made
         self.content: dict[tuple[bool, bool], WireContent] = {}
@@ -101,12 +102,19 @@ class Job:
         self.pinned = False  # the relay accepted a recipient: the job never moves from it
 
     @classmethod
-    def of(cls, message: Message | email.message.Message, *, sign: Sign | None = None) -> Job:
+    def of(
+        cls,
+        message: Message | RawMessage | email.message.Message,
+        *,
+        sign: Sign | None = None,
+    ) -> Job:
         """A job for ``message``, validated and rendered (and signed) before any I/O.
 
         Raises:
             MessageError: The message is invalid, or cannot be put on the wire as it is.
         """
+        if type(message) is RawMessage and not message.dkim:
+            sign = None  # (its bytes go as they are)
         job = cls(message, envelope_of(message), sign)
         job.content_for(smtputf8=job.envelope.needs_smtputf8, eightbitmime=True)
         return job

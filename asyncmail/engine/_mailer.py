@@ -49,6 +49,7 @@ from .._pool import Pool, PoolStatistics
 from ..dkim._signer import DKIM, signers_of
 from ..message._dsn import DSN
 from ..message._message import Message
+from ..message._raw import RawMessage
 from ._driver import Driver
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
@@ -69,7 +70,7 @@ __all__ = ["Mailer", "MailerStatistics"]
 
 logger = logging.getLogger("asyncmail")
 
-AnyMessage = Message | EmailMessage
+AnyMessage = Message | RawMessage | EmailMessage
 M = TypeVar("M", bound=AnyMessage)
 
 DEFAULT_CLOSE_TIMEOUT = 30.0
@@ -327,6 +328,37 @@ class Mailer:
         error = result.error
         assert isinstance(error, DeliveryError)
         raise error
+
+    async def send_raw(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        sender: str,
+        recipients: str | Iterable[str],
+        dsn: DSN | None = None,
+        dkim: bool = False,
+        resent_from: str | None = None,
+    ) -> SendResult[RawMessage]:
+        """Send existing message bytes as they are (forwarding): ``send(RawMessage(...))``.
+
+        Only bare LF line ends become CRLF; the header fields are not read for the
+        envelope, which is ``sender`` and ``recipients``. See ``RawMessage`` for the
+        arguments and for what is refused before any I/O.
+
+        Raises:
+            MessageError: The bytes or an address cannot go unchanged.
+            DeliveryError: As ``send``; ``NotSupportedError`` for 8-bit content and a
+                server without 8BITMIME, or a non-ASCII address and one without SMTPUTF8.
+        """
+        message = RawMessage(
+            data,
+            sender=sender,
+            recipients=recipients,
+            dsn=dsn,
+            dkim=dkim,
+            resent_from=resent_from,
+        )
+        return await self.send(message)
 
     def send_many(
         self,

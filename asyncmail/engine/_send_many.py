@@ -145,7 +145,9 @@ class _QueueFeed:
             if made is not None:
                 return made
             if not isinstance(message, MESSAGE_TYPES):
-                raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
+                raise MessageError(
+                    f"message: expected a Message, RawMessage or EmailMessage, got {message!r}"
+                )
             return Job.of(message, sign=self.driver.sign)
         except (MessageError, ShutdownError) as exc:
             result = SendResult(message=message, status=Status.FAILED, error=exc)

@@ -36,6 +36,7 @@ from email.headerregistry import AddressHeader
 from .._exceptions import MessageError, NotSupportedError, Phase
 from ._address import wire_addr_spec
 from ._message import Message
+from ._raw import RawMessage
 from ._render import crlf_lines
 
 __all__ = [
@@ -83,7 +84,7 @@ class WireContent:
 
 
 def wire_content(
-    message: Message | email.message.Message,
+    message: Message | RawMessage | email.message.Message,
     *,
     message_id: str | None,
     smtputf8: bool,
@@ -116,11 +117,20 @@ def wire_content(
         # construction (property-tested in tests/test_content.py)
         raw = message.to_bytes(smtputf8=smtputf8)
         eight_bit = smtputf8 and not raw.isascii()
+    elif isinstance(message, RawMessage):  # checked when it was made; sent as it is
+        raw = message.data
+        eight_bit = not raw.isascii()
     else:
         raw = content_bytes(message, smtputf8=smtputf8, message_id=message_id)
         eight_bit = not raw.isascii()
     if eight_bit and not eightbitmime:
         utf8_head = smtputf8 and not _head_is_ascii(raw)  # no 7-bit form: SMTPUTF8 needs 8-bit
+        if isinstance(message, RawMessage):
+            raise NotSupportedError(
+                f"{_NO_8BITMIME}, and a RawMessage is sent unchanged: send it through a "
+                "server that offers 8BITMIME",
+                phase=Phase.MAIL,
+            )
         if utf8_head or not isinstance(message, email.message.Message):
             raise _not_7bit(raw, smtputf8, "")
         raw = _seven_bit(message, smtputf8=smtputf8, message_id=message_id)

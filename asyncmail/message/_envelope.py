@@ -18,6 +18,7 @@ from ._address import _FAST, _MAX_LOCAL, unique_addresses, validate_addr_spec, w
 from ._content import check_headers, headers_need_smtputf8
 from ._dsn import DSN
 from ._message import Message, new_message_id
+from ._raw import RawMessage
 from ._verp import is_template
 
 __all__ = ["Envelope", "envelope_of", "smtp_address"]
@@ -40,6 +41,8 @@ class Envelope:
         verp: ``sender`` is a VERP template (``asyncmail.message._verp``): each recipient
             gets a transaction of its own, from the template filled in for it.
         dsn: The message's own DSN request; None leaves it to the Mailer.
+        wants_smtputf8: The content has UTF-8 header fields (a ``RawMessage``): declare
+            SMTPUTF8 where the server offers it, send it as 8-bit content where not.
     """
 
     sender: str
@@ -48,9 +51,10 @@ class Envelope:
     needs_smtputf8: bool
     verp: bool = False
     dsn: DSN | None = None
+    wants_smtputf8: bool = False
 
 
-def envelope_of(message: Message | email.message.Message) -> Envelope:
+def envelope_of(message: Message | RawMessage | email.message.Message) -> Envelope:
     """Return the envelope of ``message``, validating it before any I/O.
 
     For a stdlib message the sender comes from Sender or From and the recipients from
@@ -73,6 +77,15 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
         if message.return_path:
             verp = is_template(message.return_path)
         dsn = message.dsn
+    elif isinstance(message, RawMessage):  # (checked when it was made)
+        return Envelope(
+            message.sender,
+            message.recipients,
+            message.message_id,
+            message.needs_smtputf8,
+            dsn=message.dsn,
+            wants_smtputf8=message.utf8_headers,
+        )
     elif isinstance(message, email.message.Message):
         check_headers(message)
         sender, recipients = _stdlib_addresses(message)
@@ -82,7 +95,9 @@ def envelope_of(message: Message | email.message.Message) -> Envelope:
         else:  # one is added to the bytes; made here so every attempt carries the same
             message_id = new_message_id(sender or _from_address(message))
     else:
-        raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
+        raise MessageError(
+            f"message: expected a Message, RawMessage or EmailMessage, got {message!r}"
+        )
     # (an ASCII address has an ASCII local part: most envelopes need no closer look)
     needs = not (sender.isascii() and all(map(str.isascii, recipients))) and any(
         not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients)

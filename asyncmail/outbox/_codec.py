@@ -3,11 +3,12 @@
 A payload holds a short JSON head (the envelope, the Message-ID, and how the content was
 rendered), the content exactly as it goes after DATA (rendered and dot-stuffed once, at
 enqueue time, for a server with 8BITMIME), and the message itself: an asyncmail
-``Message`` as JSON of its fields (attachments in base64), a stdlib ``EmailMessage`` as
-its bytes. A worker sends the stored content without parsing the message; only a server
-without 8BITMIME makes it read the message back and render it again, with the same
-Message-ID and Date. Never pickle: a store shared by many machines must not be able to run
-code in a worker.
+``Message`` as JSON of its fields (attachments in base64), a stdlib ``EmailMessage`` or a
+``RawMessage`` as its bytes (a raw one's envelope is the head's). A worker sends the stored
+content without parsing the message; only a server without 8BITMIME makes it read the
+message back and render it again, with the same Message-ID and Date (a ``RawMessage``
+cannot be: it ends FAILED there). Never pickle: a store shared by many machines must not be
+able to run code in a worker.
 
 The head of a VERP or DSN message also holds the VERP flag and the DSN request, and says
 format 2, so that a worker of an older asyncmail (format 1 only) refuses it instead of
@@ -32,6 +33,7 @@ from ..message._content import WireContent
 from ..message._dsn import DSN
 from ..message._envelope import Envelope
 from ..message._message import Attachment, Message
+from ..message._raw import RawMessage
 
 __all__ = ["FORMAT", "Stored", "encode", "read"]
 
@@ -97,12 +99,17 @@ def _dsn_of(fields: dict[str, Any] | None) -> DSN | None:
 
 
 def encode(
-    message: Message | email.message.Message, envelope: Envelope, content: WireContent
+    message: Message | RawMessage | email.message.Message,
+    envelope: Envelope,
+    content: WireContent,
 ) -> bytes:
     """The stored form of ``message``, with its envelope and its content for the wire."""
     if isinstance(message, Message):
         kind = "message"
         body = json.dumps(_fields(message), ensure_ascii=False, separators=(",", ":")).encode()
+    elif isinstance(message, RawMessage):
+        kind = "raw"
+        body = message.data
     else:
         kind = "email"
         body = message.as_bytes(policy=email_policy.SMTPUTF8.clone(linesep="\r\n"))
@@ -115,6 +122,8 @@ def encode(
         "needs_smtputf8": envelope.needs_smtputf8,
         "wire": [len(content.data), content.size, content.eight_bit, content.smtputf8],
     }
+    if envelope.wants_smtputf8:
+        head["wants_smtputf8"] = True
     if envelope.verp or envelope.dsn is not None:
         head.update(v=FORMAT_DSN, verp=envelope.verp, dsn=_dsn(envelope.dsn))
     line = json.dumps(head, ensure_ascii=False, separators=(",", ":")).encode()
@@ -131,7 +140,7 @@ class Stored:
     kind: str
     body: bytes
 
-    def message(self) -> Message | email.message.EmailMessage:
+    def message(self) -> Message | RawMessage | email.message.EmailMessage:
         """The message itself, read back (for a server that needs another rendering).
 
         Raises:
@@ -144,6 +153,14 @@ class Stored:
                 if parsed.get("Message-ID") is None and self.envelope.message_id:
                     parsed["Message-ID"] = self.envelope.message_id
                 return parsed
+            if self.kind == "raw":
+                envelope = self.envelope
+                return RawMessage(
+                    self.body,
+                    sender=envelope.sender,
+                    recipients=envelope.recipients,
+                    dsn=envelope.dsn,
+                )
             return _message(json.loads(self.body))
         except (ValueError, KeyError, TypeError, AssertionError) as exc:
             raise MessageError(f"a stored message cannot be read back: {exc}") from exc
@@ -168,6 +185,7 @@ def read(payload: bytes) -> Stored:
             head["needs_smtputf8"],
             bool(head.get("verp", False)),
             _dsn_of(head.get("dsn")),
+            bool(head.get("wants_smtputf8", False)),
         )
         content = WireContent(rest[:length], size, bool(eight_bit), bool(smtputf8))
         return Stored(envelope, content, head["kind"], rest[length:])

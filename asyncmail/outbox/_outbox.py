@@ -33,6 +33,7 @@ from ..engine._mailer import Mailer
 from ..engine._ratelimit import RateLimit
 from ..message._headers import check_header_name, check_text
 from ..message._message import Message
+from ..message._raw import RawMessage
 from ..suppression._model import Suppressions
 from ._codec import encode
 from ._deliver import Delivery, PatientLimiter, Telemetry
@@ -166,7 +167,7 @@ class Outbox:
 
     async def enqueue(
         self,
-        message: Message | email.message.Message,
+        message: Message | RawMessage | email.message.Message,
         *,
         key: str | None = None,
         priority: str = "normal",
@@ -199,9 +200,11 @@ class Outbox:
             raise ConfigError(f"key must be a non-empty string of <= {MAX_KEY_LENGTH} chars")
         else:
             check_text(key, "key")
-        if not isinstance(message, Message | email.message.Message):
-            raise MessageError(f"message: expected a Message or EmailMessage, got {message!r}")
-        if self.idempotency_header is not None:
+        if not isinstance(message, Message | RawMessage | email.message.Message):
+            raise MessageError(
+                f"message: expected a Message, RawMessage or EmailMessage, got {message!r}"
+            )
+        if self.idempotency_header is not None and not isinstance(message, RawMessage):
             message = _stamped(message, self.idempotency_header, key)
         job = Job.of(message, sign=self.sign)  # validates, renders, signs: nothing bad is stored
         envelope = job.envelope

@@ -409,7 +409,7 @@ class CaptureSMTP(SMTP):
         if fault is None or fault.kind != "reply" or (fault.code or 0) < 300:
             self._link.store(
                 CapturedMessage(
-                    envelope_sender=envelope.mail_from,
+                    envelope_sender="" if envelope.mail_from == "<>" else envelope.mail_from,
                     recipients=tuple(envelope.rcpt_tos),
                     data=data,
                     mail_options=(*envelope.mail_options, *self._mail_params),
