@@ -50,6 +50,7 @@ from .message._dsn import DSN as DSN
 from .message._message import Attachment as Attachment
 from .message._message import Message as Message
 from .message._raw import RawMessage as RawMessage
+from .message._srs import SRS as SRS
 from .message._unsubscribe import UnsubscribeRequest as UnsubscribeRequest
 from .message._unsubscribe import UnsubscribeTokens as UnsubscribeTokens
 from .message._unsubscribe import is_one_click as is_one_click
@@ -109,6 +110,7 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "ResultStream",
     "RetryPolicy",
     "SMTPTimeoutError",
+    "SRS",
     "SendResult",
     "Server",
     "ServerDisconnected",

@@ -5,7 +5,7 @@
     MailError
     ├── MessageError (ValueError)        bad input, raised before any network I/O
     ├── ConfigError (ValueError)         bad Mailer/Server options or URL
-    ├── InvalidToken (ValueError)        an unsubscribe token is forged, damaged or expired
+    ├── InvalidToken (ValueError)        an unsubscribe token or SRS address is forged or expired
     ├── MailerClosedError (RuntimeError) the Mailer was used after aclose()
     ├── WrongEventLoopError (RuntimeError) the Mailer was used in another event loop
     ├── OutboxError                      the outbox's store is unreachable, corrupt or foreign
@@ -109,7 +109,8 @@ class ConfigError(MailError, ValueError):
 
 
 class InvalidToken(MailError, ValueError):
-    """An unsubscribe token was not made with our secret, was altered, or has expired."""
+    """A signed token (an unsubscribe token, an SRS address) was not made with our secret, was
+    altered, or has expired."""
 
 
 class MailerClosedError(MailError, RuntimeError):
