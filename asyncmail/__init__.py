@@ -38,6 +38,7 @@ from .batch._recipients import read_recipients as read_recipients
 from .batch._template import Template as Template
 from .bounces._model import Bounce as Bounce
 from .bounces._model import BouncedRecipient as BouncedRecipient
+from .dkim._arc import ARC as ARC
 from .dkim._signer import DKIM as DKIM
 from .engine._mailer import Mailer as Mailer
 from .engine._mailer import MailerStatistics as MailerStatistics
@@ -67,6 +68,7 @@ from .suppression._model import Suppressions as Suppressions
 __version__ = "0.1.0"
 
 __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
+    "ARC",
     "Address",
     "Attachment",
     "AuthenticationError",
