@@ -185,7 +185,8 @@ async def test_asyncmail_url_may_name_a_memory_backend(monkeypatch: pytest.Monke
     monkeypatch.setenv("ASYNCMAIL_URL", "memory://")
     async with Mailer() as mailer:
         await mailer.send(message(3))
-    assert mailer.server is None
+    with pytest.raises(ConfigError, match="a memory:// Mailer has no server"):
+        _ = mailer.server
     assert "memory://" in repr(mailer)
     outbox.assert_sent(to="user3@example.net", subject="订单确认 #3")
 

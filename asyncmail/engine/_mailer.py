@@ -189,8 +189,7 @@ class Mailer:
             [] if sink is not None else relays_of(Server.from_env() if server is None else server)
         )
         check_strategy(strategy, retry_period)
-        self.server: Server | None = relays[0].server if relays else None
-        """The (first) relay's server; None for a backend without a server (memory://...)."""
+        self._server = relays[0].server if relays else None  # (the first relay)
         self.relays = tuple(relays)
         self.strategy = strategy
         self.retry_period = float(retry_period)
@@ -253,6 +252,17 @@ class Mailer:
         self._task_group: TaskGroup | None = None
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened in
+
+    @property
+    def server(self) -> Server:
+        """The server of the (first) relay.
+
+        Raises:
+            ConfigError: The Mailer has a backend without a server (``memory://``...).
+        """
+        if self._server is None:
+            raise ConfigError(f"a {self.statistics().relays[0].relay} Mailer has no server")
+        return self._server
 
     # -- lifecycle --------------------------------------------------------------------------
 
