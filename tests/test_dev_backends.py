@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import io
 import re
 import threading
 from pathlib import Path
@@ -266,6 +267,30 @@ async def test_file_backend_that_cannot_write_fails_the_message(tmp_path: Path) 
     assert result.status is Status.FAILED
     assert result.error is not None and "could not write" in str(result.error)
     assert result.refused.keys() == {"user0@example.net"}
+
+
+async def test_a_relative_file_url_is_taken_from_the_working_directory_at_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    mailer = Mailer("file://./outgoing")
+    monkeypatch.chdir(tmp_path.parent)
+    async with mailer:
+        result = await mailer.send(message())
+    assert result.relay == f"file://{tmp_path / 'outgoing'}"
+    assert len(list((tmp_path / "outgoing").glob("*.eml"))) == 1
+
+
+async def test_a_console_that_cannot_be_written_fails_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr("sys.stdout", closed)
+    async with Mailer("console://") as mailer:
+        [result] = [r async for r in mailer.send_many([message()])]
+    assert result.status is Status.FAILED
+    assert result.error is not None and "could not print" in str(result.error)
 
 
 # -- configuration -------------------------------------------------------------------------

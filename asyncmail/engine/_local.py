@@ -106,9 +106,12 @@ class ConsoleSink:
             f"{'' if source.endswith(chr(10)) else chr(10)}"
             "----- end of message -----\n"
         )
-        with self._lock:  # (looked up each time: a test may have replaced it)
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        try:
+            with self._lock:  # (looked up each time: a test may have replaced it)
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except (OSError, ValueError) as exc:  # (ValueError: the stream was closed)
+            raise PermanentError(f"could not print the message: {exc}", phase=Phase.DATA) from exc
 
 
 class FileSink:
