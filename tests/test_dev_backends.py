@@ -145,13 +145,16 @@ def test_a_memory_mailer_used_in_a_second_event_loop_raises_a_clear_error() -> N
     assert len(outbox) == 0
 
 
-async def test_dkim_signs_what_a_memory_mailer_keeps() -> None:
+async def test_dkim_signs_what_a_memory_mailer_keeps_through_send_and_send_many() -> None:
     signer = ed25519_signer()
     async with Mailer("memory://", dkim=signer) as mailer:
         await mailer.send(message(1, sender=f"shop@{DOMAIN}"))
-    sent = outbox.last
-    assert sent.data.startswith(b"DKIM-Signature:")
-    assert verdicts(sent.data, [signer]) == [(DOMAIN, signer.selector, True)]
+        [result] = [r async for r in mailer.send_many([message(2, sender=f"shop@{DOMAIN}")])]
+    assert result.status is Status.DELIVERED
+    outbox.assert_count(2)
+    for sent in outbox:
+        assert sent.data.startswith(b"DKIM-Signature:")
+        assert verdicts(sent.data, [signer]) == [(DOMAIN, signer.selector, True)]
 
 
 async def test_verp_keeps_one_message_per_recipient_from_its_own_envelope_sender() -> None:
@@ -192,12 +195,17 @@ async def test_asyncmail_url_may_name_a_memory_backend(monkeypatch: pytest.Monke
     outbox.assert_sent(to="user3@example.net", subject="订单确认 #3")
 
 
-async def test_an_outbox_delivers_through_a_memory_mailer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["memory", "console", "file", "null"])
+async def test_an_outbox_delivers_through_a_local_mailer(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mail"
+    url = f"file://{folder}" if backend == "file" else f"{backend}://"
     keys = [f"k{i}" for i in range(3)]
     async with Outbox(f"sqlite:///{tmp_path / 'o.db'}") as store:
         for i, key in enumerate(keys):
             await store.enqueue(message(i), key=key)
-        async with Mailer("memory://") as mailer, store.deliver(mailer, concurrency=2):
+        async with Mailer(url) as mailer, store.deliver(mailer, concurrency=2):
             with anyio.fail_after(20):
                 while True:
                     statuses = [await store.status(key) for key in keys]
@@ -208,7 +216,15 @@ async def test_an_outbox_delivers_through_a_memory_mailer(tmp_path: Path) -> Non
     assert [s.accepted if s else None for s in statuses] == [
         (f"user{i}@example.net",) for i in range(3)
     ]
-    assert sorted(m.subject for m in outbox) == [f"订单确认 #{i}" for i in range(3)]
+    subjects = sorted(f"订单确认 #{i}" for i in range(3))
+    if backend == "memory":
+        assert sorted(m.subject for m in outbox) == subjects
+    else:
+        assert len(outbox) == 0
+    summaries = [line for line in capsys.readouterr().out.splitlines() if "console://" in line]
+    assert len(summaries) == (3 if backend == "console" else 0)
+    files = list(folder.glob("*.eml")) if backend == "file" else []
+    assert len(files) == (3 if backend == "file" else 0)
 
 
 # -- null://, console://, file:/// -------------------------------------------------------
