@@ -3,8 +3,8 @@
 ``MailOutbox`` is what ``memory://`` Mailers append to (the process-wide ``MEMORY_OUTBOX``,
 public as ``asyncmail.testing.outbox``) and what a ``CaptureServer`` records into. It is a
 plain ``list`` (index it, ``len`` it, iterate it) whose ``append``, ``pop``, ``clear`` and
-``find`` hold a lock, so a Mailer in another thread can add to it while a test reads it. Its assertions fail with
-a listing of what *was* sent.
+``find`` hold a lock, so a Mailer in another thread can add to it while a test reads it.
+Its assertions fail with a listing of what *was* sent.
 """
 
 from __future__ import annotations
