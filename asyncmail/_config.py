@@ -226,9 +226,13 @@ class Server:
         return cls.from_url(url)
 
 
+#: The schemes of the Mailer's socket-free backends (``asyncmail.engine._local``).
+LOCAL_SCHEMES = ("memory", "console", "file", "null")
+
 _SCHEME_HINT = (
     "write smtp:// (STARTTLS, port 587) or smtps:// (implicit TLS, port 465) before the host, "
-    "as in smtps://user:password@smtp.example.com"
+    "as in smtps://user:password@smtp.example.com; for development and tests a Mailer also "
+    "takes memory://, console://, file:///path/to/dir or null:// (no server, no socket)"
 )
 _PERCENT_HINT = "percent-encode the password (%23 for #, %2F for /, %3F for ?, %40 for @)"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
@@ -293,6 +297,14 @@ def _switch(option: str, value: str) -> bool:
     raise ConfigError(f"URL option {option} must be yes or no")
 
 
+def is_local_url(url: object) -> bool:
+    """Whether ``url`` names a socket-free backend (``memory://``, ``console://``...)."""
+    if not isinstance(url, str):
+        return False
+    scheme, sep, _ = url.strip().partition("://")
+    return bool(sep) and scheme.lower() in LOCAL_SCHEMES
+
+
 def _split_url(url: str) -> tuple[str, str, str]:
     """The scheme (lower case), the host part with its user info, and the rest."""
     if not isinstance(url, str):
@@ -303,6 +315,12 @@ def _split_url(url: str) -> tuple[str, str, str]:
     scheme, sep, rest = url.partition("://")
     if not sep or not _SCHEME.fullmatch(scheme):
         raise ConfigError(f"SMTP URL has no scheme: {_SCHEME_HINT}")
+    if scheme.lower() in LOCAL_SCHEMES:
+        raise ConfigError(
+            f"{scheme.lower()}:// is one of the Mailer's backends without a server, not an SMTP "
+            "server: give the URL to Mailer() (or set ASYNCMAIL_URL to it) rather than to "
+            "Server or Relay, and not in a list of relays"
+        )
     if scheme.lower() not in ("smtp", "smtps"):
         raise ConfigError(f"SMTP URL must start with smtp:// or smtps://: {_SCHEME_HINT}")
     end = _AUTHORITY_END.search(rest)

@@ -357,7 +357,7 @@ async def test_a_lowered_connection_cap_is_raised_again_later() -> None:
             # TODO(engine rewrite): the cap is not observable (3 connections stay open under a
             # cap of 2 here) and the pool reads time.monotonic() directly; with the cap in
             # statistics() and a clock to patch, drop these private accesses.
-            pool = mailer._pool  # noqa: SLF001
+            pool = mailer._pools[0]  # noqa: SLF001
             assert pool._cap == 2  # noqa: SLF001
             pool._cap_changed -= 31  # noqa: SLF001 (as if half a minute had passed, no sleeping)
             await asyncio.gather(*(mailer.send(message(i)) for i in range(8, 16)))

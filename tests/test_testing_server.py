@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import smtplib
 import ssl
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 import pytest
@@ -651,6 +654,66 @@ def test_plugin_fixtures_and_marker(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+#: The README's pytest example ("Testing your own code"), as a user's project has it.
+README_EXAMPLE = Path(__file__).parent / "fixtures" / "readme_testing.py"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_example_passes_in_a_project_in_pytest_asyncio_strict_mode(
+    pytester: pytest.Pytester,
+) -> None:
+    """The plugin's fixtures and marker, as installed (its entry point), no asyncio_mode set."""
+    pytester.makepyfile(test_welcome=README_EXAMPLE.read_text(encoding="utf-8"))
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert "asyncio: mode=Mode.STRICT" in result.stdout.str()
+
+
+def test_the_testing_extra_brings_what_the_readme_example_needs() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = pyproject["project"]["optional-dependencies"]["testing"]
+    names = {re.split(r"[<>=\[ ;]", r)[0].lower() for r in extra}
+    assert {"aiosmtpd", "trustme", "pytest", "pytest-asyncio"} <= names
+
+
+def test_plugin_empties_the_memory_outbox_before_each_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from asyncmail import Mailer, Message
+        from asyncmail.testing import MailOutbox, outbox
+
+        def send(n):
+            async def go():
+                async with Mailer("memory://") as mailer:
+                    for i in range(n):
+                        await mailer.send(Message(sender="a@example.com", to="b@example.com"))
+            asyncio.run(go())
+
+        def test_first(memory_outbox):
+            send(2)
+            assert memory_outbox is outbox
+            memory_outbox.assert_count(2)
+
+        def test_second_starts_empty():
+            assert len(outbox) == 0
+            send(1)
+            outbox.assert_count(1)
+
+        def test_mail_outbox_is_a_live_mail_outbox(mail_server, mail_outbox):
+            assert isinstance(mail_outbox, MailOutbox)
+            assert mail_outbox is mail_server.messages
+        """
+    )
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+    )
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
 
 
 # --- public API ---------------------------------------------------------------------------

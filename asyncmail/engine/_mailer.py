@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from .._config import (
     RetryPolicy,
     Server,
     Timeouts,
+    is_local_url,
 )
 from .._exceptions import (
     ConfigError,
@@ -53,6 +55,7 @@ from ..message._raw import RawMessage
 from ._driver import Driver
 from ._job import BeforeSend, Job
 from ._ledger import Ledger, Signal
+from ._local import LocalDriver, Sink, sink_of
 from ._ratelimit import Limiter, RateLimit
 from ._relays import (
     DEFAULT_RETRY_PERIOD,
@@ -121,7 +124,11 @@ class Mailer:
     Args:
         server: An ``smtp://``/``smtps://`` URL or a ``Server``; by default ``ASYNCMAIL_URL``.
             Or a list of them (and of ``Relay`` values, for limits of their own): the
-            relays, each with its own pool, rate limit and statistics.
+            relays, each with its own pool, rate limit and statistics. Or, for development
+            and tests, a backend without a server or socket (``asyncmail.engine._local``):
+            ``"memory://"`` keeps each message in ``asyncmail.testing.outbox``,
+            ``"console://"`` prints it to standard output, ``"file:///path/to/dir"``
+            writes it to an ``.eml`` file there, ``"null://"`` discards it.
         strategy: With several relays, ``"failover"`` uses the first one that is up,
             ``"round-robin"`` takes turns among those that are up.
         retry_period: Seconds a relay that failed (connect, TLS, AUTH, greeting) is
@@ -178,9 +185,12 @@ class Mailer:
         dsn: DSN | None = None,
         dkim: DKIM | Sequence[DKIM] | None = None,
     ) -> None:
-        relays = relays_of(Server.from_env() if server is None else server)
+        sink = _local_sink(server)
+        relays = (
+            [] if sink is not None else relays_of(Server.from_env() if server is None else server)
+        )
         check_strategy(strategy, retry_period)
-        self.server = relays[0].server  # (the first relay)
+        self._server = relays[0].server if relays else None  # (the first relay)
         self.relays = tuple(relays)
         self.strategy = strategy
         self.retry_period = float(retry_period)
@@ -219,12 +229,16 @@ class Mailer:
             members, strategy=strategy, retry_period=self.retry_period, clock=time.monotonic
         )
         self._pools: tuple[Pool, ...] = tuple(r.pool for r in members)
-        self._pool = self._pools[0]
         signers = signers_of(dkim)
         self.dkim = signers.dkim if signers is not None else ()
         self._ledger = Ledger()
         self._closing = Signal()
-        self._driver = Driver(
+        self._local: LocalDriver | None = None
+        if sink is not None:
+            self._local = LocalDriver(
+                sink, ledger=self._ledger, closing=self._closing, dsn=dsn, sign=signers
+            )
+        self._driver = self._local or Driver(
             self._relays,
             retry=self.retry,
             pipelining=pipelining,
@@ -239,6 +253,17 @@ class Mailer:
         self._task_group: TaskGroup | None = None
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened in
+
+    @property
+    def server(self) -> Server:
+        """The server of the (first) relay.
+
+        Raises:
+            ConfigError: The Mailer has a backend without a server (``memory://``...).
+        """
+        if self._server is None:
+            raise ConfigError(f"a {self.statistics().relays[0].relay} Mailer has no server")
+        return self._server
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -413,7 +438,9 @@ class Mailer:
 
     def _max_connections(self) -> int:
         """Connections open at once at most: over all relays taking turns, over the largest
-        one for failover (one relay at a time)."""
+        one for failover (one relay at a time); one worker for a local backend."""
+        if self._local is not None:
+            return 1
         sizes = [pool.limits.max_connections for pool in self._pools]
         return sum(sizes) if self.strategy == "round-robin" else max(sizes)
 
@@ -422,7 +449,10 @@ class Mailer:
     def statistics(self) -> MailerStatistics:
         """A frozen snapshot of outcomes, sends in flight, the pools and each relay."""
         counts = self._ledger.counts
-        relays = tuple(r.statistics() for r in self._relays.members)
+        if self._local is not None:
+            relays: tuple[RelayStatistics, ...] = (self._local.statistics(),)
+        else:
+            relays = tuple(r.statistics() for r in self._relays.members)
         pool = relays[0].pool if len(relays) == 1 else _added(r.pool for r in relays)
         return MailerStatistics(
             delivered=counts[Status.DELIVERED],
@@ -436,11 +466,30 @@ class Mailer:
     def __repr__(self) -> str:
         s = self.statistics()
         more = f" (+{len(self.relays) - 1} relays)" if len(self.relays) > 1 else ""
+        pool = f" pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} busy/idle/max"
         return (
-            f"<Mailer {self.server.display}{more} {self._state} in_flight={s.in_flight} "
-            f"delivered={s.delivered} failed={s.failed} unknown={s.unknown} "
-            f"pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} busy/idle/max>"
+            f"<Mailer {s.relays[0].relay}{more} {self._state} in_flight={s.in_flight} "
+            f"delivered={s.delivered} failed={s.failed} unknown={s.unknown}"
+            f"{pool if self._local is None else ''}>"
         )
+
+
+def _local_sink(server: object) -> Sink | None:
+    """The sink of a local backend URL (given, or in ``ASYNCMAIL_URL``); None for SMTP.
+
+    Raises:
+        ConfigError: A local URL in a list of relays, or a local URL that is not valid.
+    """
+    if server is None:
+        server = os.environ.get("ASYNCMAIL_URL")
+    if isinstance(server, str):
+        return sink_of(server) if is_local_url(server) else None
+    if isinstance(server, Sequence) and any(is_local_url(s) for s in server):
+        raise ConfigError(
+            "memory://, console://, file:// and null:// cannot be mixed with other relays: "
+            "give the Mailer that one URL alone"
+        )
+    return None
 
 
 #: The running event loop, or None outside one (where ``get_running_loop`` raises).

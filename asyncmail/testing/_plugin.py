@@ -4,7 +4,9 @@ Fixtures:
 
 - ``mail_server``: a ``CaptureServer`` running in a thread (so it serves sync tests and async
   tests on any event loop), plaintext unless configured, one per test.
-- ``mail_outbox``: the live list of messages ``mail_server`` captured.
+- ``mail_outbox``: the live list of messages ``mail_server`` captured, a ``MailOutbox``.
+- ``memory_outbox``: ``asyncmail.testing.outbox``, where ``Mailer("memory://")`` puts its
+  messages. It is emptied before every test, whether the test asks for it or not.
 
 Configure the server with the ``mail_server`` marker, whose keyword arguments go to
 ``CaptureServer``::
@@ -22,10 +24,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..engine._mail_outbox import MEMORY_OUTBOX, MailOutbox
+from ..message._parsed import SentMessage
 from ._records import CapturedMessage
 from ._server import CaptureServer
 
-__all__ = ["mail_outbox", "mail_server"]
+__all__ = ["mail_outbox", "mail_server", "memory_outbox"]
 
 MARKER = "mail_server"
 
@@ -35,6 +39,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(**kwargs): keyword arguments for the CaptureServer of the mail_server fixture",
     )
+
+
+@pytest.fixture(autouse=True)
+def _asyncmail_clear_memory_outbox() -> None:
+    """Every test starts with an empty ``asyncmail.testing.outbox``."""
+    MEMORY_OUTBOX.clear()
+
+
+@pytest.fixture
+def memory_outbox() -> MailOutbox[SentMessage]:
+    """What ``Mailer("memory://")`` sent during this test: ``asyncmail.testing.outbox``."""
+    return MEMORY_OUTBOX
 
 
 @pytest.fixture
@@ -49,6 +65,7 @@ def mail_server(request: pytest.FixtureRequest) -> Iterator[CaptureServer]:
 
 
 @pytest.fixture
-def mail_outbox(mail_server: CaptureServer) -> list[CapturedMessage]:
-    """The messages ``mail_server`` captured: a live list, like Django's ``mail.outbox``."""
+def mail_outbox(mail_server: CaptureServer) -> MailOutbox[CapturedMessage]:
+    """The messages ``mail_server`` captured: a live ``MailOutbox``, like Django's
+    ``mail.outbox``."""
     return mail_server.messages

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import email
 import threading
-from dataclasses import dataclass
-from email import policy
+from dataclasses import dataclass, field
 from email.message import EmailMessage
+
+from ..message._parsed import ParsedMail
 
 __all__ = ["CapturedMessage", "Session"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CapturedMessage:
+class CapturedMessage(ParsedMail):
     """One message the server accepted (or stored before a ``"dot"`` fault).
+
+    Its content reads back like a ``memory://`` Mailer's ``SentMessage``: ``subject``,
+    ``text``, ``html``, ``to``, ``cc``, ``bcc``, ``from_``/``sender``, ``reply_to``,
+    ``attachments``, ``headers``, ``message_id`` and ``parsed`` (an ``EmailMessage``).
 
     Attributes:
         envelope_sender: The MAIL FROM address (``""`` for the null sender).
@@ -41,11 +45,7 @@ class CapturedMessage:
     authenticated_as: str | None = None
     session_id: int = 0
     chunks: tuple[int, ...] = ()
-
-    @property
-    def parsed(self) -> EmailMessage:
-        """The content parsed with the modern ``email.policy.default``."""
-        return email.message_from_bytes(self.data, policy=policy.default)
+    _email: EmailMessage | None = field(default=None, init=False, repr=False, compare=False)
 
 
 class SessionLog:

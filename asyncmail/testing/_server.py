@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+from ..engine._mail_outbox import MailOutbox
 from ._faults import Fault, FaultBook
 from ._records import CapturedMessage, Session, SessionLog
 
@@ -167,7 +168,7 @@ class CaptureServer:
         self._faults = FaultBook(tuple(faults))
         self._lock = threading.Lock()
         self._received = threading.Condition(self._lock)
-        self._messages: list[CapturedMessage] = []
+        self._messages: MailOutbox[CapturedMessage] = MailOutbox()
         self._accepted = 0
         self._sessions: list[Session] = []
         self._live: set[CaptureSMTP] = set()
@@ -289,8 +290,9 @@ class CaptureServer:
     # --- records ------------------------------------------------------------------------
 
     @property
-    def messages(self) -> list[CapturedMessage]:
-        """The accepted messages, live and in order (do not mutate; see ``clear``)."""
+    def messages(self) -> MailOutbox[CapturedMessage]:
+        """The accepted messages, live and in order (do not mutate; see ``clear``), with
+        ``MailOutbox``'s assertions: ``server.messages.assert_sent(to="a@example.com")``."""
         return self._messages
 
     @property
