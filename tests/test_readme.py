@@ -26,7 +26,7 @@ def _block(containing: str) -> str:
 def test_readme_starts_with_the_install_demo_command_and_the_test_command() -> None:
     commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S)
     assert commands[0] == "python3 -m pip install -e '.[cli]' && asyncmail demo"
-    assert commands[1] == "python3 -m pip install -e '.[test,dev]' && scripts/check"
+    assert commands[1] == "python3 -m pip install --group test --group dev -e . && scripts/check"
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci
 
