@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/ runs as written, and type-checks under mypy --strict.
+"""Every ```python block of README.md and docs/ runs as written and passes mypy --strict.
 
 A block runs here against a real capture server (``ASYNCMAIL_URL`` points at it, the working
 directory is a temporary one), unless the Markdown line before it says otherwise:
@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+import asyncmail
 from asyncmail.testing import CaptureServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,12 @@ def test_fragments_are_the_listed_few() -> None:
     assert tuple(b.where for b in BLOCKS if b.mark == "fragment") == FRAGMENTS
 
 
+def test_api_reference_documents_every_public_name() -> None:
+    page = (ROOT / "docs" / "reference" / "asyncmail.md").read_text(encoding="utf-8")
+    documented = re.findall(r"^::: asyncmail\.(\w+)$", page, re.M)
+    assert sorted(documented) == sorted(set(asyncmail.__all__) - {"__version__"})
+
+
 # --- type-checking: one mypy --strict process for every block -----------------------------
 
 _MYPY_CONFIG = """\
@@ -120,9 +127,9 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     config.write_text(_MYPY_CONFIG.format(root=ROOT), encoding="utf-8")
     # a cache that outlives the run (under the system's temp folder) keeps re-runs quick
     cache = Path(tempfile.gettempdir()) / "asyncmail-doc-examples-mypy-cache"
+    command = [sys.executable, "-m", "mypy", "--config-file", str(config)]
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(cache)]
-        + ["--no-error-summary", "--show-error-codes", *files],
+        [*command, "--cache-dir", str(cache), "--no-error-summary", "--show-error-codes", *files],
         capture_output=True,
         text=True,
         cwd=folder,
