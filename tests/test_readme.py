@@ -111,6 +111,25 @@ def test_web_app_example_answers_503_when_no_server_answers(
     assert reply.json() == {"detail": "mail server unavailable"}
 
 
+def test_starlette_example_in_the_web_apps_guide_sends_from_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from starlette.testclient import TestClient
+
+    guide = (README.parent / "docs" / "web-apps.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "Starlette(" in b]
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "guide_starlette"}
+        exec(block, namespace)
+        with TestClient(namespace["app"]) as client:
+            sent = client.post("/welcome", params={"email": "ann@example.org"})
+            bad = client.post("/welcome", params={"email": "no address"})
+        assert sent.json() == {"status": "delivered"}
+        assert bad.status_code == 422
+        assert [m.recipients for m in server.messages] == [("ann@example.org",)]
+
+
 def test_outbox_web_app_example_delivers_after_the_request_returned(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
