@@ -1,17 +1,21 @@
-"""The README's examples run as written, against a real capture server."""
+"""The README's examples (and the deliverability guide's) do what they say, against a real
+capture server. tests/test_doc_examples.py runs and type-checks every example; these check
+what they print and send."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asyncmail.testing import CaptureServer
+from asyncmail.testing import CaptureServer, Fault
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+DELIVERABILITY = README.parent / "docs" / "deliverability.md"
 
 
 def _python_blocks() -> list[str]:
@@ -26,7 +30,7 @@ def _block(containing: str) -> str:
 def test_readme_starts_with_the_install_demo_command_and_the_test_command() -> None:
     commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S)
     assert commands[0] == "python3 -m pip install -e '.[cli]' && asyncmail demo"
-    assert commands[1] == "python3 -m pip install -e '.[test,dev]' && scripts/check"
+    assert commands[1] == "python3 -m pip install --group test --group dev -e . && scripts/check"
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci
 
@@ -44,7 +48,7 @@ def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -
     with CaptureServer().run_in_thread() as server:
         monkeypatch.setenv("ASYNCMAIL_URL", server.url)
         namespace: dict[str, Any] = {"__name__": "readme_app"}
-        exec(_block("request.app.state.mailer.send"), namespace)
+        exec(_block("mailer.send(message)"), namespace)
         with TestClient(namespace["app"]) as client:
             reply = client.post("/reset-password", params={"email": "bob@example.org"})
             again = client.post("/reset-password", params={"email": "carol@example.org"})
@@ -57,6 +61,73 @@ def test_web_app_example_sends_from_a_request(monkeypatch: pytest.MonkeyPatch) -
             ("carol@example.org",),
         ]
         assert server.connections_opened == 1  # the second request used the warm pool
+
+
+def test_web_app_example_answers_422_for_an_invalid_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "readme_app"}
+        exec(_block("mailer.send(message)"), namespace)
+        with TestClient(namespace["app"]) as client:
+            reply = client.post("/reset-password", params={"email": "not an address"})
+        assert reply.status_code == 422
+        assert "address" in reply.json()["detail"]
+        assert server.messages == []
+
+
+def test_web_app_example_reports_the_servers_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    refusal = Fault.reply("rcpt", 550, "5.1.1 no such user")
+    with CaptureServer(faults=[refusal]).run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "readme_app"}
+        exec(_block("mailer.send(message)"), namespace)
+        with TestClient(namespace["app"]) as client:
+            reply = client.post("/reset-password", params={"email": "gone@example.org"})
+    assert reply.status_code == 200
+    assert reply.json() == {"status": "failed", "reason": "550 5.1.1 no such user"}
+
+
+def test_web_app_example_answers_503_when_no_server_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection-level failure has no SMTP code: the app says the mail server is down."""
+    from fastapi.testclient import TestClient
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("ASYNCMAIL_URL", f"smtp://127.0.0.1:{port}?tls=none")
+    namespace: dict[str, Any] = {"__name__": "readme_app"}
+    exec(_block("mailer.send(message)"), namespace)
+    with TestClient(namespace["app"]) as client:
+        reply = client.post("/reset-password", params={"email": "bob@example.org"})
+    assert reply.status_code == 503
+    assert reply.json() == {"detail": "mail server unavailable"}
+
+
+def test_starlette_example_in_the_web_apps_guide_sends_from_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from starlette.testclient import TestClient
+
+    guide = (README.parent / "docs" / "web-apps.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", guide, re.S) if "Starlette(" in b]
+    with CaptureServer().run_in_thread() as server:
+        monkeypatch.setenv("ASYNCMAIL_URL", server.url)
+        namespace: dict[str, Any] = {"__name__": "guide_starlette"}
+        exec(block, namespace)
+        with TestClient(namespace["app"]) as client:
+            sent = client.post("/welcome", params={"email": "ann@example.org"})
+            bad = client.post("/welcome", params={"email": "no address"})
+        assert sent.json() == {"status": "delivered"}
+        assert bad.status_code == 422
+        assert [m.recipients for m in server.messages] == [("ann@example.org",)]
 
 
 def test_outbox_web_app_example_delivers_after_the_request_returned(
@@ -103,17 +174,15 @@ def test_testing_example_passes() -> None:
     asyncio.run(namespace["test_signup_mail_is_sent"]())
 
 
-def _section_blocks(start: str, end: str) -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(start) : text.index(end)]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+def _deliverability_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", DELIVERABILITY.read_text(encoding="utf-8"), re.S)
 
 
 def test_deliverability_examples_that_need_no_server_run_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The list-header, VERP, DSN and bounce-parsing examples, in order, in one namespace."""
-    blocks = _section_blocks("## Sending in bulk without landing in spam", "## Several relays")
+    """docs/deliverability.md's list-header, VERP, DSN and bounce-parsing examples, in order."""
+    blocks = _deliverability_blocks()
     markers = (
         'print(msg.to_bytes().decode().split("MIME-Version")[0])',
         'return_path="bounces@example.com"',
