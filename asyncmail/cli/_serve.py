@@ -25,7 +25,14 @@ from ..preview import MessageStore, PreviewServer
 from ..preview._server import is_loopback
 from ..testing import CapturedMessage, CaptureServer
 
-__all__ = ["MaildirSink", "cannot_listen", "maildir_server", "parse_web_address", "run_serve"]
+__all__ = [
+    "MaildirSink",
+    "cannot_listen",
+    "keep",
+    "maildir_server",
+    "parse_web_address",
+    "run_serve",
+]
 
 HOST = "127.0.0.1"
 _HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_")
@@ -119,6 +126,17 @@ def cannot_listen(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {reason}"
 
 
+def keep(store: MessageStore, message: CapturedMessage) -> None:
+    """Add a captured message to the preview's store."""
+    store.add(
+        message.data,
+        envelope_sender=message.envelope_sender,
+        recipients=message.recipients,
+        tls=message.tls,
+        authenticated_as=message.authenticated_as,
+    )
+
+
 async def run_serve(
     *,
     maildir: Path,
@@ -140,13 +158,7 @@ async def run_serve(
         sender, to = message.envelope_sender, ",".join(message.recipients)
         click.echo(f"received from={sender} to={to} subject={headers.get('Subject', '')!r}")
         if web is not None:
-            store.add(
-                message.data,
-                envelope_sender=message.envelope_sender,
-                recipients=message.recipients,
-                tls=message.tls,
-                authenticated_as=message.authenticated_as,
-            )
+            keep(store, message)
 
     server = maildir_server(maildir, port=port, host=host, on_stored=stored, auth=auth, tls=tls)
     async with contextlib.AsyncExitStack() as stack:

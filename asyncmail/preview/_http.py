@@ -177,8 +177,11 @@ class HTTPServer:
             request: Request | HTTPStatus = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
         except (anyio.IncompleteRead, anyio.EndOfStream):
             return None
-        else:
-            request = parse_request(head)
+        else:  # the delimiter may come in the same read as more than MAX_HEAD bytes
+            too_large = len(head) > MAX_HEAD
+            request = (
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE if too_large else parse_request(head)
+            )
         reply = (
             Response.error(request)
             if isinstance(request, HTTPStatus)

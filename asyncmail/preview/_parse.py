@@ -57,7 +57,7 @@ def parse(data: bytes) -> EmailMessage:
 def _header(message: Message, name: str) -> str:
     try:
         value = message.get(name)
-    except Exception:  # noqa: BLE001 - a malformed header is shown raw, never fails the view
+    except Exception:  # a malformed header is shown raw, never fails the view
         return str(message.get_all(name, [""])[0])
     return "" if value is None else " ".join(str(value).split())
 
@@ -67,18 +67,18 @@ def _all_headers(message: Message) -> list[tuple[str, str]]:
     for name, value in message.raw_items() if isinstance(message, EmailMessage) else []:
         try:
             shown = str(_POLICY.header_fetch_parse(name, value))
-        except Exception:  # noqa: BLE001 - a malformed header is shown raw
+        except Exception:  # a malformed header is shown raw
             shown = str(value)
         found.append((name, " ".join(shown.split())))
     return found
 
 
 def _addresses(message: Message, name: str) -> tuple[str, ...]:
-    value = _header(message, name)
-    if not value:
-        return ()
-    pairs = email.utils.getaddresses([value])
-    return tuple(email.utils.formataddr(pair) if pair[1] else pair[0] for pair in pairs)
+    try:
+        header = message.get(name)
+        return tuple(str(address) for address in header.addresses) if header else ()
+    except Exception:  # a malformed address header: its text, split at commas
+        return tuple(part.strip() for part in _header(message, name).split(",") if part.strip())
 
 
 def _iso_date(message: Message) -> str:

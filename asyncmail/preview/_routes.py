@@ -39,7 +39,7 @@ _STATIC = {
 }
 
 
-def _json(value: Any, status: int = 200) -> Response:
+def _json(value: object, status: int = 200) -> Response:
     body = json.dumps(value, ensure_ascii=False).encode()
     return Response(status, body, "application/json; charset=utf-8")
 
