@@ -18,7 +18,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -54,7 +54,7 @@ class Reply:
     def text(self) -> str:
         return self.body.decode("utf-8")
 
-    def json(self) -> Any:
+    def json(self) -> Any:  # noqa: ANN401 (whatever the API answered)
         return json.loads(self.body)
 
 
@@ -103,14 +103,14 @@ async def running(
         yield Running(smtp, web, maildir)
 
 
-def order(subject: str = "「注文確認」 #1", **extra: Any) -> Message:
+def order(subject: str = "「注文確認」 #1", attachments: Sequence[Attachment] = ()) -> Message:
     return Message(
         sender=SENDER,
         to="陈静 <chen@example.com>",
         subject=subject,
         text="你好，陈静: 抹茶 x2",
         html=CJK_HTML,
-        **extra,
+        attachments=attachments,
     )
 
 

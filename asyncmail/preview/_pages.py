@@ -16,6 +16,7 @@ __all__ = ["message_page", "size_text", "static_file"]
 
 #: The most characters of the raw source shown in the page (the raw link has it all).
 RAW_SHOWN = 1_000_000
+_TAB_LABELS = {"html": "HTML", "text": "Text", "headers": "Headers", "source": "Source"}
 
 
 def static_file(name: str) -> bytes:
@@ -74,7 +75,9 @@ def message_page(message: StoredMessage) -> str:
         f'<section id=pane-source class=pane><p><a href="{api}/raw">{api}/raw</a></p>'
         f"<pre>{escape(raw)}</pre></section>"
     )
-    buttons = "".join(f'<button type=button data-pane="{name}">{name}</button>' for name in tabs)
+    buttons = "".join(
+        f'<button type=button data-pane="{name}">{_TAB_LABELS[name]}</button>' for name in tabs
+    )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width, initial-scale=1">

@@ -11,7 +11,6 @@ import email.policy
 import email.utils
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from typing import cast
 
 __all__ = ["Attachment", "Details", "Summary", "attachment_content", "details", "summary"]
 
@@ -51,7 +50,7 @@ class Details:
 
 def parse(data: bytes) -> EmailMessage:
     """The message parsed with the modern policy (never raises on malformed input)."""
-    return cast(EmailMessage, email.message_from_bytes(data, policy=_POLICY))
+    return email.message_from_bytes(data, policy=_POLICY)
 
 
 def _header(message: Message, name: str) -> str:
@@ -75,8 +74,8 @@ def _all_headers(message: Message) -> list[tuple[str, str]]:
 
 def _addresses(message: Message, name: str) -> tuple[str, ...]:
     try:
-        header = message.get(name)
-        return tuple(str(address) for address in header.addresses) if header else ()
+        addresses = getattr(message.get(name), "addresses", None) or ()
+        return tuple(str(address) for address in addresses)
     except Exception:  # a malformed address header: its text, split at commas
         return tuple(part.strip() for part in _header(message, name).split(",") if part.strip())
 
