@@ -22,18 +22,22 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.message import EmailMessage as _Headers
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncmail import Attachment, DeliveryError, Mailer, Message
 from asyncmail.cli._app import cli
 from asyncmail.cli._serve import keep, maildir_server, parse_web_address
 from asyncmail.preview import MessageStore, PreviewServer
+from asyncmail.preview._pages import message_page
+from asyncmail.preview._parse import details, parse
+from asyncmail.preview._routes import listing
 from asyncmail.testing import CapturedMessage, CaptureServer
 
 SENDER = "Shop 商店 <shop@example.com>"
@@ -94,7 +98,7 @@ async def running(
     """What ``asyncmail serve --web 127.0.0.1:0`` runs: SMTP into a Maildir and the preview."""
     store = MessageStore(max_messages=max_messages)
 
-    def stored(message: CapturedMessage, headers: _Headers) -> None:
+    def stored(message: CapturedMessage, headers: EmailMessage) -> None:
         keep(store, message)
 
     maildir = tmp_path / "md"
@@ -198,7 +202,7 @@ async def test_html_part_is_framed_sandboxed_under_a_csp_that_blocks_remote_cont
     policy = [p.strip() for p in part.headers["Content-Security-Policy"].split(";")]
     assert "default-src 'none'" in policy
     assert "sandbox" in policy
-    assert "img-src data:" in policy  # http(s) images are not allowed: no tracking pixels
+    assert "img-src data: 'self'" in policy  # no http(s) images: no tracking pixels
     assert not any("script-src" in p for p in policy)
     assert part.text.strip() == CJK_HTML
     page_policy = page.headers["Content-Security-Policy"]
@@ -374,3 +378,42 @@ def test_serve_web_with_auth_and_tls_prints_the_ca_and_shows_the_mail(tmp_path: 
     assert received.startswith("received from=a@example.com to=b@example.com")
     assert [m["subject"] for m in listing["messages"]] == ["你好"]
     assert "Traceback" not in output
+
+
+async def test_inline_images_of_the_message_itself_are_served_to_its_html(tmp_path: Path) -> None:
+    logo = Attachment(
+        filename="logo.png", content=b"\x89PNG fake", inline=True, content_id="logo@shop.example"
+    )
+    message = Message(
+        sender=SENDER,
+        to="chen@example.com",
+        subject="logo",
+        html='<img src="cid:logo@shop.example"><img src="cid:missing@x">',
+        attachments=[logo],
+    )
+    async with running(tmp_path) as server:
+        await send(server.smtp.url, message)
+        [listed] = (await fetch(server.api)).json()["messages"]
+        part = await fetch(f"{server.web.url}messages/{listed['id']}/html")
+        image = await fetch(f"{server.api}/{listed['id']}/cid/logo@shop.example")
+        missing = await fetch(f"{server.api}/{listed['id']}/cid/missing@x")
+    assert f'<img src="/api/messages/{listed["id"]}/cid/logo@shop.example">' in part.text
+    assert "img-src data: 'self'" in part.headers["Content-Security-Policy"]
+    assert image.body == b"\x89PNG fake"
+    assert image.headers["Content-Type"] == "image/png"
+    assert image.headers["Content-Disposition"] == "inline"
+    assert missing.status == 404
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_give_a_summary_details_and_an_escaped_page(data: bytes) -> None:
+    """A broken message is still listed and shown; nothing from it reaches the page as markup."""
+    store = MessageStore()
+    stored = store.add(b"Subject: <script>x</script>\r\n" + data)
+    parsed = details(parse(stored.data))
+    page = message_page(stored)
+    json.dumps(listing(stored))
+    assert parsed.headers[0][0] == "Subject"
+    assert "<script>x" not in page
+    assert page.count("<script") == 1  # the page's own app.js

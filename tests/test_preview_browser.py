@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import pytest
 
-from asyncmail import Message
+from asyncmail import Attachment, Message
 
 from .test_preview import SENDER, running, send
 
@@ -110,10 +112,28 @@ class Tripwire:
         self.socket.close()
 
 
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A PNG of one colour."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 def cjk_order(
     tripwire: Tripwire, subject: str = "「注文確認」ご注文ありがとうございます"
 ) -> Message:
     html = f"""<html><body style="font-family: sans-serif">
+<img id=logo src="cid:logo@shop.example" alt="logo" width=120 height=24>
 <h2>你好，陈静 — ご注文を承りました</h2>
 <table border=1 cellpadding=6 style="border-collapse: collapse">
 <tr><th>商品</th><th>数量</th><th>价格</th></tr>
@@ -130,6 +150,14 @@ def cjk_order(
         subject=subject,
         text="你好，陈静: 宇治抹茶 x2, 龙井茶 x1",
         html=html,
+        attachments=[
+            Attachment(
+                filename="logo.png",
+                content=png(120, 24, (9, 105, 218)),
+                inline=True,
+                content_id="logo@shop.example",
+            )
+        ],
     )
 
 
@@ -156,7 +184,10 @@ def _subjects_without_reload(driver: WebDriver, count: int) -> list[str]:
     return subjects
 
 
-def _open_message_and_read_frame(driver: WebDriver, subject: str, screenshot: Path) -> str:
+def _open_message_and_read_frame(
+    driver: WebDriver, subject: str, screenshot: Path
+) -> tuple[str, object]:
+    """The text of the message's HTML part, and the width of its inline (cid:) image."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -171,10 +202,11 @@ def _open_message_and_read_frame(driver: WebDriver, subject: str, screenshot: Pa
             ec.text_to_be_present_in_element((By.TAG_NAME, "table"), "宇治抹茶")
         )
         text: str = driver.find_element(By.TAG_NAME, "body").text
+        logo_width = driver.find_element(By.ID, "logo").get_property("naturalWidth")
     finally:
         driver.switch_to.default_content()
     driver.save_screenshot(str(screenshot))
-    return text
+    return text, logo_width
 
 
 async def test_new_mail_shows_up_live_and_its_html_renders_sandboxed(
@@ -192,7 +224,7 @@ async def test_new_mail_shows_up_live_and_its_html_renders_sandboxed(
         both = await anyio.to_thread.run_sync(_subjects_without_reload, browser, 2)
         bold = browser.find_elements("css selector", "#messages b")
         screenshot = tmp_path / "preview.png"
-        text = await anyio.to_thread.run_sync(
+        text, logo_width = await anyio.to_thread.run_sync(
             _open_message_and_read_frame, browser, subject, screenshot
         )
     assert subjects == [subject]
@@ -201,6 +233,7 @@ async def test_new_mail_shows_up_live_and_its_html_renders_sandboxed(
     assert "你好，陈静" in text
     assert "宇治抹茶 2 ¥3,200" in text  # the table's row
     assert "SCRIPT RAN" not in text
+    assert logo_width == 120  # the inline image, served from the message itself
     assert tripwire.connections == 0  # neither the script nor the remote image went out
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     if os.environ.get("ASYNCMAIL_UPDATE_SCREENSHOT") == "1":

@@ -12,7 +12,15 @@ import email.utils
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-__all__ = ["Attachment", "Details", "Summary", "attachment_content", "details", "summary"]
+__all__ = [
+    "Attachment",
+    "Details",
+    "Summary",
+    "attachment_content",
+    "details",
+    "inline_content",
+    "summary",
+]
 
 _POLICY = email.policy.default
 
@@ -161,3 +169,15 @@ def attachment_content(message: EmailMessage, index: int) -> tuple[Attachment, b
         index=index, filename=name, content_type=part.get_content_type(), size=len(content)
     )
     return info, content
+
+
+def inline_content(message: EmailMessage, content_id: str) -> tuple[str, bytes] | None:
+    """The type and decoded bytes of the part whose Content-ID is ``content_id`` (no ``<>``)."""
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        found = str(part.get("Content-ID", "")).strip().removeprefix("<").removesuffix(">")
+        if found and found == content_id:
+            payload = part.get_payload(decode=True)
+            return part.get_content_type(), payload if isinstance(payload, bytes) else b""
+    return None

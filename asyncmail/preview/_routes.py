@@ -7,13 +7,13 @@ import re
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import anyio
 
 from ._http import EventStream, Request, Response
 from ._pages import message_page, static_file
-from ._parse import attachment_content, details, parse
+from ._parse import attachment_content, details, inline_content, parse
 from ._store import MessageStore, StoredMessage
 
 __all__ = ["HTML_PART_POLICY", "PAGE_POLICY", "Routes"]
@@ -25,13 +25,15 @@ PAGE_POLICY = (
     "form-action 'none'"
 )
 #: A message's HTML: no scripts, no remote anything (images, fonts, styles), no forms, and a
-#: sandbox even when opened outside its iframe.
+#: sandbox even when opened outside its iframe. Its own images (``cid:``) come from here.
 HTML_PART_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data: 'self'; font-src data:; "
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; sandbox"
 )
 #: Seconds between keep-alive comments on an idle event stream.
 HEARTBEAT = 15.0
+#: ``src="cid:..."``, ``url(cid:...)``: a reference to a part of the same message.
+_CID = re.compile(r"""(["'(])cid:([^"')\s>]+)""", re.IGNORECASE)
 _MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*")
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
@@ -48,6 +50,16 @@ def _page(text: str) -> Response:
     return Response(
         200, text.encode(), "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),)
     )
+
+
+def _download(content_type: str, content: bytes, *, disposition: str) -> Response:
+    """A part of a message, as its own type (when well-formed) but never run as a page."""
+    ctype = content_type if _MIME_TYPE.fullmatch(content_type) else "application/octet-stream"
+    headers = (
+        ("Content-Disposition", disposition),
+        ("Content-Security-Policy", "default-src 'none'; sandbox"),
+    )
+    return Response(200, content, ctype, headers)
 
 
 def listing(message: StoredMessage) -> dict[str, Any]:
@@ -147,24 +159,26 @@ class Routes:
                 html = details(parse(message.data)).html
                 if html is None:
                     return Response.error(HTTPStatus.NOT_FOUND)
+                base = f"/api/messages/{message.id}/cid/"
+                html = _CID.sub(lambda m: f"{m[1]}{base}{quote(unquote(m[2]), safe='@')}", html)
                 policy = (("Content-Security-Policy", HTML_PART_POLICY),)
                 return Response(200, html.encode(), "text/html; charset=utf-8", policy)
             case True, ():
                 return _json(detail(message))
             case True, ("raw",):
                 return Response(200, message.data)
+            case True, ("cid", content_id):
+                inline = inline_content(parse(message.data), content_id)
+                if inline is None:
+                    return Response.error(HTTPStatus.NOT_FOUND)
+                return _download(inline[0], inline[1], disposition="inline")
             case True, ("attachments", index) if index.isdecimal():
                 found = attachment_content(parse(message.data), int(index))
                 if found is None:
                     return Response.error(HTTPStatus.NOT_FOUND)
                 info, content = found
-                headers = (
-                    ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(info.filename)}"),
-                    ("Content-Security-Policy", "default-src 'none'; sandbox"),
-                )
-                ctype = info.content_type
-                ctype = ctype if _MIME_TYPE.fullmatch(ctype) else "application/octet-stream"
-                return Response(200, content, ctype, headers)
+                name = f"attachment; filename*=UTF-8''{quote(info.filename)}"
+                return _download(info.content_type, content, disposition=name)
         return Response.error(HTTPStatus.NOT_FOUND)
 
     async def _events(self) -> AsyncIterator[str]:

@@ -37,7 +37,11 @@ async function refreshList() {
     subject.appendChild(link);
     cell(row, dateText(m.date || m.received), "date");
     cell(row, sizeText(m.size), "size");
-    cell(row, m.attachments ? "📎 " + m.attachments : "", "attachments");
+    const clip = cell(row, m.attachments ? String(m.attachments) : "", "attachments");
+    if (m.attachments) {
+      clip.classList.add("clip");
+      clip.title = m.attachments + (m.attachments === 1 ? " attachment" : " attachments");
+    }
     row.addEventListener("click", (event) => {
       if (event.target !== link) window.location.href = link.href;
     });
@@ -51,14 +55,23 @@ async function refreshList() {
 function startList() {
   const live = document.getElementById("live");
   const events = new EventSource("/api/events");
-  events.addEventListener("messages", () => { live.classList.add("on"); refreshList(); });
+  // A burst of mail (asyncmail demo sends 1,000) is one refresh at a time, plus one after it.
+  let running = null, again = false;
+  function refresh() {
+    if (running) { again = true; return; }
+    running = refreshList().finally(() => {
+      running = null;
+      if (again) { again = false; refresh(); }
+    });
+  }
+  events.addEventListener("messages", () => { live.classList.add("on"); refresh(); });
   events.addEventListener("error", () => live.classList.remove("on"));
   document.getElementById("clear").addEventListener("click", async () => {
     if (window.confirm("Delete every message from the preview? (The Maildir keeps them.)")) {
       await fetch("/api/messages", { method: "DELETE" });
     }
   });
-  refreshList();
+  refresh();
 }
 
 function startMessage() {
