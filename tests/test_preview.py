@@ -373,6 +373,7 @@ def test_serve_web_with_auth_and_tls_prints_the_ca_and_shows_the_mail(tmp_path: 
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=10)[0]
     output = "".join(lines) + received + rest
+    assert process.returncode == 130  # Ctrl-C
     assert "AUTH required: user 'dev'" in lines[2]
     assert "s3cret" not in output
     assert received.startswith("received from=a@example.com to=b@example.com")

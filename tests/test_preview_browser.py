@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
 MISSING = "chromium, chromium-driver or selenium missing: apt-get install chromium chromium-driver"
+NO_CJK_FONT = "no CJK font to draw the screenshot with: apt-get install fonts-noto-cjk"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "preview.png"
 #: Seconds the page has to show what arrived.
 WAIT = 15
@@ -41,6 +43,14 @@ def _chromium() -> tuple[str, str] | None:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     return (binary, driver) if binary and driver else None
+
+
+def _has_cjk_font() -> bool:
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return False
+    found = subprocess.run([fc_list, ":lang=zh"], capture_output=True, text=True, check=False)
+    return bool(found.stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -237,5 +247,6 @@ async def test_new_mail_shows_up_live_and_its_html_renders_sandboxed(
     assert tripwire.connections == 0  # neither the script nor the remote image went out
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     if os.environ.get("ASYNCMAIL_UPDATE_SCREENSHOT") == "1":
+        assert _has_cjk_font(), NO_CJK_FONT  # else the committed picture shows boxes
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, SCREENSHOT)
