@@ -27,7 +27,7 @@ import pytest
 
 from asyncmail import Attachment, Message
 
-from .test_preview import SENDER, running, send
+from ._preview import SENDER, running, send
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver

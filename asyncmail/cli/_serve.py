@@ -137,6 +137,19 @@ def keep(store: MessageStore, message: CapturedMessage) -> None:
     )
 
 
+async def _listen(
+    stack: contextlib.AsyncExitStack,
+    server: CaptureServer | PreviewServer,
+    host: str,
+    port: int,
+) -> None:
+    """Start ``server`` on ``stack``; a port in use (or the like) is one line, no traceback."""
+    try:
+        await stack.enter_async_context(server)
+    except OSError as exc:  # the port is taken, the host is not an address here...
+        raise click.ClickException(cannot_listen(host, port, exc)) from None
+
+
 async def run_serve(
     *,
     maildir: Path,
@@ -161,11 +174,12 @@ async def run_serve(
             keep(store, message)
 
     server = maildir_server(maildir, port=port, host=host, on_stored=stored, auth=auth, tls=tls)
+    preview = PreviewServer(store, host=web[0], port=web[1]) if web is not None else None
     async with contextlib.AsyncExitStack() as stack:
-        try:
-            await stack.enter_async_context(server)
-        except OSError as exc:  # the port is taken, the host is not an address here...
-            raise click.ClickException(cannot_listen(host, port, exc)) from None
+        # Both ports first, then the news: a port in use is the one line said.
+        await _listen(stack, server, host, port)
+        if preview is not None and web is not None:
+            await _listen(stack, preview, *web)
         click.echo(f"listening on {server.url}, storing in {maildir}/ (Ctrl-C to stop)")
         if tls:
             click.echo(
@@ -174,13 +188,8 @@ async def run_serve(
             )
         if auth is not None:
             click.echo(f"AUTH required: user {auth[0]!r} with the password given in --auth")
-        if web is not None:
-            preview = PreviewServer(store, host=web[0], port=web[1])
-            try:
-                await stack.enter_async_context(preview)
-            except OSError as exc:
-                raise click.ClickException(cannot_listen(web[0], web[1], exc)) from None
+        if preview is not None:
             click.echo(f"web preview on {preview.url} (the newest {max_messages} messages)")
-            if not is_loopback(web[0]):
-                click.echo(f"warning: anyone who can reach {web[0]} reads this mail: no password")
+            if not is_loopback(preview.host):
+                click.echo(f"warning: no password: anyone reaching {preview.url} reads the mail")
         await asyncio.Event().wait()

@@ -47,6 +47,11 @@ class PreviewServer:
         return f"<PreviewServer {self.url if self.port else 'not started'} {self.store!r}>"
 
     @property
+    def host(self) -> str:
+        """The interface listened on."""
+        return self._http.host
+
+    @property
     def port(self) -> int:
         """The port listened on; 0 before start."""
         return self._http.port
