@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from email.message import EmailMessage
+from http import HTTPStatus
 from pathlib import Path
 
 import anyio
@@ -29,10 +30,12 @@ from hypothesis import strategies as st
 from asyncmail import Attachment, DeliveryError, Message
 from asyncmail.cli._app import cli
 from asyncmail.cli._serve import parse_web_address
-from asyncmail.preview import MessageStore
+from asyncmail.preview import MessageStore, PreviewServer
+from asyncmail.preview._http import Request, parse_request
 from asyncmail.preview._pages import message_page
 from asyncmail.preview._parse import details, parse
 from asyncmail.preview._routes import listing
+from asyncmail.preview._server import is_loopback
 
 from ._preview import SENDER, fetch, request, running, send
 
@@ -346,3 +349,65 @@ def test_any_bytes_give_a_summary_details_and_an_escaped_page(data: bytes) -> No
     assert parsed.headers[0][0] == "Subject"
     assert "<script>x" not in page
     assert page.count("<script") == 1  # the page's own app.js
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"GET /api/messages/7 HTTP/1.1\r\nHost: h:1", ("GET", ("api", "messages", "7"))),
+        (b"HEAD /?x=1 HTTP/1.0", ("HEAD", ())),
+        (b"DELETE http://h:1/api/messages HTTP/1.1", ("DELETE", ("api", "messages"))),
+        (
+            b"GET /api/messages/1/cid/a%40b HTTP/1.1",
+            ("GET", ("api", "messages", "1", "cid", "a@b")),
+        ),
+        (b"GET / HTTP/1.1 extra", HTTPStatus.BAD_REQUEST),
+        (b"GET /", HTTPStatus.BAD_REQUEST),
+        (b"GET / HTTP/2", HTTPStatus.HTTP_VERSION_NOT_SUPPORTED),
+        (b"GET / HTTP/1.1\r\nno colon", HTTPStatus.BAD_REQUEST),
+        (b"GET / HTTP/1.1\r\nHost : h", HTTPStatus.BAD_REQUEST),  # a space before the colon
+        (b"POST / HTTP/1.1", HTTPStatus.METHOD_NOT_ALLOWED),
+        (b"GET / HTTP/1.1\r\nContent-Length: 5", HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked", HTTPStatus.REQUEST_ENTITY_TOO_LARGE),
+        (b"GET * HTTP/1.1", HTTPStatus.BAD_REQUEST),
+    ],
+)
+def test_request_heads_are_parsed_or_refused(
+    head: bytes, expected: tuple[str, tuple[str, ...]] | HTTPStatus
+) -> None:
+    parsed = parse_request(head)
+    if isinstance(expected, HTTPStatus):
+        assert parsed == expected
+    else:
+        assert isinstance(parsed, Request)
+        assert (parsed.method, parsed.path) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.0.2.1", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+async def test_preview_on_ipv6_loopback_answers_its_own_address(tmp_path: Path) -> None:
+    store = MessageStore()
+    store.add(b"Subject: hi\r\n\r\nbody\r\n")
+    async with PreviewServer(store, host="::1") as web:
+        reply = await fetch(f"{web.url}api/messages")
+    assert web.url == f"http://[::1]:{web.port}/"
+    assert [m["subject"] for m in reply.json()["messages"]] == ["hi"]
+
+
+def test_store_needs_room_for_one_message() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        MessageStore(max_messages=0)
