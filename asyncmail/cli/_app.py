@@ -6,11 +6,10 @@ The outbox's commands (``worker``, ``outbox ...``) are in ``_ops``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -33,11 +32,6 @@ from ._run import (
 )
 from ._suppress import suppress
 from ._unsubscribe import list_options, with_list_headers
-
-if TYPE_CHECKING:
-    from email.message import EmailMessage
-
-    from ..testing import CapturedMessage
 
 __all__ = ["cli"]
 
@@ -359,6 +353,24 @@ def _dry_run(
 # --- serve, check, demo -----------------------------------------------------------------
 
 
+def _web_address(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+    from ._serve import parse_web_address
+
+    try:
+        return None if value is None else parse_web_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _user_password(_ctx: click.Context, _param: click.Parameter, value: str | None) -> object:
+    if value is None:
+        return None
+    user, colon, password = value.partition(":")
+    if not colon or not user or not password:
+        raise click.BadParameter("expected USER:PASSWORD")  # never echo the value
+    return user, password
+
+
 @cli.command()
 @click.option("--port", default=1025, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -369,29 +381,58 @@ def _dry_run(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where received messages are stored (created if missing).",
 )
-def serve(port: int, host: str, maildir: Path) -> None:
+@click.option(
+    "--web",
+    metavar="HOST:PORT",
+    callback=_web_address,
+    help="Also show the mail in a browser, and a JSON API, at http://HOST:PORT/ "
+    "(such as 127.0.0.1:8025; PORT alone means 127.0.0.1).",
+)
+@click.option(
+    "--max-messages",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --web: how many messages the preview keeps in memory (the oldest go first).",
+)
+@click.option(
+    "--auth",
+    metavar="USER:PASSWORD",
+    callback=_user_password,
+    help="Require SMTP AUTH with this user and password (never echoed back).",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Offer STARTTLS with a throwaway certificate; the CA file to verify it is printed.",
+)
+def serve(
+    port: int,
+    host: str,
+    maildir: Path,
+    web: tuple[str, int] | None,
+    max_messages: int,
+    auth: tuple[str, str] | None,
+    tls: bool,
+) -> None:
     """Run a local capture SMTP server that stores every message in a Maildir.
 
-    For development: point your app at smtp://127.0.0.1:1025 and read what it sends.
+    For development: point your app at smtp://127.0.0.1:1025 and read what it sends, in
+    the Maildir or, with --web 127.0.0.1:8025, in a browser.
     """
-    from ._serve import cannot_listen, maildir_server
+    from ._serve import run_serve
 
-    def show(message: CapturedMessage, headers: EmailMessage) -> None:
-        sender, to = message.envelope_sender, ",".join(message.recipients)
-        click.echo(f"received from={sender} to={to} subject={headers.get('Subject', '')!r}")
-
-    server = maildir_server(maildir, port=port, host=host, on_stored=show)
-
-    async def go() -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                await stack.enter_async_context(server)
-            except OSError as exc:  # the port is taken, the host is not an address here...
-                raise click.ClickException(cannot_listen(host, port, exc)) from None
-            click.echo(f"listening on {server.url}, storing in {maildir}/ (Ctrl-C to stop)")
-            await asyncio.Event().wait()
-
-    _run(go())
+    _run(
+        run_serve(
+            maildir=maildir,
+            host=host,
+            port=port,
+            web=web,
+            auth=auth,
+            tls=tls,
+            max_messages=max_messages,
+        )
+    )
 
 
 @cli.command()
