@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 import asyncmail
-from asyncmail.testing import CaptureServer
+from asyncmail.testing import CaptureServer, outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))
@@ -207,10 +207,16 @@ def _run_tests_defined(namespace: dict[str, Any]) -> None:
         if not (name.startswith("test_") and inspect.isfunction(function)):
             continue
         params = set(inspect.signature(function).parameters)
-        assert params <= {"mail_server", "mail_outbox"}, f"{name} wants fixtures {params}"
+        known = {"mail_server", "mail_outbox", "memory_outbox"}
+        assert params <= known, f"{name} wants fixtures {params}"
         marks = [m for m in getattr(function, "pytestmark", []) if m.name == "mail_server"]
         with CaptureServer(**(marks[0].kwargs if marks else {})).run_in_thread() as server:
-            fixtures = {"mail_server": server, "mail_outbox": server.messages}
+            outbox.clear()  # (as the plugin does before each test)
+            fixtures = {
+                "mail_server": server,
+                "mail_outbox": server.messages,
+                "memory_outbox": outbox,
+            }
             _call(function, {p: fixtures[p] for p in params})
 
 

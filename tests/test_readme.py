@@ -4,7 +4,6 @@ what they print and send."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 from pathlib import Path
@@ -168,10 +167,10 @@ def test_batch_example_sends_every_message(
     assert "{'delivered': 100, 'failed': 0, 'unknown': 0}" in capsys.readouterr().out
 
 
-def test_testing_example_passes() -> None:
-    namespace: dict[str, Any] = {}
-    exec(_block("async def test_signup_mail_is_sent"), namespace)
-    asyncio.run(namespace["test_signup_mail_is_sent"]())
+def test_testing_example_is_the_one_run_in_a_user_project() -> None:
+    """tests/test_testing_server.py runs tests/fixtures/readme_testing.py in strict mode."""
+    fixture = Path(__file__).parent / "fixtures" / "readme_testing.py"
+    assert _block("async def test_welcome_mail_in_memory") == fixture.read_text(encoding="utf-8")
 
 
 def _deliverability_blocks() -> list[str]:
