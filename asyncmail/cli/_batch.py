@@ -41,6 +41,7 @@ from .._exceptions import (
     Status,
     TLSError,
 )
+from ..batch._duplicates import FirstRows
 from ..batch._journal import (
     DELIVERED,
     STARTED,
@@ -63,13 +64,13 @@ from ._suppress import open_suppressions
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
 SUPPRESSED_REPLY = "on the suppression list; not sent"
+DUPLICATE_REPLY = "the same address as row"
 logger = logging.getLogger("asyncmail")
 
 __all__ = [
     "BatchOptions",
     "BatchUsageError",
     "Counts",
-    "check_first_row",
     "outbox_marker",
     "run_batch",
 ]
@@ -106,6 +107,10 @@ class BatchOptions:
     """A suppression list to honour and feed: a CSV file's path or an outbox's URL."""
     dkim: tuple[DKIM, ...] = ()
     """DKIM signers for every message (``--dkim``)."""
+    delimiter: str | None = None
+    """The CSV delimiter; None reads it off the header line."""
+    dedupe: bool = False
+    """Send each address once: later rows of an address are journaled as duplicates."""
 
 
 @dataclass(slots=True)
@@ -121,6 +126,8 @@ class Counts:
     """Rows not sent: their address is on the suppression list."""
     bounced: int = 0
     """Addresses this run added to the suppression list (5.1.x refusals)."""
+    duplicates: int = 0
+    """Rows not sent: a later row of an address (``--dedupe``)."""
     in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     interrupted: bool = False
@@ -130,7 +137,8 @@ class Counts:
     @property
     def done(self) -> int:
         """Rows finished in this run, skipped and suppressed ones included."""
-        return self.delivered + self.failed + self.unknown + self.skipped + self.suppressed
+        sent = self.delivered + self.failed + self.unknown
+        return sent + self.skipped + self.suppressed + self.duplicates
 
     @property
     def rate(self) -> float:
@@ -150,25 +158,6 @@ class Counts:
 def outbox_marker(report: Path) -> Path:
     """The file that says a batch went into an outbox (``batch --outbox``; see ``_enqueue``)."""
     return report.with_name(report.name + ".outbox")
-
-
-def check_first_row(recipients: Path, template: Template, sender: str) -> int:
-    """Render the first usable row, so a template error stops the batch before any mail.
-
-    Returns:
-        The row number that was checked (0 if the list has no usable row).
-
-    Raises:
-        BatchUsageError: The first usable row does not render (undefined variable...).
-    """
-    for item in read_recipients(recipients):
-        if isinstance(item, Recipient):
-            try:
-                template.render(sender=sender, to=item.address, variables=item.variables)
-            except MessageError as exc:
-                raise BatchUsageError(f"row {item.row} ({item.email}): {exc}") from None
-            return item.row
-    return 0
 
 
 def _result_row(recipient: Recipient, occurrence: int, result: SendResult[Any]) -> ReportRow:
@@ -219,6 +208,7 @@ class _Run:
         self.pending: dict[int, tuple[Message, Recipient, int]] = {}
         self.started: set[int] = set()
         self.server_failures = 0
+        self.first_rows = FirstRows() if options.dedupe else None
 
     def open(self) -> None:
         options = self.options
@@ -278,9 +268,23 @@ class _Run:
         )
         self.counts.suppressed += 1
 
+    def _duplicate(self, item: Recipient, occurrence: int, first_row: int) -> None:
+        assert self.journal is not None
+        self.journal.finished(
+            ReportRow(
+                row=item.row,
+                email=item.email,
+                occurrence=occurrence,
+                status="duplicate",
+                reply=f"{DUPLICATE_REPLY} {first_row}; not sent (--dedupe)",
+            )
+        )
+        self.counts.duplicates += 1
+
     async def messages(self) -> AsyncIterator[Message]:
         options = self.options
-        for number, item in enumerate(read_recipients(options.recipients)):
+        rows = read_recipients(options.recipients, delimiter=options.delimiter)
+        for number, item in enumerate(rows):
             if number % YIELD_EVERY == 0:
                 # Rows that are skipped or bad never wait for the pool: let the progress
                 # display and the Ctrl-C handler run now and then.
@@ -291,9 +295,15 @@ class _Run:
             if isinstance(item, BadRow):
                 self._fail(item, who.occurrence, item.reason)
                 continue
+            first_row = item.row
+            if self.first_rows is not None:
+                first_row = self.first_rows.first(item.email, item.row)
             last = self.state.last(who)
             if last == DELIVERED or (last in (STARTED, UNKNOWN) and not options.resend_unknown):
                 self.counts.skipped += 1
+                continue
+            if first_row != item.row:
+                self._duplicate(item, who.occurrence, first_row)
                 continue
             if self.suppressions is not None:
                 try:
