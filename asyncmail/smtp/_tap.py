@@ -66,13 +66,14 @@ def client_lines(data: bytes | memoryview) -> Iterator[str]:
 def tap_client(client: aiosmtplib.SMTP) -> None:
     """Report the greeting, commands and replies of an aiosmtplib client, if ``TAP`` is set.
 
-    aiosmtplib reads the greeting in ``connect`` and sends every command through
-    ``execute_command``: those two are wrapped, on this client only.
+    aiosmtplib reads the greeting in ``connect``, says STARTTLS in ``starttls`` and sends
+    every other command through ``execute_command``: those three are wrapped, on this
+    client only.
     """
     tap = TAP.get()
     if tap is None:
         return
-    connect, execute = client.connect, client.execute_command
+    connect, execute, starttls = client.connect, client.execute_command, client.starttls
     in_auth = False
 
     async def tapped_connect(**kwargs: Any) -> aiosmtplib.SMTPResponse:  # noqa: ANN401
@@ -94,6 +95,14 @@ def tap_client(client: aiosmtplib.SMTP) -> None:
         in_auth = (starts_auth or in_auth) and response.code == 334
         return response
 
+    async def tapped_starttls(**kwargs: Any) -> aiosmtplib.SMTPResponse:  # noqa: ANN401
+        tap("C", "STARTTLS")
+        response = await starttls(**kwargs)
+        for line in server_lines(response.code, response.message):
+            tap("S", line)
+        return response
+
+    client.starttls = tapped_starttls  # type: ignore[method-assign]
     client.connect = tapped_connect  # type: ignore[method-assign]
     client.execute_command = tapped_execute  # type: ignore[method-assign]
 
