@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -345,3 +346,19 @@ def test_check_and_send_word_the_same_failure_the_same_way(
         assert lines[1].startswith(hint), lines
     else:
         assert len(lines) == 1, lines
+
+
+@pytest.mark.parametrize("name", ["send", "batch", "check", "demo"])
+def test_every_option_says_what_it_does_in_help(name: str) -> None:
+    command = cli.commands[name]
+    undocumented = [
+        param.name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help and param.name != "help"
+    ]
+    assert undocumented == []
+    code, output = invoke(name, "--help")
+    assert code == 0
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert max(param.opts, key=len) in output

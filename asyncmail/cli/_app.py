@@ -87,7 +87,13 @@ def serve(port: int, host: str, maildir: Path) -> None:
 
 @cli.command()
 @click.argument("url", envvar="ASYNCMAIL_URL")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds each step (connect, greeting, each command) may take.",
+)
 def check(url: str, timeout: float) -> None:
     """Connect to URL and show EHLO extensions, TLS, certificate and AUTH; send nothing."""
     from ._check import run_check
@@ -96,13 +102,25 @@ def check(url: str, timeout: float) -> None:
 
 
 @cli.command()
-@click.option("--count", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--count",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many mails to send.",
+)
 @click.option(
     "--maildir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the mails land (default: a new temporary folder).",
 )
-@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--concurrency",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="SMTP connections at most.",
+)
 @click.option("--no-progress", is_flag=True, help="Plain progress lines instead of a bar.")
 def demo(count: int, maildir: Path | None, concurrency: int, no_progress: bool) -> None:
     """Send 1,000 personalised mails to a local capture server: no account, no setup."""

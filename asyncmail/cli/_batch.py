@@ -8,6 +8,9 @@ The order of events for one recipient is what makes ``--resume`` safe after a ``
 2. ``before_send`` journals ``S`` and flushes, right before the first SMTP transaction;
 3. the result is journaled ``D``, ``F`` or ``U``.
 
+With ``--dedupe``, a later row of an address already listed (ignoring case) is journaled
+``K`` (duplicate) and not sent; a resumed run decides again.
+
 With ``--suppress``, a row whose address is on the suppression list is journaled ``X``
 (suppressed) instead of being rendered and sent; a resumed run looks it up again. Recipients
 a server refuses as non-existent (5.1.x at RCPT) are added to the list as they come.
@@ -23,9 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,7 @@ from ..dkim._signer import DKIM
 from ..engine._mailer import Mailer
 from ..message._message import Message
 from ..suppression._model import Suppression, Suppressions, hard_bounces
+from ._counts import Counts
 from ._suppress import open_suppressions
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
@@ -111,48 +114,6 @@ class BatchOptions:
     """The CSV delimiter; None reads it off the header line."""
     dedupe: bool = False
     """Send each address once: later rows of an address are journaled as duplicates."""
-
-
-@dataclass(slots=True)
-class Counts:
-    """Live counts of one run, read by the progress display."""
-
-    total: int = 0
-    delivered: int = 0
-    failed: int = 0
-    unknown: int = 0
-    skipped: int = 0
-    suppressed: int = 0
-    """Rows not sent: their address is on the suppression list."""
-    bounced: int = 0
-    """Addresses this run added to the suppression list (5.1.x refusals)."""
-    duplicates: int = 0
-    """Rows not sent: a later row of an address (``--dedupe``)."""
-    in_flight: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    interrupted: bool = False
-    gave_up: str | None = None
-    report_counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def done(self) -> int:
-        """Rows finished in this run, skipped and suppressed ones included."""
-        sent = self.delivered + self.failed + self.unknown
-        return sent + self.skipped + self.suppressed + self.duplicates
-
-    @property
-    def rate(self) -> float:
-        """Messages finished per second in this run."""
-        elapsed = time.monotonic() - self.started_at
-        sent = self.delivered + self.failed + self.unknown
-        return sent / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds until the end at the current rate, if it can be told."""
-        rate = self.rate
-        left = max(0, self.total - self.done)
-        return left / rate if rate > 0 else None
 
 
 def outbox_marker(report: Path) -> Path:

@@ -121,12 +121,17 @@ def dry_run(options: DryRun, console: Console) -> int:
                 f"row {item.row} ({item.email or '-'}): {reason}", soft_wrap=True, markup=False
             )
     if saved:
-        console.print(f"dry run: wrote {len(saved)} messages to {options.preview}/", markup=False)
+        console.print(
+            f"dry run: wrote {len(saved)} messages to {options.preview}/",
+            markup=False,
+            soft_wrap=True,
+        )
     skipped = f", {duplicates} duplicates would be left out" if duplicates else ""
     console.print(
         f"dry run: {good} rows would be sent, {problems} rows have problems{skipped}; "
         "nothing was sent",
         markup=False,
+        soft_wrap=True,
     )
     return 1 if problems else 0
 
@@ -134,13 +139,21 @@ def dry_run(options: DryRun, console: Console) -> int:
 def _save(folder: Path, item: Recipient, message: Message) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / eml_name(item.row, item.email)
-    path.write_bytes(message.to_bytes())
+    path.write_bytes(_bytes(message))
     return path
+
+
+def _bytes(message: Message) -> bytes:
+    """The message as sent: with UTF-8 headers (SMTPUTF8) only when an address needs them."""
+    try:
+        return message.to_bytes()
+    except MessageError:  # a non-ASCII local part
+        return message.to_bytes(smtputf8=True)
 
 
 def _show(message: Message, console: Console) -> None:
     """The message as a reader sees it: decoded headers, the text body, the other parts."""
-    parsed = email.message_from_bytes(message.to_bytes(), policy=email.policy.default)
+    parsed = email.message_from_bytes(_bytes(message), policy=email.policy.default)
     for name, value in parsed.items():
         if not name.lower().startswith(("content-", "mime-")):
             console.print(f"{name}: {value}", markup=False, soft_wrap=True)
