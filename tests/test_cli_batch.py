@@ -188,6 +188,25 @@ def test_dedupe_sends_each_address_once_and_reports_the_rest_as_duplicates(
     assert {by_row["1"][1], by_row["2"][1]} == {"delivered"}
 
 
+def test_duplicates_left_out_by_dedupe_are_sent_by_a_resume_without_it(
+    server: CaptureServer, tmp_path: Path, template: Path
+) -> None:
+    """'duplicate' is final for one run only, as 'suppressed' is: the next run decides again."""
+    report = tmp_path / "report.csv"
+    recipients = _duplicated(tmp_path)
+    args = ["--url", server.url, "--report", str(report)]
+    code, output = run_batch(recipients, template, *args, "--dedupe")
+    assert code == 0, output
+    assert len(server.messages) == 2
+    code, output = run_batch(recipients, template, "--url", server.url, "--resume", str(report))
+    assert code == 0, output
+    assert len(server.messages) == 4  # the two duplicates, once each; nobody else again
+    assert {r["status"] for r in read_report(report)} == {"delivered"}
+    code, output = run_batch(recipients, template, "--url", server.url, "--resume", str(report))
+    assert code == 0, output
+    assert len(server.messages) == 4
+
+
 def test_a_dry_run_with_dedupe_counts_the_duplicates_it_would_leave_out(
     tmp_path: Path, template: Path
 ) -> None:

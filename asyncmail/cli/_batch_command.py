@@ -260,6 +260,8 @@ def dry_run_exit(plan: DryRun, out: Console) -> int:
         return dry_run(plan, out)
     except ConfigError as exc:
         raise usage(str(exc)) from None
+    except OSError as exc:  # (the preview folder cannot be written)
+        raise click.ClickException(f"--preview {plan.preview}: {exc.strerror or exc}") from None
 
 
 def _warn_duplicates(

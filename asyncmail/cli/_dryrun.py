@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from .._exceptions import MessageError
 from ..batch._duplicates import FirstRows
@@ -111,7 +112,7 @@ def dry_run(options: DryRun, console: Console) -> int:
                     saved.append(_save(options.preview, item, message))
                 elif shown is None and options.preview is None:
                     shown = message
-                    console.rule(f"row {item.row}: {item.email}", style="dim")
+                    console.rule(Text(f"row {item.row}: {item.email}"), style="dim")
                     _show(message, console)
                     console.rule(style="dim")
                 continue
