@@ -247,6 +247,15 @@ def _untrusted_certificate() -> contextlib.AbstractContextManager[str]:
     return make()
 
 
+def _plain_port_with_smtps() -> contextlib.AbstractContextManager[str]:
+    @contextlib.contextmanager
+    def make() -> Iterator[str]:
+        with CaptureServer().run_in_thread() as plain:
+            yield f"smtps://127.0.0.1:{plain.port}"
+
+    return make()
+
+
 def _closed_port() -> contextlib.AbstractContextManager[str]:
     @contextlib.contextmanager
     def make() -> Iterator[str]:
@@ -284,6 +293,14 @@ FAILURES: list[tuple[str, Callable[[], contextlib.AbstractContextManager[str]], 
         "a TLS port with smtp://",
         _listener(TLS_ALERT),
         r"TLS: FAILED: the server answered in TLS, .*use smtps:// \(implicit TLS\) "
+        r"\(phase=greeting, retryable=False\)",
+        "",
+    ),
+    (
+        "a plain SMTP port with smtps://",
+        _plain_port_with_smtps,
+        r"TLS: FAILED: TLS failed: the server did not answer in TLS; the server speaks plain "
+        r"SMTP first: use smtp:// \(STARTTLS\), usually port 587 "
         r"\(phase=greeting, retryable=False\)",
         "",
     ),
