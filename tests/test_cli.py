@@ -76,7 +76,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_missing_server_url_is_a_usage_error(tmp_path: Path) -> None:
     body = tmp_path / "b.txt"
     body.write_text("hi", encoding="utf-8")
-    args = ["send", "--from", "a@example.com", "--to", "b@example.com", "--text", str(body)]
+    args = ["send", "--from", "a@example.com", "--to", "b@example.com", "--text-file", str(body)]
     code, output = invoke(*args, env={"ASYNCMAIL_URL": ""})
     assert code == 2
     assert "ASYNCMAIL_URL is not set" in output
@@ -95,7 +95,7 @@ def test_send_delivers_one_message_with_text_html_and_attachment(
         "send",
         *("--from", SENDER, "--to", "ann@example.com", "--cc", "cc@example.com"),
         *("--bcc", "hidden@example.com", "--subject", "Quarterly 报告"),
-        *("--text", str(tmp_path / "b.txt"), "--html", str(tmp_path / "b.html")),
+        *("--text-file", str(tmp_path / "b.txt"), "--html-file", str(tmp_path / "b.html")),
         *("--attach", str(tmp_path / "report.pdf")),
         env={"ASYNCMAIL_URL": server.url},
     )
@@ -115,10 +115,29 @@ def test_send_refused_by_the_server_exits_1_with_the_servers_words(tmp_path: Pat
     with CaptureServer(faults=faults).run_in_thread() as refusing:
         code, output = invoke(
             *("send", "--url", refusing.url, "--from", SENDER, "--to", "nobody@example.com"),
-            *("--text", str(tmp_path / "b.txt")),
+            *("--text", "x"),
         )
     assert code == 1
     assert "550 5.1.1 No such user here" in output
+
+
+def test_send_as_a_process_says_a_refusal_once_not_with_the_engines_log_line_too() -> None:
+    """Without logging configured, Python prints WARNING records on stderr: the engine's
+    per-message line (asyncmail.outcomes) would repeat what the command says."""
+    faults = [Fault.reply("rcpt", 550, "5.1.1 No such user here")]
+    with CaptureServer(faults=faults).run_in_thread() as refusing:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-c", "from asyncmail.cli import main; main()", "send"),
+                *("--url", refusing.url, "--from", SENDER, "--to", "nobody@example.com"),
+                *("--text", "x"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert (done.stdout + done.stderr).count("No such user here") == 1, done.stderr
 
 
 # --- batch ------------------------------------------------------------------------------

@@ -109,8 +109,9 @@ def test_check_of_an_untrusted_certificate_fails_at_tls() -> None:
     with CaptureServer(tls="implicit").run_in_thread() as relay:
         code, output = invoke("check", relay.url)  # (no ca_file: the test CA is not trusted)
     assert code == 1, output
-    assert output.splitlines()[-1].startswith("TLS: FAILED: TLS failed: ")
+    assert output.splitlines()[-2].startswith("TLS: FAILED: TLS failed: ")
     assert "CERTIFICATE_VERIFY_FAILED" in output
+    assert output.splitlines()[-1].startswith("hint: the certificate of 127.0.0.1:")
 
 
 def test_check_of_an_implicit_tls_port_with_smtp_says_to_use_smtps() -> None:
@@ -137,5 +138,6 @@ def test_check_of_a_closed_port_fails_at_connect() -> None:
         url = gone.url  # a port that was just in use and is closed now
     code, output = invoke("check", url, "--timeout", "5")
     assert code == 1, output
-    assert output.splitlines()[-1].startswith("connection: FAILED: cannot connect to 127.0.0.1:")
+    assert output.splitlines()[-2].startswith("connection: FAILED: cannot connect to 127.0.0.1:")
     assert "phase=connect, retryable=True" in output
+    assert output.splitlines()[-1].startswith("hint: nothing accepts connections at 127.0.0.1:")

@@ -127,7 +127,7 @@ def test_report_has_one_row_per_recipient_with_its_last_outcome(tmp_path: Path) 
     counts = write_report(path, tmp_path / "report.csv")
     rows = read_report(tmp_path / "report.csv")
     assert list(rows[0]) == list(REPORT_COLUMNS)
-    assert counts == {"delivered": 1, "failed": 1, "unknown": 1, "suppressed": 0}
+    assert counts == {"delivered": 1, "failed": 1, "unknown": 1, "suppressed": 0, "duplicate": 0}
     by_row = {r["row"]: r for r in rows}
     assert len(rows) == 3
     assert by_row["1"] == {
@@ -177,7 +177,7 @@ def test_report_has_one_line_per_recipient_wherever_its_row_moved(tmp_path: Path
         ("2", "new@example.com", "delivered"),
         ("3", "b@example.com", "delivered"),
     ]
-    assert counts == {"delivered": 4, "failed": 0, "unknown": 0, "suppressed": 0}
+    assert counts == {"delivered": 4, "failed": 0, "unknown": 0, "suppressed": 0, "duplicate": 0}
 
 
 V1_JOURNAL = "# asyncmail journal v1\nD 1 a@example.com\t250\t2.0.0\t1\t<x@y>\tOK\n"
@@ -238,7 +238,7 @@ def test_a_suppressed_recipient_is_journaled_replayed_and_reported(tmp_path: Pat
     assert state.last(identity("A@example.com", 1)) == "X"
     assert state.in_flight() == []
     counts = write_report(path, tmp_path / "report.csv")
-    assert counts == {"delivered": 1, "failed": 0, "unknown": 0, "suppressed": 1}
+    assert counts == {"delivered": 1, "failed": 0, "unknown": 0, "suppressed": 1, "duplicate": 0}
     [first, _] = read_report(tmp_path / "report.csv")
     assert (first["email"], first["status"], first["reply"]) == (
         "a@example.com",

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncmail import Address, BadRow, ConfigError, Message, Recipient, read_recipients
-from asyncmail.batch._recipients import count_rows
+from asyncmail.batch._recipients import count_rows, detect_delimiter
 
 
 def write(path: Path, data: str | bytes) -> Path:
@@ -172,3 +172,35 @@ def test_a_row_whose_name_is_its_address_gives_one_named_recipient(tmp_path: Pat
     ]
     message = Message(sender="shop@example.com", to=rows[0].address, text="hi")
     assert message.recipients == ("bob@example.org",)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("email,name,plan", ","),
+        ("email;name;plan", ";"),
+        ("email\tname\tplan", "\t"),
+        ("email|name|plan", "|"),
+        ('"email";"name, full"', ";"),  # a comma inside a quoted name does not win
+        ("email", ","),  # one column: any delimiter reads it
+        ("mail;name", ","),  # no email column whichever way: the default (the error follows)
+    ],
+)
+def test_the_csv_delimiter_is_the_one_that_makes_an_email_column(
+    header: str, expected: str
+) -> None:
+    assert detect_delimiter(header + "\r\n") == expected
+
+
+def test_a_semicolon_list_with_a_byte_order_mark_reads_like_a_comma_one(tmp_path: Path) -> None:
+    """Excel in many European locales saves 'CSV (UTF-8)' with ; and a byte-order mark."""
+    file = tmp_path / "r.csv"
+    file.write_bytes("\ufeffemail;name\nann@example.com;Ann; Smith\n".encode())
+    [row] = read_recipients(file)
+    assert isinstance(row, BadRow)  # 3 fields: the name's ; splits it
+    file.write_bytes('\ufeffemail;name\nann@example.com;"Ann; Smith"\n'.encode())
+    [row] = read_recipients(file)
+    assert isinstance(row, Recipient)
+    assert (row.email, row.name) == ("ann@example.com", "Ann; Smith")
+    [row] = read_recipients(file, delimiter=";")
+    assert isinstance(row, Recipient)

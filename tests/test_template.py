@@ -22,7 +22,7 @@ def test_html_body_is_autoescaped_and_subject_and_text_are_not() -> None:
 
 def test_undefined_variable_is_an_error_not_an_empty_string() -> None:
     template = Template(subject="Hi", text="Your code is {{ code }}")
-    with pytest.raises(MessageError, match="undefined variable: 'code' is undefined"):
+    with pytest.raises(MessageError, match=r"<template>\[text\]:1: 'code' is undefined"):
         template.render_parts({"name": "x"})
 
 

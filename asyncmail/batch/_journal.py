@@ -29,13 +29,15 @@ An append-only text file next to the report (``report.csv.journal``), one short 
     # asyncmail journal v2
     S 17 1 ann@example.com                          a send is about to start
     D 17 1 ann@example.com<TAB>250<TAB>2.0.0<TAB>1<TAB><id@host><TAB>OK queued
-    F|U|X <row> <occurrence> <email><TAB>code<TAB>enhanced<TAB>attempts<TAB>message id<TAB>reply
+    F|U|X|K <row> <occurrence> <email><TAB>code<TAB>enhanced<TAB>attempts<TAB>message id<TAB>reply
 
 ``S`` is written, and flushed, *before* the first SMTP transaction of a message starts. So
 after any crash a recipient whose last line is ``S`` may have been delivered: a resumed run
 reports it UNKNOWN and does not send it again unless asked. Recipients whose last line is ``D``
 are never sent again. ``X`` (suppressed: on the suppression list, not sent) is final for this
 run only: a resumed run looks the address up again, and sends it if it is no longer listed.
+``K`` (duplicate: a later row of an address, left out by ``--dedupe``) is final for this run
+only too: a resumed run without ``--dedupe`` sends it.
 The row number is only for the report (where the recipient was when last
 journaled). The report CSV is derived from the journal (the last outcome of each recipient), so
 the journal alone is the truth and the report can always be rebuilt.
@@ -71,11 +73,13 @@ __all__ = [
 HEADER = "# asyncmail journal v2\n"
 _V1_HEADER = "# asyncmail journal v1\n"
 STARTED, DELIVERED, FAILED, UNKNOWN, SUPPRESSED = "S", "D", "F", "U", "X"
+DUPLICATE = "K"
 STATUS_NAMES = {
     DELIVERED: "delivered",
     FAILED: "failed",
     UNKNOWN: "unknown",
     SUPPRESSED: "suppressed",
+    DUPLICATE: "duplicate",
 }
 REPORT_COLUMNS = (
     "row",
@@ -88,7 +92,7 @@ REPORT_COLUMNS = (
     "attempts",
 )
 INFLIGHT_REPLY = "in flight when a previous run stopped: maybe delivered"
-_CODES = {STARTED: 1, DELIVERED: 2, FAILED: 3, UNKNOWN: 4, SUPPRESSED: 5}
+_CODES = {STARTED: 1, DELIVERED: 2, FAILED: 3, UNKNOWN: 4, SUPPRESSED: 5, DUPLICATE: 6}
 _NAMES = {v: k for k, v in _CODES.items()}
 _UNSAFE = re.compile(r"[\s\\\ud800-\udfff]")
 
@@ -246,7 +250,8 @@ class Journal:
         self._write(f"S {row} {occurrence} {_safe_email(email)}\n")
 
     def finished(self, outcome: ReportRow) -> None:
-        """Record the outcome of a recipient (delivered, failed, unknown or suppressed)."""
+        """Record the outcome of a recipient (delivered, failed, unknown, suppressed or
+        duplicate)."""
         tag = {v: k for k, v in STATUS_NAMES.items()}[outcome.status]
         fields = outcome.as_csv()
         rest = "\t".join(
@@ -268,7 +273,7 @@ class Journal:
 
 # A complete line: tag, row, occurrence, address, and for outcomes the tab-separated details.
 # Lines are matched as bytes: decoding only the few that make the report is much faster.
-_LINE = re.compile(rb"([SDFUX]) (\d+) (\d+) (\S+)(?:\t([^\n]*))?\n")
+_LINE = re.compile(rb"([SDFUXK]) (\d+) (\d+) (\S+)(?:\t([^\n]*))?\n")
 # Fields of a line: tag, row, occurrence, email, details (None for a start).
 _Fields = tuple[bytes, bytes, bytes, bytes, bytes | None]
 
@@ -333,7 +338,7 @@ class JournalState:
         self._last.set(who.digest, _CODES[tag])
 
     def last(self, who: Identity) -> str | None:
-        """The recipient's last event (``S``, ``D``, ``F``, ``U`` or ``X``), if any."""
+        """The recipient's last event (``S``, ``D``, ``F``, ``U``, ``X`` or ``K``), if any."""
         code = self._last.get(who.digest)
         return _NAMES[code] if code else None
 

@@ -19,12 +19,21 @@ from typing import Any, Literal
 from .._exceptions import ConfigError
 from ..message._address import Address
 
-__all__ = ["BadRow", "Recipient", "count_rows", "read_recipients"]
+__all__ = [
+    "BadRow",
+    "Recipient",
+    "count_rows",
+    "detect_delimiter",
+    "read_recipients",
+]
 
 EMAIL_COLUMN = "email"
 NAME_COLUMN = "name"
 CSV_SUFFIXES = frozenset({".csv"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
+#: The CSV delimiters told apart by ``detect_delimiter``: spreadsheets in many European
+#: locales save with ``;``, some exports with a tab or a pipe.
+DELIMITERS = (",", ";", "\t", "|")
 
 # Deliberately loose: one @, something on both sides, no spaces or brackets. The Message
 # validates addresses fully; this only catches rows that are obviously not an address.
@@ -81,14 +90,31 @@ def detect_format(path: Path) -> Format:
     raise ConfigError(f"{path}: unknown recipient list format; use .csv, .jsonl or .ndjson")
 
 
+def detect_delimiter(header: str) -> str:
+    """The delimiter of a CSV header line: the one of ``DELIMITERS`` that makes an ``email``
+    column, the most columns breaking ties; a comma when none does.
+    """
+    best, best_columns = ",", 0
+    for candidate in DELIMITERS:
+        try:
+            fields = next(csv.reader([header], delimiter=candidate), [])
+        except csv.Error:
+            continue
+        if EMAIL_COLUMN in (f.strip() for f in fields) and len(fields) > best_columns:
+            best, best_columns = candidate, len(fields)
+    return best
+
+
 def read_recipients(
-    path: str | Path, *, format: Format | None = None
+    path: str | Path, *, format: Format | None = None, delimiter: str | None = None
 ) -> Iterator[Recipient | BadRow]:
     """Stream the rows of a CSV (with a header row) or JSON Lines recipient list.
 
     CSV needs an ``email`` column; ``name`` is optional; every column is a template
-    variable. JSON Lines holds one object per line with the same keys; values may be any JSON.
-    Blank JSON lines are skipped (they still count as rows, so numbers match line numbers).
+    variable. The delimiter (``,``, ``;``, tab or ``|``) is read off the header line unless
+    ``delimiter`` is given. A UTF-8 byte-order mark is dropped. JSON Lines holds one object
+    per line with the same keys; values may be any JSON. Blank JSON lines are skipped (they
+    still count as rows, so numbers match line numbers).
 
     Raises:
         ConfigError: The file is missing, its format is unknown, or a CSV header has no
@@ -99,7 +125,7 @@ def read_recipients(
     if not file.is_file():
         raise ConfigError(f"recipient list not found: {file}")
     if fmt == "csv":
-        return _read_csv(file)
+        return _read_csv(file, delimiter)
     return _read_jsonl(file)
 
 
@@ -135,11 +161,16 @@ def _header(reader: Iterator[list[str]], file: Path) -> list[str]:
     return header
 
 
-def _read_csv(file: Path) -> Iterator[Recipient | BadRow]:
+def _read_csv(file: Path, delimiter: str | None) -> Iterator[Recipient | BadRow]:
     # utf-8-sig drops the byte-order mark spreadsheets write; surrogateescape turns bytes
     # that are not UTF-8 into a per-row failure instead of an exception that ends the file.
     with file.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f, strict=True)
+        if delimiter is None:
+            delimiter = detect_delimiter(f.readline())
+            f.seek(0)
+            if f.read(1) != "\ufeff":  # (seek(0) brings the byte-order mark back)
+                f.seek(0)
+        reader = csv.reader(f, strict=True, delimiter=delimiter)
         header = _header(reader, file)
         email_at = header.index(EMAIL_COLUMN)
         row = 0

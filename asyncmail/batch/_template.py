@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ConfigError, MessageError
 
 if TYPE_CHECKING:
+    import jinja2
+
     from ..message._address import AddressInput
     from ..message._message import Message
     from ..message._unsubscribe import UnsubscribeTokens
@@ -80,6 +82,8 @@ class Template:
         tokens: Signs a token per recipient, for the recipient's address and the bare
             ``list_id``: the variable ``unsubscribe_token``, in every source. A message
             with more than one recipient is refused (a token names one).
+        files: The files subject, text and HTML came from, for errors (``file:line:``);
+            ``from_dir`` sets them. Without them errors say ``NAME[subject]:line:``.
 
     Raises:
         ConfigError: Jinja2 is missing, no body was given, a source has a syntax error, or
@@ -94,6 +98,7 @@ class Template:
     unsubscribe_mailto: str | None = None
     list_id: str | None = None
     tokens: UnsubscribeTokens | None = None
+    files: tuple[str, str, str] | None = None
     _compiled: tuple[Any, Any, Any] = field(init=False, repr=False, compare=False)
     _links: tuple[Any, Any, str] = field(init=False, repr=False, compare=False)
 
@@ -107,18 +112,22 @@ class Template:
         marked = jinja2.Environment(
             undefined=jinja2.StrictUndefined, autoescape=True, keep_trailing_newline=True
         )
+        subject_label, text_label, html_label = self.labels
         try:
             compiled = (
-                plain.from_string(self.subject),
-                None if self.text is None else plain.from_string(self.text),
-                None if self.html is None else marked.from_string(self.html),
+                _compile(plain, self.subject, subject_label),
+                None if self.text is None else _compile(plain, self.text, text_label),
+                None if self.html is None else _compile(marked, self.html, html_label),
             )
             unsubscribe, mailto = (
                 None if source is None else plain.from_string(source)
                 for source in (self.unsubscribe, self.unsubscribe_mailto)
             )
         except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(f"{self.name}: template syntax error: {exc}") from None
+            where = exc.filename or self.name
+            raise ConfigError(
+                f"{where}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from None
         object.__setattr__(self, "_compiled", compiled)
         bare = ""
         if self.list_id is not None:
@@ -151,7 +160,15 @@ class Template:
         text, body_html = read(TEXT_FILE), read(HTML_FILE)
         if text is None and body_html is None:
             raise ConfigError(f"{folder}: needs {TEXT_FILE}, {HTML_FILE} or both")
-        return cls(subject=subject, text=text, html=body_html, name=str(folder))
+        files = (str(folder / SUBJECT_FILE), str(folder / TEXT_FILE), str(folder / HTML_FILE))
+        return cls(subject=subject, text=text, html=body_html, name=str(folder), files=files)
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        """How errors name the subject, text and HTML sources (``files``, if known)."""
+        if self.files is not None:
+            return self.files
+        return (f"{self.name}[subject]", f"{self.name}[text]", f"{self.name}[html]")
 
     @property
     def variables(self) -> frozenset[str]:
@@ -187,7 +204,7 @@ class Template:
             text = None if text_t is None else text_t.render(variables)
             body_html = None if html_t is None else html_t.render(variables)
         except Exception as exc:  # any error raised while rendering belongs to this row
-            raise MessageError(f"{self.name}: {_describe(exc)}") from None
+            raise MessageError(_located(exc, self.labels)) from None
         if "\n" in subject or "\r" in subject:
             raise MessageError(f"{self.name}: the subject must be a single line: {subject!r}")
         if text is None and body_html is not None:
@@ -263,6 +280,30 @@ class Template:
             if isinstance(column, str) and column.strip():
                 url = column.strip()
         return url, mailto
+
+
+def _compile(env: jinja2.Environment, source: str, label: str) -> jinja2.Template:
+    """A template compiled under ``label``: its errors and frames carry that file name."""
+    code = env.compile(source, name=label, filename=label)
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
+
+
+def _located(exc: BaseException, labels: tuple[str, ...]) -> str:
+    """``file:line: what`` for an error raised while rendering a compiled source.
+
+    Jinja2 rewrites the traceback so that template lines appear as frames of the template's
+    file name: the last such frame is where the error happened.
+    """
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in labels:
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    what = _describe(exc)
+    if what.endswith(" is undefined"):  # ('x' is undefined: no need to say it twice)
+        what = str(exc)
+    return f"{where}: {what}" if where else what
 
 
 def _describe(exc: BaseException) -> str:

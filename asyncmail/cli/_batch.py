@@ -8,6 +8,9 @@ The order of events for one recipient is what makes ``--resume`` safe after a ``
 2. ``before_send`` journals ``S`` and flushes, right before the first SMTP transaction;
 3. the result is journaled ``D``, ``F`` or ``U``.
 
+With ``--dedupe``, a later row of an address already listed (ignoring case) is journaled
+``K`` (duplicate) and not sent; a resumed run decides again.
+
 With ``--suppress``, a row whose address is on the suppression list is journaled ``X``
 (suppressed) instead of being rendered and sent; a resumed run looks it up again. Recipients
 a server refuses as non-existent (5.1.x at RCPT) are added to the list as they come.
@@ -23,9 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from .._exceptions import (
     Status,
     TLSError,
 )
+from ..batch._duplicates import FirstRows
 from ..batch._journal import (
     DELIVERED,
     STARTED,
@@ -59,17 +62,18 @@ from ..dkim._signer import DKIM
 from ..engine._mailer import Mailer
 from ..message._message import Message
 from ..suppression._model import Suppression, Suppressions, hard_bounces
+from ._counts import Counts
 from ._suppress import open_suppressions
 
 _SERVER_ERRORS = (ConnectError, AuthenticationError, TLSError)
 SUPPRESSED_REPLY = "on the suppression list; not sent"
+DUPLICATE_REPLY = "the same address as row"
 logger = logging.getLogger("asyncmail")
 
 __all__ = [
     "BatchOptions",
     "BatchUsageError",
     "Counts",
-    "check_first_row",
     "outbox_marker",
     "run_batch",
 ]
@@ -106,69 +110,15 @@ class BatchOptions:
     """A suppression list to honour and feed: a CSV file's path or an outbox's URL."""
     dkim: tuple[DKIM, ...] = ()
     """DKIM signers for every message (``--dkim``)."""
-
-
-@dataclass(slots=True)
-class Counts:
-    """Live counts of one run, read by the progress display."""
-
-    total: int = 0
-    delivered: int = 0
-    failed: int = 0
-    unknown: int = 0
-    skipped: int = 0
-    suppressed: int = 0
-    """Rows not sent: their address is on the suppression list."""
-    bounced: int = 0
-    """Addresses this run added to the suppression list (5.1.x refusals)."""
-    in_flight: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-    interrupted: bool = False
-    gave_up: str | None = None
-    report_counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def done(self) -> int:
-        """Rows finished in this run, skipped and suppressed ones included."""
-        return self.delivered + self.failed + self.unknown + self.skipped + self.suppressed
-
-    @property
-    def rate(self) -> float:
-        """Messages finished per second in this run."""
-        elapsed = time.monotonic() - self.started_at
-        sent = self.delivered + self.failed + self.unknown
-        return sent / elapsed if elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds until the end at the current rate, if it can be told."""
-        rate = self.rate
-        left = max(0, self.total - self.done)
-        return left / rate if rate > 0 else None
+    delimiter: str | None = None
+    """The CSV delimiter; None reads it off the header line."""
+    dedupe: bool = False
+    """Send each address once: later rows of an address are journaled as duplicates."""
 
 
 def outbox_marker(report: Path) -> Path:
     """The file that says a batch went into an outbox (``batch --outbox``; see ``_enqueue``)."""
     return report.with_name(report.name + ".outbox")
-
-
-def check_first_row(recipients: Path, template: Template, sender: str) -> int:
-    """Render the first usable row, so a template error stops the batch before any mail.
-
-    Returns:
-        The row number that was checked (0 if the list has no usable row).
-
-    Raises:
-        BatchUsageError: The first usable row does not render (undefined variable...).
-    """
-    for item in read_recipients(recipients):
-        if isinstance(item, Recipient):
-            try:
-                template.render(sender=sender, to=item.address, variables=item.variables)
-            except MessageError as exc:
-                raise BatchUsageError(f"row {item.row} ({item.email}): {exc}") from None
-            return item.row
-    return 0
 
 
 def _result_row(recipient: Recipient, occurrence: int, result: SendResult[Any]) -> ReportRow:
@@ -219,6 +169,7 @@ class _Run:
         self.pending: dict[int, tuple[Message, Recipient, int]] = {}
         self.started: set[int] = set()
         self.server_failures = 0
+        self.first_rows = FirstRows() if options.dedupe else None
 
     def open(self) -> None:
         options = self.options
@@ -278,9 +229,23 @@ class _Run:
         )
         self.counts.suppressed += 1
 
+    def _duplicate(self, item: Recipient, occurrence: int, first_row: int) -> None:
+        assert self.journal is not None
+        self.journal.finished(
+            ReportRow(
+                row=item.row,
+                email=item.email,
+                occurrence=occurrence,
+                status="duplicate",
+                reply=f"{DUPLICATE_REPLY} {first_row}; not sent (--dedupe)",
+            )
+        )
+        self.counts.duplicates += 1
+
     async def messages(self) -> AsyncIterator[Message]:
         options = self.options
-        for number, item in enumerate(read_recipients(options.recipients)):
+        rows = read_recipients(options.recipients, delimiter=options.delimiter)
+        for number, item in enumerate(rows):
             if number % YIELD_EVERY == 0:
                 # Rows that are skipped or bad never wait for the pool: let the progress
                 # display and the Ctrl-C handler run now and then.
@@ -291,9 +256,15 @@ class _Run:
             if isinstance(item, BadRow):
                 self._fail(item, who.occurrence, item.reason)
                 continue
+            first_row = item.row
+            if self.first_rows is not None:
+                first_row = self.first_rows.first(item.email, item.row)
             last = self.state.last(who)
             if last == DELIVERED or (last in (STARTED, UNKNOWN) and not options.resend_unknown):
                 self.counts.skipped += 1
+                continue
+            if first_row != item.row:
+                self._duplicate(item, who.occurrence, first_row)
                 continue
             if self.suppressions is not None:
                 try:

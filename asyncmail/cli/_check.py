@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable
 
 from .._config import Server, Timeouts
-from .._exceptions import DeliveryError, Phase, TLSError
+from .._exceptions import DeliveryError
 from ..smtp._handshake import abort, handshake
+from ._failure import failure_lines
 
 __all__ = ["run_check"]
 
@@ -52,7 +53,8 @@ async def run_check(url: str, *, connect_timeout: float, echo: Callable[[str], N
     try:
         session = await handshake(server, timeouts, transcript=transcript, first=True)
     except DeliveryError as error:
-        echo(_failure(error, server))
+        for line in failure_lines(error, server):
+            echo(line)
         return 1
     if server.username is None:
         echo("AUTH: not tried (the URL has no user)")
@@ -67,16 +69,3 @@ async def run_check(url: str, *, connect_timeout: float, echo: Callable[[str], N
         # QUIT there is nothing left to say, so drop the connection now.
         abort(session.client)
     return 0
-
-
-def _failure(error: DeliveryError, server: Server) -> str:
-    """One line naming the step that failed and the mapped error (code, text, phase)."""
-    if error.phase is Phase.AUTH:
-        return f"AUTH: FAILED as {server.username}: {error}"
-    if isinstance(error, TLSError) or error.phase is Phase.STARTTLS:
-        return f"TLS: FAILED: {error}"
-    if error.phase is Phase.EHLO:
-        return f"EHLO: FAILED: {error}"
-    if error.phase is Phase.GREETING:
-        return f"greeting: FAILED: {error}"
-    return f"connection: FAILED: {error}"

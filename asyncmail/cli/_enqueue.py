@@ -159,7 +159,8 @@ async def _feed(
     """Number the rows by address, and send on those to enqueue with their keys."""
     async with send:
         occurrences = Occurrences()
-        for number, item in enumerate(read_recipients(options.recipients)):
+        rows = read_recipients(options.recipients, delimiter=options.delimiter)
+        for number, item in enumerate(rows):
             if number % YIELD_EVERY == 0:
                 await checkpoint()  # (rows skipped or bad never wait: let the others run)
             who = occurrences.next(item.email)

@@ -43,6 +43,8 @@ def format_eta(seconds: float | None) -> str:
 def plain_line(counts: Counts) -> str:
     """One progress line for logs and pipes."""
     suppressed = f"suppressed={counts.suppressed} " if counts.suppressed else ""
+    if counts.duplicates:
+        suppressed += f"duplicates={counts.duplicates} "
     return (
         f"progress: {counts.done}/{counts.total} delivered={counts.delivered} "
         f"failed={counts.failed} unknown={counts.unknown} skipped={counts.skipped} "
@@ -137,6 +139,8 @@ def summary_table(counts: Counts, elapsed: float, report: Path | None) -> Table:
     ]
     if counts.suppressed or whole.get("suppressed"):
         rows.append(("suppressed (not sent)", counts.suppressed, whole.get("suppressed")))
+    if counts.duplicates or whole.get("duplicate"):
+        rows.append(("duplicates (not sent)", counts.duplicates, whole.get("duplicate")))
     if counts.bounced:
         rows.append(("added to the suppression list", counts.bounced, None))
     for name, mine, all_ in rows:

@@ -37,6 +37,7 @@ from .._exceptions import (
     error_for_reply,
 )
 from ._sniff import sniff_greeting, tls_version_hint
+from ._tap import tap_client
 
 __all__ = ["Handshake", "Transcript", "handshake", "map_error"]
 
@@ -182,6 +183,7 @@ async def handshake(
             tls_context=server.make_ssl_context() if implicit else None,
             timeout=timeouts.command,
         )
+        tap_client(client)  # (a transcript for ``send -v``; nothing otherwise)
         greeting = await client.connect(sock=sock, timeout=timeouts.greeting)
         say("greeting", f"{greeting.code} {greeting.message}")
         phase = Phase.EHLO

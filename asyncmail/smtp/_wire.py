@@ -24,6 +24,7 @@ import asyncio
 from collections import deque
 
 from .._exceptions import Reply
+from ._tap import TAP, client_lines, content_line, server_lines
 
 __all__ = ["Wire", "WireClosed"]
 
@@ -61,6 +62,7 @@ class Wire(asyncio.Protocol):
         self._aborted = False
         self._paused = False
         self._flushed: asyncio.Future[None] | None = None
+        self._tap = TAP.get()  # (None but under ``send -v``)
         # pause_writing fires whenever bytes are queued in this process and resume_writing
         # when all of them left, so flush() is exact. A socket transport pauses above
         # high-water, the TLS one at or above it: high=1 there, or it would pause for
@@ -154,6 +156,10 @@ class Wire(asyncio.Protocol):
             else:
                 self._replies.append(Reply(int(line[:3]), text))
                 found = True
+            if self._tap is not None and sep != b"-":
+                reply = self._replies[-1]
+                for shown in server_lines(reply.code, reply.text):
+                    self._tap("S", shown)
         if found:
             self._wake()
 
@@ -166,14 +172,17 @@ class Wire(asyncio.Protocol):
 
     # -- I/O ------------------------------------------------------------------------------
 
-    def write(self, data: bytes | memoryview) -> None:
-        """Queue bytes for sending.
+    def write(self, data: bytes | memoryview, *, content: bool = False) -> None:
+        """Queue bytes for sending (``content``: message content, never shown in a tap).
 
         Raises:
             WireClosed: The connection is already gone.
         """
         if self.is_closed:
             raise WireClosed(self._closed or "connection closing")
+        if self._tap is not None and not content:
+            for shown in client_lines(data):
+                self._tap("C", shown)
         self._transport.write(data)
 
     async def flush(self, limit: float | None = None) -> None:
@@ -212,14 +221,16 @@ class Wire(asyncio.Protocol):
             WireClosed: The connection broke before all of it left.
             TimeoutError: A piece did not leave within ``limit``.
         """
+        if self._tap is not None:
+            self._tap("C", content_line(len(data)))
         if len(data) <= CHUNK:  # most messages: one write
-            self.write(data)
+            self.write(data, content=True)
             if self._paused:
                 await self.flush(limit)
             return
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
-            self.write(view[start : start + CHUNK])
+            self.write(view[start : start + CHUNK], content=True)
             await self.flush(limit)
 
     async def read_reply(self, limit: float | None = None) -> Reply:
