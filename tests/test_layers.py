@@ -19,7 +19,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"asyncmail.cli"}),
     frozenset({"asyncmail.preview"}),
-    frozenset({"asyncmail.batch", "asyncmail.bounces", "asyncmail.outbox", "asyncmail.testing"}),
+    frozenset(
+        {
+            "asyncmail.batch",
+            "asyncmail.bounces",
+            "asyncmail.outbox",
+            "asyncmail.sync",
+            "asyncmail.testing",
+        }
+    ),
     frozenset({"asyncmail.suppression"}),
     frozenset({"asyncmail.engine"}),
     frozenset({"asyncmail._pool"}),
