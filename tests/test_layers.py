@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 #: Top to bottom; a module may import only from layers below its own. A set is one layer of
 #: independent parts: neither imports the other.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"asyncmail.cli"}),
+    frozenset({"asyncmail.cli", "asyncmail.django"}),
     frozenset({"asyncmail.preview"}),
     frozenset(
         {
