@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import threading
@@ -204,3 +205,37 @@ def test_a_forgotten_sync_mailer_is_closed_at_exit() -> None:
         while "QUIT" not in server.sessions[0].commands and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.sessions[0].commands[-1] == "QUIT"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_sends_through_its_own_loop_and_leaves_the_parents_pool_alone() -> None:
+    """Prefork workers (Celery, gunicorn) inherit an open SyncMailer without its thread."""
+    script = (
+        "import os, sys\n"
+        "from asyncmail import Message, SyncMailer\n"
+        "mailer = SyncMailer(sys.argv[1])\n"
+        "def note(who):\n"
+        "    return Message(sender='a@example.com', to=f'{who}@example.org', text='t')\n"
+        "mailer.send(note('parent'))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    mailer.send(note('child'))\n"
+        "    mailer.close()\n"
+        "    os._exit(0)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "mailer.send(note('parent-again'))\n"
+        "mailer.close()\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    with CaptureServer().run_in_thread() as server:
+        done = subprocess.run(
+            [sys.executable, "-c", script, server.url], capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        server.wait_for_messages_sync(3)
+    assert [m.recipients for m in server.messages] == [
+        ("parent@example.org",),
+        ("child@example.org",),
+        ("parent-again@example.org",),
+    ]
+    assert server.connections_opened == 2  # the parent's own, reused; the child's

@@ -4,13 +4,15 @@ One daemon thread runs one event loop that holds one open ``Mailer``, so its con
 stays warm from call to call. Calls from any number of threads are served at once by that
 loop through an anyio ``BlockingPortal``. The thread is a daemon so that a forgotten
 SyncMailer never holds the interpreter open; an ``atexit`` hook closes each one still open,
-so the pool's connections still say QUIT.
+so the pool's connections still say QUIT. In a child made by ``fork`` (prefork Celery and
+gunicorn workers) an open SyncMailer starts afresh, with connections of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -95,6 +97,7 @@ class SyncMailer:
         **options: Unpack[MailerOptions],
     ) -> None:
         self._mailer = Mailer(server, **options)
+        self._arguments = (server, options)  # (for a fresh Mailer in a forked child)
         self._lock = threading.Lock()  # guards the state, the start and the close
         self._state: Literal["new", "open", "closed"] = "new"
         self._portal: BlockingPortal | None = None
@@ -173,6 +176,17 @@ class SyncMailer:
             raise failure[0] if failure else MailerClosedError("the SyncMailer did not start")
         self._state = "open"
         _RUNNING.add(self)
+
+    def _forked(self) -> None:
+        """In a child process made by ``fork`` (a Celery or gunicorn worker): the loop thread
+        was not copied, and the Mailer's connections are the parent's. Start afresh on first
+        use, never touching them (a QUIT would end the parent's session)."""
+        self._lock = threading.Lock()
+        if self._state == "open":
+            server, options = self._arguments
+            self._mailer = Mailer(server, **options)
+            self._state = "new"
+            self._portal = self._stop = self._thread = None
 
     def close(self) -> None:
         """Close the Mailer (sends in flight finish, idle connections QUIT) and end the thread.
@@ -335,6 +349,16 @@ def _in_order(messages: list[M], results: list[SendResult[M]]) -> list[SendResul
         ordered[where[id(result.message)].pop(0)] = result
     assert all(r is not None for r in ordered)
     return [r for r in ordered if r is not None]
+
+
+def _after_fork_in_child() -> None:
+    for mailer in list(_RUNNING):
+        mailer._forked()  # noqa: SLF001 (the module's own class)
+    _RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
