@@ -130,6 +130,21 @@ def test_the_loop_starts_on_first_use_and_its_thread_ends_at_close() -> None:
         assert server.sessions[0].commands[-1] == "QUIT"  # the pool closed its connection
 
 
+def test_close_lets_a_send_in_flight_in_another_thread_finish() -> None:
+    with CaptureServer(faults=[Fault.delay("dot", 0.5)]).run_in_thread() as server:
+        mailer = SyncMailer(server.url)
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(mailer.send, note(1))
+            deadline = time.monotonic() + 5
+            while mailer.statistics().in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert mailer.statistics().in_flight == 1
+            mailer.close()
+            assert sending.result().status is Status.DELIVERED
+        assert loop_threads() == []
+    assert len(server.messages) == 1
+
+
 def test_a_closed_sync_mailer_refuses_to_send() -> None:
     with CaptureServer().run_in_thread() as server:
         with SyncMailer(server.url) as mailer:

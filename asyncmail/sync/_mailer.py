@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import threading
 import weakref
@@ -32,6 +33,8 @@ from ..message._dsn import DSN
 from ..message._raw import RawMessage
 
 __all__ = ["MailerOptions", "SyncMailer"]
+
+logger = logging.getLogger("asyncmail")
 
 M = TypeVar("M", bound=AnyMessage)
 T = TypeVar("T")
@@ -152,8 +155,9 @@ class SyncMailer:
                     self._portal = portal
                     ready.set()
                     await self._stop.wait()
-            except BaseException as exc:  # (reported to the thread that started it)
-                failure.append(exc)
+            except BaseException as exc:
+                if not ready.is_set():  # (reported to the thread that started it)
+                    failure.append(exc)
                 raise
             finally:
                 ready.set()
@@ -163,7 +167,7 @@ class SyncMailer:
                 anyio.run(host, backend="asyncio")
             except BaseException:
                 if not failure:
-                    raise
+                    logger.exception("the SyncMailer's event loop failed")
 
         self._thread = threading.Thread(
             target=run, name=f"asyncmail-sync {self._mailer.server.display}", daemon=True
