@@ -196,6 +196,28 @@ def test_without_asyncmail_url_the_server_comes_from_djangos_email_settings() ->
     assert [m.recipients for m in server.messages] == [("bob@example.org",)]
 
 
+def test_send_mails_auth_user_and_password_override_the_url() -> None:
+    """``send_mail(auth_user=, auth_password=)``: another login, and so another pool."""
+    auth = {"default-user": "pw-1", "other-user": "pw-2"}
+    with CaptureServer(auth=auth, auth_require_tls=False).run_in_thread() as server:
+        url = f"smtp://default-user:pw-1@127.0.0.1:{server.port}?tls=none&allow_plaintext_auth=1"
+        with override_settings(ASYNCMAIL_URL=url):
+            try:
+                mail.send_mail("Hi", "Body", "shop@x.org", ["a@x.org"])
+                mail.send_mail(
+                    "Hi",
+                    "Body",
+                    "shop@x.org",
+                    ["b@x.org"],
+                    auth_user="other-user",
+                    auth_password="pw-2",
+                )
+            finally:
+                close_mailers()
+    assert [s.authenticated_as for s in server.sessions] == ["default-user", "other-user"]
+    assert len(server.messages) == 2
+
+
 def test_the_password_from_the_settings_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ASYNCMAIL_URL", raising=False)
     secret = override_settings(

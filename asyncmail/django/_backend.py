@@ -33,7 +33,7 @@ _lock = threading.Lock()
 _mailers: dict[Hashable, SyncMailer] = {}
 
 
-def _shared(server: Server, options: MailerOptions) -> SyncMailer:
+def _shared(server: str | Server, options: MailerOptions) -> SyncMailer:
     """The SyncMailer for this configuration, made on first use and kept."""
     key: Hashable = (server, frozen(dict(options)))
     try:

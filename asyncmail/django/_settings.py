@@ -36,16 +36,20 @@ class Overrides:
     timeout: float | None = None
 
 
-def server_and_options(given: Overrides) -> tuple[Server, MailerOptions]:
-    """The server and the Mailer keyword arguments to send through.
+def server_and_options(given: Overrides) -> tuple[str | Server, MailerOptions]:
+    """The server (the URL itself when nothing overrides it) and the Mailer's keyword
+    arguments.
 
     Raises:
         ConfigError: The settings are invalid (the message names the setting).
     """
     url = getattr(settings, "ASYNCMAIL_URL", None) or os.environ.get("ASYNCMAIL_URL")
     timeout = settings.EMAIL_TIMEOUT if given.timeout is None else given.timeout
+    server: str | Server
     if url:
-        server = Server.from_url(str(url), **_url_overrides(given))
+        changes = _url_overrides(given)
+        # (as given, the URL is the Mailer's to read: any URL it takes works here too)
+        server = Server.from_url(str(url), **changes) if changes else str(url)
     else:
         server = _from_email_settings(given)
     options = _options()
