@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.message
 import email.utils
-import logging
 import threading
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -26,7 +25,6 @@ from ._settings import Overrides, frozen, server_and_options
 
 __all__ = ["EmailBackend", "close_mailers"]
 
-logger = logging.getLogger("asyncmail")
 
 _lock = threading.Lock()
 #: The process's SyncMailers, one per configuration.
@@ -69,8 +67,9 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # (Django has no ty
     open for the next request.
 
     Args:
-        fail_silently: Log delivery failures (``DeliveryError``) instead of raising them.
-            Bad messages and bad settings raise all the same.
+        fail_silently: Do not raise delivery failures (``DeliveryError``); the engine
+            logs each at WARNING (logger ``asyncmail.outcomes``). Bad messages and bad
+            settings raise all the same.
         host, port, username, password, use_tls, use_ssl, timeout: Override the
             settings, as for Django's SMTP backend.
     """
@@ -147,17 +146,11 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # (Django has no ty
             if owned:
                 self.close()
         failed = [r for r in results if r.status is not Status.DELIVERED]
-        if failed:
+        if failed and not self.fail_silently:
             error = failed[0].error
             assert isinstance(error, DeliveryError)
-            if not self.fail_silently:
-                raise error
-            logger.warning(
-                "asyncmail.django: %d of %d message(s) not delivered, the first: %s",
-                len(failed),
-                len(results),
-                error,
-            )
+            raise error
+        # (with fail_silently, each failure is still logged at WARNING by the engine)
         return len(results) - len(failed)
 
     def __repr__(self) -> str:
