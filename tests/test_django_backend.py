@@ -16,8 +16,9 @@ if not settings.configured:  # (once per session: Django's settings are process-
 from django.core import mail
 from django.test.utils import override_settings
 
-from asyncmail import ConfigError, Rejected, Status
+from asyncmail import ConfigError, Rejected, Server, Status, TLSMode
 from asyncmail.django import EmailBackend, close_mailers
+from asyncmail.django._settings import Overrides, frozen, server_and_options
 from asyncmail.testing import CaptureServer, Fault
 from asyncmail.testing._thread import ServerThread
 
@@ -254,6 +255,33 @@ def test_the_password_from_the_settings_never_shows(monkeypatch: pytest.MonkeyPa
     assert "s3cret" not in text
 
 
+def test_the_backends_arguments_override_the_url_and_the_email_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("ASYNCMAIL_URL", raising=False)
+    given = Overrides(host="mx.example.net", port=2465, use_ssl=True, username="u", password="p")
+    with override_settings(ASYNCMAIL_URL="smtp://a:b@smtp.example.com?local_hostname=me.example"):
+        server, options = server_and_options(given)
+        plain, _ = server_and_options(Overrides())
+    assert isinstance(server, Server)
+    assert (server.host, server.port, server.tls_mode) == ("mx.example.net", 2465, TLSMode.IMPLICIT)
+    assert (server.username, server.password) == ("u", "p")
+    assert server.local_hostname == "me.example"  # the URL's other options stay
+    assert plain == "smtp://a:b@smtp.example.com?local_hostname=me.example"  # as written
+    assert options == {}
+    with override_settings(ASYNCMAIL_URL=None, EMAIL_HOST_USER="x", EMAIL_USE_TLS=True):
+        server, _ = server_and_options(Overrides(username="", port=2587, timeout=3))
+    assert isinstance(server, Server)
+    assert (server.username, server.port, server.tls_mode) == (None, 2587, TLSMode.STARTTLS)
+
+
+def test_the_shared_mailers_key_takes_options_that_do_not_hash() -> None:
+    unhashable = {"a": [1, {"b": 2}], "c": bytearray(b"x")}
+    key = frozen(unhashable)
+    assert hash(key) == hash(frozen(unhashable))
+    assert frozen({"a": [1]}) != frozen({"a": [2]})
+
+
 @pytest.mark.parametrize(
     ("changes", "error"),
     [
@@ -262,6 +290,8 @@ def test_the_password_from_the_settings_never_shows(monkeypatch: pytest.MonkeyPa
         ({"ASYNCMAIL_OPTIONS": {"max_connections": 0}}, "max_connections must be"),
         ({"EMAIL_SSL_CERTFILE": "/tmp/client.pem"}, "EMAIL_SSL_CERTFILE"),
         ({"EMAIL_HOST": "bad host"}, "EMAIL_"),
+        ({"EMAIL_TIMEOUT": "soon"}, "EMAIL_TIMEOUT must be a number"),
+        ({"ASYNCMAIL_OPTIONS": [("max_connections", 2)]}, "ASYNCMAIL_OPTIONS must be a dict"),
     ],
 )
 def test_bad_settings_raise_a_config_error_naming_them(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import subprocess
@@ -143,6 +144,17 @@ def test_close_lets_a_send_in_flight_in_another_thread_finish() -> None:
             assert sending.result().status is Status.DELIVERED
         assert loop_threads() == []
     assert len(server.messages) == 1
+
+
+def test_a_mailer_that_cannot_open_fails_the_first_send_and_leaves_no_thread() -> None:
+    """Its Mailer was entered elsewhere already (a Mailer opens once): the error comes back."""
+    mailer = SyncMailer("smtp://127.0.0.1:9?tls=none")
+    asyncio.run(mailer.mailer.__aenter__())
+    with pytest.raises(MailerClosedError, match="entered once"):
+        mailer.send(note(1))
+    assert loop_threads() == []
+    with pytest.raises(MailerClosedError, match="SyncMailer is closed"):
+        mailer.send(note(2))
 
 
 def test_a_closed_sync_mailer_refuses_to_send() -> None:

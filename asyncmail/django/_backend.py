@@ -33,11 +33,7 @@ _mailers: dict[Hashable, SyncMailer] = {}
 
 def _shared(server: str | Server, options: MailerOptions) -> SyncMailer:
     """The SyncMailer for this configuration, made on first use and kept."""
-    key: Hashable = (server, frozen(dict(options)))
-    try:
-        hash(key)
-    except TypeError:  # (a Server holding something unhashable)
-        key = ("id", id(server), frozen(dict(options)))
+    key: Hashable = (server, frozen(dict(options)))  # (a Server is a frozen dataclass)
     with _lock:
         mailer = _mailers.get(key)
         if mailer is None:

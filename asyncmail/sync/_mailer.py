@@ -157,7 +157,7 @@ class SyncMailer:
                     await self._stop.wait()
             except BaseException as exc:
                 if not ready.is_set():  # (reported to the thread that started it)
-                    failure.append(exc)
+                    failure.append(_unwrapped(exc))
                 raise
             finally:
                 ready.set()
@@ -341,6 +341,13 @@ def _refuse_in_event_loop(method: str) -> None:
         f"block: in async code use an asyncmail.Mailer ('async with Mailer(...) as mailer', "
         f"then 'await mailer.{method}(...)')"
     )
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The one exception a task group wrapped (an ExceptionGroup never reaches a caller)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _in_order(messages: list[M], results: list[SendResult[M]]) -> list[SendResult[M]]:
