@@ -19,7 +19,7 @@ from django.test.utils import override_settings
 from asyncmail import ConfigError, Rejected, Server, Status, TLSMode
 from asyncmail.django import EmailBackend, close_mailers
 from asyncmail.django._settings import Overrides, frozen, server_and_options
-from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing import CaptureServer, Fault, MailOutbox, SentMessage
 from asyncmail.testing._thread import ServerThread
 
 
@@ -303,6 +303,23 @@ def test_bad_settings_raise_a_config_error_naming_them(
             mail.send_mail(
                 "Hi", "Body", "shop@example.com", ["bob@example.org"], fail_silently=True
             )
+
+
+def test_a_memory_url_keeps_djangos_mail_in_the_test_outbox(
+    memory_outbox: MailOutbox[SentMessage],
+) -> None:
+    with override_settings(ASYNCMAIL_URL="memory://"):
+        try:
+            message = mail.EmailMessage(
+                "Hi", "Body", "shop@x.org", to=["a@x.org"], bcc=["hidden@x.org"]
+            )
+            assert message.send() == 1
+        finally:
+            close_mailers()
+    [sent] = memory_outbox
+    assert sent.recipients == ("a@x.org", "hidden@x.org")
+    assert sent.subject == "Hi"
+    assert b"hidden@x.org" not in sent.data
 
 
 def test_the_backend_is_the_one_djangos_settings_name() -> None:

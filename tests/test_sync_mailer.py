@@ -27,7 +27,7 @@ from asyncmail import (
     WrongEventLoopError,
 )
 from asyncmail.sync._mailer import MailerOptions
-from asyncmail.testing import CaptureServer, Fault
+from asyncmail.testing import CaptureServer, Fault, MailOutbox, SentMessage
 
 NO_RETRY = RetryPolicy(attempts=1)
 
@@ -115,15 +115,15 @@ def test_send_raw_sends_existing_bytes_to_the_envelope_given() -> None:
 def test_the_loop_starts_on_first_use_and_its_thread_ends_at_close() -> None:
     with CaptureServer().run_in_thread() as server:
         mailer = SyncMailer(server.url)
-        assert "new" in repr(mailer)
+        assert repr(mailer).startswith("<SyncMailer new <Mailer none://127.0.0.1:")
         assert loop_threads() == []
         mailer.send(note(1))
-        assert " open " in repr(mailer)
+        assert repr(mailer).startswith("<SyncMailer open <Mailer")
         [thread] = loop_threads()
         mailer.close()
         assert not thread.is_alive()
         assert loop_threads() == []
-        assert "closed" in repr(mailer)
+        assert repr(mailer).startswith("<SyncMailer closed <Mailer")
         server.wait_for_messages_sync(1)
         deadline = time.monotonic() + 5
         while "QUIT" not in server.sessions[0].commands and time.monotonic() < deadline:
@@ -198,9 +198,19 @@ def test_repr_shows_the_state_and_counts_but_never_the_password() -> None:
             mailer.send(note(1))
             text = repr(mailer)
     assert "s3cret" not in text
-    assert text.startswith("<SyncMailer none://mailuser@127.0.0.1:")
+    assert text.startswith("<SyncMailer open <Mailer none://mailuser@127.0.0.1:")
     assert " open " in text and "delivered=1" in text
     assert server.sessions[0].authenticated_as == "mailuser"
+
+
+def test_a_local_backend_url_works_too(memory_outbox: MailOutbox[SentMessage]) -> None:
+    """``memory://`` (no server): the messages land in asyncmail.testing.outbox."""
+    with SyncMailer("memory://") as mailer:
+        result = mailer.send(note(1))
+        text = repr(mailer)
+    assert result.status is Status.DELIVERED
+    assert text.startswith("<SyncMailer open <Mailer memory://")
+    assert [m.recipients for m in memory_outbox] == [("user1@example.net",)]
 
 
 def test_mailer_options_name_every_keyword_argument_of_mailer() -> None:

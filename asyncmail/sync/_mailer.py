@@ -170,7 +170,9 @@ class SyncMailer:
                     logger.exception("the SyncMailer's event loop failed")
 
         self._thread = threading.Thread(
-            target=run, name=f"asyncmail-sync {self._mailer.server.display}", daemon=True
+            target=run,
+            name=f"asyncmail-sync {self._mailer.statistics().relays[0].relay}",
+            daemon=True,
         )
         self._thread.start()
         ready.wait()
@@ -316,14 +318,8 @@ class SyncMailer:
         return self._mailer.statistics()
 
     def __repr__(self) -> str:
-        s = self._mailer.statistics()
-        more = f" (+{len(self._mailer.relays) - 1} relays)" if len(self._mailer.relays) > 1 else ""
-        return (
-            f"<SyncMailer {self._mailer.server.display}{more} {self._state} "
-            f"in_flight={s.in_flight} delivered={s.delivered} failed={s.failed} "
-            f"unknown={s.unknown} pool={s.pool.busy}/{s.pool.idle}/{s.pool.max_connections} "
-            f"busy/idle/max>"
-        )
+        # (the Mailer's own repr, with its counts and no secrets, inside the SyncMailer's)
+        return f"<SyncMailer {self._state} {self._mailer!r}>"
 
 
 def _refuse_in_event_loop(method: str) -> None:
