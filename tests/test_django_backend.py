@@ -16,7 +16,7 @@ if not settings.configured:  # (once per session: Django's settings are process-
 from django.core import mail
 from django.test.utils import override_settings
 
-from asyncmail import ConfigError, Rejected, Server, Status, TLSMode
+from asyncmail import ConfigError, Rejected, Server, Status, TLSMode, WrongEventLoopError
 from asyncmail.django import EmailBackend, close_mailers
 from asyncmail.django._settings import Overrides, frozen, server_and_options
 from asyncmail.testing import CaptureServer, Fault, MailOutbox, SentMessage
@@ -320,6 +320,17 @@ def test_a_memory_url_keeps_djangos_mail_in_the_test_outbox(
     assert sent.recipients == ("a@x.org", "hidden@x.org")
     assert sent.subject == "Hi"
     assert b"hidden@x.org" not in sent.data
+
+
+async def test_an_async_view_sends_through_sync_to_async(server: CaptureServer) -> None:
+    """Called in the event loop itself, send() would block it: sync_to_async is the way."""
+    from asgiref.sync import sync_to_async
+
+    send_mail = sync_to_async(mail.send_mail)
+    assert await send_mail("Hi", "Body", "shop@x.org", ["a@x.org"]) == 1
+    with pytest.raises(WrongEventLoopError):
+        mail.send_mail("Hi", "Body", "shop@x.org", ["b@x.org"])
+    assert [m.recipients for m in server.messages] == [("a@x.org",)]
 
 
 def test_the_backend_is_the_one_djangos_settings_name() -> None:
