@@ -2,9 +2,9 @@
 
 All backend instances of a process with the same configuration share one ``SyncMailer``, so
 its connections stay open from request to request (Django makes a backend per call). A
-Django message goes out as Django renders it (``message.message()``), its envelope taken
-from ``from_email`` and ``recipients()`` as Django's SMTP backend does: Bcc recipients are
-in the envelope only, never in the headers.
+Django message goes out as the bytes Django's SMTP backend would send (``message.message()``,
+as a ``RawMessage``), to the envelope it would use (``from_email``, ``recipients()``): Bcc
+recipients are in the envelope only, never in the headers.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def _shared(server: str | Server, options: MailerOptions) -> SyncMailer:
 def close_mailers() -> None:
     """Close the backend's shared SyncMailers (their connections QUIT).
 
-    They close by themselves when the process exits; call this where a process ends
-    earlier or forks (a Celery ``worker_process_shutdown`` signal, a test's teardown).
+    They close by themselves when the process exits; call this where they should close
+    earlier (a Celery ``worker_process_shutdown`` signal, a test's teardown).
     The next message opens a new one.
     """
     with _lock:
@@ -124,7 +124,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # (Django has no ty
             DeliveryError: A message was not delivered (the first such error, raised
                 after the others were sent), unless ``fail_silently``. Its ``result``
                 says more.
-            MessageError: A message is invalid (those before it were sent).
+            MessageError: A message is invalid (raised before any is sent).
             ConfigError: The settings are invalid.
         """
         if not email_messages:
