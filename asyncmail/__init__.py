@@ -64,6 +64,7 @@ from .outbox._outbox import Outbox as Outbox
 from .suppression._csv import CsvSuppressions as CsvSuppressions
 from .suppression._model import Suppression as Suppression
 from .suppression._model import Suppressions as Suppressions
+from .sync._mailer import SyncMailer as SyncMailer
 
 __version__ = "0.1.0"
 
@@ -120,6 +121,7 @@ __all__ = (  # noqa: RUF022 (plainly sorted: DSN is a class, not a constant)
     "Status",
     "Suppression",
     "Suppressions",
+    "SyncMailer",
     "TLSError",
     "TLSMode",
     "Template",

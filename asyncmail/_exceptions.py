@@ -121,8 +121,8 @@ class WrongEventLoopError(MailError, RuntimeError):
     """The Mailer was used in an event loop other than the one it was opened in.
 
     Its connections, locks and tasks belong to that loop (each ``asyncio.run()`` makes a
-    new one). Create the Mailer inside the event loop that uses it: for one-off sends
-    from synchronous code, one ``asyncio.run()`` per call with a fresh Mailer inside it.
+    new one). Create the Mailer inside the event loop that uses it; from synchronous code,
+    use ``asyncmail.SyncMailer``, which keeps one Mailer in an event loop of its own.
     """
 
 

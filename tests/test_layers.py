@@ -17,9 +17,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 #: Top to bottom; a module may import only from layers below its own. A set is one layer of
 #: independent parts: neither imports the other.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"asyncmail.cli"}),
+    frozenset({"asyncmail.cli", "asyncmail.django"}),
     frozenset({"asyncmail.preview"}),
-    frozenset({"asyncmail.batch", "asyncmail.bounces", "asyncmail.outbox", "asyncmail.testing"}),
+    frozenset(
+        {
+            "asyncmail.batch",
+            "asyncmail.bounces",
+            "asyncmail.outbox",
+            "asyncmail.sync",
+            "asyncmail.testing",
+        }
+    ),
     frozenset({"asyncmail.suppression"}),
     frozenset({"asyncmail.engine"}),
     frozenset({"asyncmail._pool"}),

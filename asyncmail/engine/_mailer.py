@@ -500,7 +500,8 @@ def _wrong_loop() -> WrongEventLoopError:
     return WrongEventLoopError(
         "this Mailer was opened in another event loop (each asyncio.run() makes a new one) "
         "and cannot be used in this one: create the Mailer inside the event loop that uses "
-        "it; from synchronous code, call asyncio.run() per send with a fresh Mailer inside"
+        "it; from synchronous code (scripts, Flask, Django, Celery), use asyncmail.SyncMailer, "
+        "which keeps one Mailer in an event loop of its own"
     )
 
 
