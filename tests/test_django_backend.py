@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -16,7 +17,16 @@ if not settings.configured:  # (once per session: Django's settings are process-
 from django.core import mail
 from django.test.utils import override_settings
 
-from asyncmail import ConfigError, Rejected, Server, Status, TLSMode, WrongEventLoopError
+from asyncmail import (
+    ConfigError,
+    Mailer,
+    Outbox,
+    Rejected,
+    Server,
+    Status,
+    TLSMode,
+    WrongEventLoopError,
+)
 from asyncmail.django import EmailBackend, close_mailers
 from asyncmail.django._settings import Overrides, frozen, server_and_options
 from asyncmail.testing import CaptureServer, Fault, MailOutbox, SentMessage
@@ -341,3 +351,21 @@ def test_the_backend_is_the_one_djangos_settings_name() -> None:
 def test_importing_asyncmail_does_not_import_django() -> None:
     code = "import sys, asyncmail; sys.exit('django' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_djangos_mime_message_also_goes_straight_to_mailer_send_and_the_outbox(
+    tmp_path: Path,
+) -> None:
+    """Django's SafeMIME classes override as_bytes() without a policy argument: the stdlib
+    path serialises through the base class's method instead of failing."""
+    made = mail.EmailMessage("Réunion", "Bonjour", "shop@example.com", ["bob@example.org"])
+    mime = made.message()
+    assert type(mime).__module__.startswith("django.")
+    async with CaptureServer() as capture, Mailer(capture.url) as mailer:
+        await mailer.send(mime)
+        async with Outbox(f"sqlite:///{tmp_path / 'o.db'}") as outbox:
+            await outbox.enqueue(mime, key="django-mime")
+            async with outbox.deliver(mailer):
+                await capture.wait_for_messages(2)
+    assert [m.parsed["Subject"] for m in capture.messages] == ["Réunion", "Réunion"]
+    assert all(m.recipients == ("bob@example.org",) for m in capture.messages)

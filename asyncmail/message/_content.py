@@ -301,7 +301,9 @@ def _stdlib_bytes(
     if seven_bit:
         chosen = chosen.clone(cte_type="7bit")
     try:
-        data = clone.as_bytes(policy=chosen)
+        # (the base class's method: a subclass such as Django's SafeMIMEText overrides
+        # as_bytes() without the policy argument)
+        data = email.message.Message.as_bytes(clone, policy=chosen)
     except (UnicodeError, ValueError, TypeError) as exc:
         raise MessageError(f"message: cannot be serialised: {exc}") from exc
     data = crlf_lines(data)

@@ -112,7 +112,9 @@ def encode(
         body = message.data
     else:
         kind = "email"
-        body = message.as_bytes(policy=email_policy.SMTPUTF8.clone(linesep="\r\n"))
+        # (Message's own as_bytes: a subclass may override it without a policy argument)
+        policy = email_policy.SMTPUTF8.clone(linesep="\r\n")
+        body = email.message.Message.as_bytes(message, policy=policy)
     head = {
         "v": FORMAT,
         "kind": kind,
