@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import logging
 import mailbox
 import os
 import re
@@ -546,3 +547,17 @@ def test_second_ctrl_c_aborts_sends_on_the_wire_and_reports_them_unknown(
     assert final["u3@example.com"] == 1  # stored before the stall, and not sent again
     assert max(final.values()) == 1
     assert len(final) == 40
+
+
+def test_send_in_process_leaves_the_outcome_loggers_level_as_it_was() -> None:
+    """The per-message WARNING lines are quiet while send runs, and back afterwards."""
+    outcomes = logging.getLogger("asyncmail.outcomes")
+    before = outcomes.level
+    faults = [Fault.reply("rcpt", 550, "5.1.1 No such user here")]
+    with CaptureServer(faults=faults).run_in_thread() as refusing:
+        code, _ = invoke(
+            *("send", "--url", refusing.url, "--from", SENDER, "--to", "nobody@example.com"),
+            *("--text", "x"),
+        )
+    assert code == 1
+    assert outcomes.level == before

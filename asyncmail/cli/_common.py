@@ -49,6 +49,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def quiet_outcomes() -> None:
-    """Keep the engine's per-message WARNING lines (``asyncmail.outcomes``) off the terminal:
-    ``send`` and ``batch`` report every outcome themselves (the line, the report file)."""
-    logging.getLogger("asyncmail.outcomes").setLevel(logging.ERROR)
+    """Keep the engine's per-message WARNING lines (``asyncmail.outcomes``) off the terminal
+    while the current command runs: ``send`` and ``batch`` report every outcome themselves
+    (the line, the report file). The level is put back when the command ends, so a program
+    that runs the CLI in-process (a test's CliRunner) keeps its logging as it was."""
+    outcomes = logging.getLogger("asyncmail.outcomes")
+    level = outcomes.level
+    outcomes.setLevel(logging.ERROR)
+    click.get_current_context().call_on_close(lambda: outcomes.setLevel(level))
