@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 #: independent parts: neither imports the other.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"asyncmail.cli"}),
+    frozenset({"asyncmail.relay"}),
     frozenset({"asyncmail.batch", "asyncmail.bounces", "asyncmail.outbox", "asyncmail.testing"}),
     frozenset({"asyncmail.suppression"}),
     frozenset({"asyncmail.engine"}),

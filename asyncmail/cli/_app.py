@@ -24,6 +24,7 @@ from ._batch import BatchOptions, BatchUsageError, check_first_row
 from ._bounces import bounces
 from ._dkim import dkim_option, dkim_signers
 from ._ops import outbox, worker
+from ._relay import relay
 from ._run import (
     EXIT_INTERRUPTED,
     EXIT_NOT_ALL_DELIVERED,
@@ -85,6 +86,7 @@ cli.add_command(worker)
 cli.add_command(outbox)
 cli.add_command(bounces)
 cli.add_command(suppress)
+cli.add_command(relay)
 
 
 # --- send -------------------------------------------------------------------------------
