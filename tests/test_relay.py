@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import re
+import signal
 import smtplib
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from asyncmail.testing import CaptureServer
 
 from ._dkim import DOMAIN, rsa_signer, verdicts
 from ._relay import RELAY_HOST, relaying, smtp_client
+from ._relay_process import RelayProcess
 from .test_raw_message import CORPUS, DOTS, _signed
 
 SENDER = "ann@example.com"
@@ -316,3 +318,62 @@ async def test_a_message_that_cannot_go_unchanged_gets_554_and_is_not_queued(
         code, text = await anyio.to_thread.run_sync(attempt)
         assert relay.stats.accepted == 0
     assert code == 554 and text.startswith(b"5.6.0") and b"NUL" in text
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def _relay_args(tmp_path: Path, upstream: CaptureServer, *extra: str) -> list[str]:
+    outbox = f"sqlite:///{tmp_path / 'relay.db'}"
+    return ["--listen", "127.0.0.1:0", "--outbox", outbox, "--url", upstream.url, *extra]
+
+
+def test_the_relay_command_relays_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    aliases = tmp_path / "aliases"
+    aliases.write_text("info@shop.example: owner@gmail.example\n")
+    with CaptureServer().run_in_thread() as upstream:
+        relay = RelayProcess(
+            *_relay_args(tmp_path, upstream, "--aliases", str(aliases), "--hostname", RELAY_HOST),
+            "--srs-secret-env=SRS_SECRET",
+            "--srs-domain=fwd.example.org",
+            env={"SRS_SECRET": "s3cret"},
+        )
+        try:
+            port = relay.started()
+            _send(port, DOTS, ["info@shop.example"])
+            [stored] = upstream.wait_for_messages_sync(1, timeout=10)
+            relay.process.send_signal(signal.SIGTERM)
+            code = relay.finish()
+        finally:
+            relay.kill()
+    assert code == 0, relay.output
+    assert "SIGTERM: stopping" in relay.output
+    assert re.search(r"relay stopped: 1 accepted, 1 delivered", relay.output), relay.output
+    assert "s3cret" not in relay.output
+    assert stored.recipients == ("owner@gmail.example",)
+    assert SRS("s3cret", "fwd.example.org").reverse(stored.envelope_sender) == SENDER
+    trace, rest = _after_trace(stored.data)
+    assert rest == DOTS and f"by {RELAY_HOST} ".encode() in trace
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--relay-domains", "*", "--allow", "0.0.0.0/0"], "open relay"),
+        (["--allow", "everyone"], "expected a network"),
+        (["--auth", "nopassword"], "expected USER:PASSWORD"),
+        (["--srs-domain", "fwd.example.org"], "go together"),
+        (["--srs-secret-env", "NOT_SET_ANYWHERE", "--srs-domain", "x.example"], "is not set"),
+    ],
+)
+def test_the_relay_command_refuses_a_bad_configuration_with_exit_2(
+    tmp_path: Path, extra: list[str], words: str
+) -> None:
+    with CaptureServer().run_in_thread() as upstream:
+        relay = RelayProcess(*_relay_args(tmp_path, upstream, *extra))
+        try:
+            code = relay.finish()
+        finally:
+            relay.kill()
+    assert code == 2
+    assert words in relay.output

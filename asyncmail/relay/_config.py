@@ -93,7 +93,7 @@ class RelayConfig:
             raise ConfigError(f"hostname must be a host name, not {self.hostname!r}")
         object.__setattr__(self, "relay_domains", frozenset(d.lower() for d in self.relay_domains))
         if ANY_DOMAIN in self.relay_domains:
-            wide = [str(n) for n in self.allow if n.is_global or n.prefixlen == 0]
+            wide = [str(n) for n in self.allow if not (n.is_private or n.is_loopback)]
             if wide:
                 raise ConfigError(
                     f"relay domains '*' with the network {wide[0]} allowed would make an open "
