@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-from asyncmail import Mailer, Outbox, RetryPolicy
+from asyncmail import DKIM, Mailer, Outbox, RetryPolicy
 from asyncmail.relay._config import RelayConfig
 from asyncmail.relay._relay import Relay
 from asyncmail.testing import CaptureServer
@@ -20,11 +20,15 @@ QUICK_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1, jitter=Fal
 
 @contextlib.asynccontextmanager
 async def relaying(
-    tmp_path: Path, upstream: CaptureServer, config: RelayConfig | None = None
+    tmp_path: Path,
+    upstream: CaptureServer,
+    config: RelayConfig | None = None,
+    dkim: DKIM | None = None,
 ) -> AsyncIterator[Relay]:
     """A relay on 127.0.0.1 (any port) that queues in SQLite and delivers to ``upstream``."""
     config = replace(config or RelayConfig(), host="127.0.0.1", port=0, hostname=RELAY_HOST)
-    outbox = Outbox(f"sqlite:///{tmp_path / 'relay.db'}", resend_unknown=True, retry=QUICK_RETRY)
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    outbox = Outbox(url, resend_unknown=True, retry=QUICK_RETRY, dkim=dkim)
     async with (
         Mailer(upstream.url) as mailer,
         outbox,

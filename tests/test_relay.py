@@ -12,17 +12,18 @@ import ipaddress
 import re
 import signal
 import smtplib
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
-from asyncmail import SRS, Mailer, Status
+from asyncmail import DKIM, SRS, Mailer, Status
 from asyncmail.relay._aliases import Aliases
 from asyncmail.relay._config import RelayConfig
 from asyncmail.testing import CaptureServer
 
-from ._dkim import DOMAIN, rsa_signer, verdicts
+from ._dkim import DOMAIN, rsa_key, rsa_signer, verdicts
 from ._relay import RELAY_HOST, relaying, smtp_client
 from ._relay_process import RelayProcess
 from .test_raw_message import CORPUS, DOTS, _signed
@@ -74,6 +75,24 @@ async def test_smtplib_through_the_relay_arrives_byte_for_byte(tmp_path: Path, n
     assert rest == data
     if name == "dkim-signed":
         assert verdicts(stored.data, [rsa_signer()]) == [(DOMAIN, "rsa2048", True)]
+
+
+async def test_with_dkim_the_relay_signs_on_top_and_the_authors_signature_still_verifies(
+    tmp_path: Path,
+) -> None:
+    ours = DKIM(domain="relay.example", selector="r1", key=rsa_key())
+    config = replace(LOCAL, dkim=True)
+    data = _signed(DOTS)
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, config, ours) as relay:
+        await anyio.to_thread.run_sync(_send, relay.port, data, [RCPT])
+        [stored] = await upstream.wait_for_messages(1, timeout=10)
+    assert stored.data.startswith(b"DKIM-Signature:")
+    assert verdicts(stored.data, [ours, rsa_signer()]) == [
+        ("relay.example", "r1", True),
+        (DOMAIN, "rsa2048", True),
+    ]
+    _, rest = _after_trace(stored.data[stored.data.index(b"\r\nReceived: ") + 2 :])
+    assert rest == data
 
 
 async def test_the_received_field_names_client_relay_protocol_id_recipient_and_date(
