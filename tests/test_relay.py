@@ -288,7 +288,7 @@ async def test_one_recipient_too_many_gets_452_4_5_3(tmp_path: Path) -> None:
 async def test_one_connection_too_many_gets_421_4_7_0_at_the_greeting(tmp_path: Path) -> None:
     config = RelayConfig(relay_domains=frozenset({"example.org"}), max_connections=2)
 
-    def attempt() -> tuple[int, bytes]:
+    def attempt() -> tuple[int, bytes | str]:
         first, second = smtp_client(relay), smtp_client(relay)
         try:
             with pytest.raises(smtplib.SMTPConnectError) as caught:
@@ -301,6 +301,7 @@ async def test_one_connection_too_many_gets_421_4_7_0_at_the_greeting(tmp_path: 
     async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
         code, text = await anyio.to_thread.run_sync(attempt)
     assert (code, text[:5]) == (421, b"4.7.0")
+    assert relay.stats.connections == 3
 
 
 async def test_the_command_past_the_limit_gets_421_and_the_connection_closes(
