@@ -18,15 +18,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncmail import DKIM, SRS, Mailer, Status
+from asyncmail import DKIM, SRS, Mailer, Outbox, Status
 from asyncmail.relay._aliases import Aliases
 from asyncmail.relay._config import RelayConfig
+from asyncmail.relay._relay import Relay
 from asyncmail.testing import CaptureServer
 
 from ._dkim import DOMAIN, rsa_key, rsa_signer, verdicts
 from ._relay import RELAY_HOST, relaying, smtp_client
 from ._relay_process import RelayProcess
-from .test_raw_message import CORPUS, DOTS, _signed
+from .test_raw_message import CORPUS, DOTS, UTF8_HEADERS, _signed
 
 SENDER = "ann@example.com"
 RCPT = "bob@example.org"
@@ -115,6 +116,24 @@ async def test_the_received_field_names_client_relay_protocol_id_recipient_and_d
     trace_two, _ = _after_trace(two.data)
     assert b"for <" not in trace_two  # two recipients: neither is named
     assert b"with ESMTP id" in trace_two
+
+
+async def test_an_smtputf8_transaction_is_relayed_with_utf8smtp_in_the_trace(
+    tmp_path: Path,
+) -> None:
+    rcpt = "用户@example.org"
+
+    def attempt() -> None:
+        with smtp_client(relay) as client:
+            client.sendmail(SENDER, [rcpt], UTF8_HEADERS, mail_options=["SMTPUTF8"])
+
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, LOCAL) as relay:
+        await anyio.to_thread.run_sync(attempt)
+        [stored] = await upstream.wait_for_messages(1, timeout=10)
+    trace, rest = _after_trace(stored.data)
+    assert rest == UTF8_HEADERS
+    assert stored.recipients == (rcpt,) and "SMTPUTF8" in stored.mail_options
+    assert b"with UTF8SMTP id" in trace and f"for <{rcpt}>;".encode() in trace
 
 
 async def test_a_client_outside_allow_is_refused_and_nothing_is_relayed(tmp_path: Path) -> None:
@@ -397,3 +416,21 @@ def test_the_relay_command_refuses_a_bad_configuration_with_exit_2(
             relay.kill()
     assert code == 2
     assert words in relay.output
+
+
+async def test_a_queue_that_cannot_be_written_gets_451_and_the_client_keeps_the_message(
+    tmp_path: Path,
+) -> None:
+    unopened = Outbox(f"sqlite:///{tmp_path / 'relay.db'}")  # (never entered: enqueue fails)
+
+    def attempt() -> tuple[int, bytes]:
+        with smtp_client(relay) as client:
+            client.ehlo()
+            client.mail(SENDER)
+            client.rcpt(RCPT)
+            return client.data(DOTS)
+
+    async with Relay(replace(LOCAL, port=0, hostname=RELAY_HOST), unopened) as relay:
+        code, text = await anyio.to_thread.run_sync(attempt)
+        assert (relay.stats.accepted, relay.stats.refused) == (0, 1)
+    assert code == 451 and text.startswith(b"4.3.0")

@@ -21,7 +21,7 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from .._exceptions import MailError, MessageError, OutboxError
+from .._exceptions import MailError, MessageError
 from ..message._raw import RawMessage
 from ..outbox._outbox import Outbox
 from ._config import RelayConfig
@@ -179,7 +179,7 @@ class Relay:
                 await self.outbox.enqueue(message, key=key)
         except MessageError as exc:
             return f"554 5.6.0 Message refused: {_one_line(exc)}"
-        except OutboxError as exc:
+        except MailError as exc:  # (OutboxError: the store failed; or the outbox is closed)
             logger.warning("queueing %s failed: %s", incoming.queue_id, exc)
             return QUEUE_FAILED
         return f"250 2.0.0 OK queued as {incoming.queue_id}"

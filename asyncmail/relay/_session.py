@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -34,9 +35,12 @@ from ._policy import (
 
 __all__ = ["Incoming", "RelaySMTP", "SessionLink"]
 
+logger = logging.getLogger("asyncmail.relay")
+
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections; try again later"
 TOO_MANY_COMMANDS = "421 4.7.0 Too many commands on one connection; closing it"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+LOCAL_ERROR = "451 4.3.0 Local error in processing; try again later"
 #: aiosmtpd's own replies, given their enhanced status codes (RFC 3463).
 _ENHANCED = {
     b"552 Error: Too much mail data": b"552 5.3.4 Message too big for this relay",
@@ -118,6 +122,11 @@ class _Hooks:
 
     async def handle_DATA(self, server: RelaySMTP, session: SMTPSession, envelope: Envelope) -> str:
         return await server.on_data(envelope)
+
+    async def handle_exception(self, error: Exception) -> str:
+        # a fault of ours, not the client's: it may try again (aiosmtpd would say 500)
+        logger.error("the relay failed on a command", exc_info=error)
+        return LOCAL_ERROR
 
 
 class RelaySMTP(SMTP):
