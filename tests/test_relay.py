@@ -12,6 +12,7 @@ import ipaddress
 import re
 import signal
 import smtplib
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -434,3 +435,20 @@ async def test_a_queue_that_cannot_be_written_gets_451_and_the_client_keeps_the_
         code, text = await anyio.to_thread.run_sync(attempt)
         assert (relay.stats.accepted, relay.stats.refused) == (0, 1)
     assert code == 451 and text.startswith(b"4.3.0")
+
+
+def test_the_relay_command_says_in_one_line_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken, CaptureServer().run_in_thread() as upstream:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = _relay_args(tmp_path, upstream, f"--listen=127.0.0.1:{port}")
+        relay = RelayProcess(*args)
+        try:
+            code = relay.finish()
+        finally:
+            relay.kill()
+    assert code == 2
+    [line] = relay.lines  # (one line, no traceback)
+    assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in relay.output

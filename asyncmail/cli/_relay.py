@@ -105,26 +105,28 @@ async def run_relay(options: RelayOptions, echo: Callable[[str], None]) -> int:
     )
     mailer = Mailer(server, max_connections=options.concurrency)
     watcher = _Signals(echo)
+    relay = Relay(config, outbox)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with mailer, outbox, anyio.create_task_group() as tg:
-            tg.start_soon(watcher.watch, signals)
-            delivering = outbox.deliver(
-                mailer, concurrency=options.concurrency, rate=options.rate, grace=options.grace
-            )
-            watcher.delivery = delivering.delivery
-            async with delivering:
-                try:
-                    relay = Relay(config, outbox)
-                    await relay.__aenter__()
-                except OSError as exc:
-                    where = f"{config.host}:{config.port}"
-                    raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-                try:
-                    echo(_start_line(relay, outbox, server, options))
-                    await watcher.stopping.wait()
-                finally:
-                    await relay.aclose()
-            tg.cancel_scope.cancel()
+        async with mailer, outbox:
+            try:
+                await relay.__aenter__()
+            except OSError as exc:
+                where = f"{config.host}:{config.port}"
+                raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            try:
+                delivering = outbox.deliver(
+                    mailer, concurrency=options.concurrency, rate=options.rate, grace=options.grace
+                )
+                watcher.delivery = delivering.delivery
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(watcher.watch, signals)
+                    async with delivering:
+                        echo(_start_line(relay, outbox, server, options))
+                        await watcher.stopping.wait()
+                        await relay.aclose()  # (no new mail while the sends finish)
+                    tg.cancel_scope.cancel()
+            finally:
+                await relay.aclose()
     delivery = delivering.delivery
     how = "cut off" if watcher.cut_off else "stopped"
     echo(
