@@ -19,11 +19,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from asyncmail import DKIM, SRS, Mailer, Outbox, Status
+from asyncmail import DKIM, SRS, Mailer, Outbox, OutboxState, Status
 from asyncmail.relay._aliases import Aliases
 from asyncmail.relay._config import RelayConfig
 from asyncmail.relay._relay import Relay
-from asyncmail.testing import CaptureServer
+from asyncmail.testing import CaptureServer, Fault
 
 from ._dkim import DOMAIN, rsa_key, rsa_signer, verdicts
 from ._relay import RELAY_HOST, relaying, smtp_client
@@ -452,3 +452,34 @@ def test_the_relay_command_says_in_one_line_when_its_port_is_taken(tmp_path: Pat
     [line] = relay.lines  # (one line, no traceback)
     assert line.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in relay.output
+
+
+def test_sigterm_lets_the_send_in_progress_finish_and_hands_the_rest_back(
+    tmp_path: Path,
+) -> None:
+    outbox_url = f"sqlite:///{tmp_path / 'relay.db'}"
+    slow = Fault.delay("dot", 1.0)  # every final reply upstream comes 1 s late
+    with CaptureServer(faults=[slow]).run_in_thread() as upstream:
+        relay = RelayProcess(
+            *_relay_args(tmp_path, upstream, "--concurrency=1", "--relay-domains=example.org")
+        )
+        try:
+            port = relay.started()
+            for _ in range(4):
+                _send(port, DOTS, [RCPT])
+            upstream.wait_for_messages_sync(1, timeout=10)  # (the first one is on its way)
+            relay.process.send_signal(signal.SIGTERM)
+            code = relay.finish()
+        finally:
+            relay.kill()
+        arrived = len(upstream.messages)
+
+    async def counts() -> dict[OutboxState, int]:
+        async with Outbox(outbox_url) as outbox:
+            return dict((await outbox.statistics()).counts)
+
+    found = anyio.run(counts)
+    assert code == 0, relay.output
+    assert found[OutboxState.LEASED] == found[OutboxState.SENDING] == 0
+    assert found[OutboxState.DELIVERED] == arrived >= 1
+    assert found[OutboxState.QUEUED] == 4 - arrived >= 1  # (handed back, for the next relay)
