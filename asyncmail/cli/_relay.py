@@ -214,28 +214,64 @@ def _srs(secret_env: str | None, domain: str | None) -> SRS | None:
     help="user:password lines; AUTH lets those users relay to anyone (over TLS or loopback).",
 )
 @click.option("--auth", "auth_users", multiple=True, metavar="USER:PASS", help="One AUTH user.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A PEM certificate (chain): offer STARTTLS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The certificate's private key, when not in --tls-cert.",
+)
 @click.option(
     "--srs-secret-env", metavar="VAR", help="SRS for forwarded mail: the secret's env var."
 )
 @click.option("--srs-domain", metavar="DOMAIN", help="SRS: the domain senders are rewritten to.")
 @click.option("--hostname", help="The relay's name in its greeting and Received fields.")
-@click.option("--max-size", default=DEFAULT_MAX_SIZE, show_default=True, type=click.IntRange(1))
 @click.option(
-    "--max-recipients", default=DEFAULT_MAX_RECIPIENTS, show_default=True, type=click.IntRange(1)
+    "--max-size",
+    default=DEFAULT_MAX_SIZE,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Octets a message may have (SIZE); more gets 552 5.3.4.",
 )
 @click.option(
-    "--max-connections", default=DEFAULT_MAX_CONNECTIONS, show_default=True, type=click.IntRange(1)
+    "--max-recipients",
+    default=DEFAULT_MAX_RECIPIENTS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="RCPTs per message; one more gets 452 4.5.3.",
 )
 @click.option(
-    "--max-commands", default=DEFAULT_MAX_COMMANDS, show_default=True, type=click.IntRange(1)
+    "--max-connections",
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Clients at once; one more gets 421 4.7.0 as its greeting.",
+)
+@click.option(
+    "--max-commands",
+    default=DEFAULT_MAX_COMMANDS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Commands per connection; the one past it gets 421 4.7.0 and the connection closes.",
 )
 @click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--rate", help="Messages at most per time unit, such as 200/s (shared).")
-@click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(min=0))
 @click.option(
-    "--lease-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True)
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds the sends in progress get to finish after SIGTERM or Ctrl-C.",
+)
+@click.option(
+    "--lease-seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="How long the messages of a relay that died stay with it before another takes them.",
 )
 @dkim_option
 def relay(
