@@ -154,7 +154,7 @@ async def test_a_client_outside_allow_is_refused_and_nothing_is_relayed(tmp_path
         code, text = await anyio.to_thread.run_sync(attempt)
         await anyio.to_thread.run_sync(_send, relay.port, DOTS, [RCPT])  # 127.0.0.1: fine
         await upstream.wait_for_messages(1, timeout=10)
-        assert relay.stats.accepted == 1
+        assert relay.statistics().accepted == 1
     assert (code, text[:5]) == (554, b"5.7.1")
     assert len(upstream.messages) == 1
 
@@ -321,7 +321,7 @@ async def test_one_connection_too_many_gets_421_4_7_0_at_the_greeting(tmp_path: 
     async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
         code, text = await anyio.to_thread.run_sync(attempt)
     assert (code, text[:5]) == (421, b"4.7.0")
-    assert relay.stats.connections == 3
+    assert relay.statistics().connections == 3
 
 
 async def test_the_command_past_the_limit_gets_421_and_the_connection_closes(
@@ -356,7 +356,7 @@ async def test_a_message_that_cannot_go_unchanged_gets_554_and_is_not_queued(
 
     async with CaptureServer() as upstream, relaying(tmp_path, upstream, LOCAL) as relay:
         code, text = await anyio.to_thread.run_sync(attempt)
-        assert relay.stats.accepted == 0
+        assert relay.statistics().accepted == 0
     assert code == 554 and text.startswith(b"5.6.0") and b"NUL" in text
 
 
@@ -433,7 +433,7 @@ async def test_a_queue_that_cannot_be_written_gets_451_and_the_client_keeps_the_
 
     async with Relay(replace(LOCAL, port=0, hostname=RELAY_HOST), unopened) as relay:
         code, text = await anyio.to_thread.run_sync(attempt)
-        assert (relay.stats.accepted, relay.stats.refused) == (0, 1)
+        assert (relay.statistics().accepted, relay.statistics().refused) == (0, 1)
     assert code == 451 and text.startswith(b"4.3.0")
 
 

@@ -130,7 +130,7 @@ async def run_relay(options: RelayOptions, echo: Callable[[str], None]) -> int:
     delivery = delivering.delivery
     how = "cut off" if watcher.cut_off else "stopped"
     echo(
-        f"relay {how}: {relay.stats.accepted} accepted, {delivery.delivered} delivered, "
+        f"relay {how}: {relay.statistics().accepted} accepted, {delivery.delivered} delivered, "
         f"{delivery.failed} failed, {delivery.unknown} unknown, {delivery.retried} retried"
     )
     return EXIT_CUT_OFF if watcher.cut_off else EXIT_OK

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -36,22 +37,14 @@ STOP_WAIT = 10.0
 QUEUE_FAILED = "451 4.3.0 The queue is not available; try again later"
 
 
+@dataclass(frozen=True, slots=True)
 class RelayStatistics:
-    """Counts since the relay started."""
+    """A snapshot of a relay's counts since it started."""
 
-    __slots__ = ("accepted", "connections", "open_connections", "refused")
-
-    def __init__(self) -> None:
-        self.accepted = 0  # messages queued (a 250 sent)
-        self.refused = 0  # messages not queued (a 4xx or 5xx to the final dot)
-        self.connections = 0
-        self.open_connections = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"RelayStatistics(accepted={self.accepted}, refused={self.refused}, "
-            f"connections={self.connections}, open_connections={self.open_connections})"
-        )
+    accepted: int  # messages queued (a 250 sent)
+    refused: int  # messages not queued (a 4xx or 5xx to the final dot)
+    connections: int  # connections accepted (those refused at the greeting too)
+    open_connections: int
 
 
 class Relay:
@@ -70,7 +63,7 @@ class Relay:
     def __init__(self, config: RelayConfig, outbox: Outbox) -> None:
         self.config = config
         self.outbox = outbox
-        self.stats = RelayStatistics()
+        self._accepted = self._refused = self._connections = 0
         self._live: set[RelaySMTP] = set()
         self._server: asyncio.Server | None = None
         self._state = "new"
@@ -81,8 +74,19 @@ class Relay:
         )
 
     def __repr__(self) -> str:
-        where = f"{self.config.host}:{self.port}"
-        return f"<Relay {self._state} {where} {self.stats!r}>"
+        return (
+            f"<Relay {self._state} {self.config.host}:{self.port} accepted={self._accepted} "
+            f"refused={self._refused} live={len(self._live)}>"
+        )
+
+    def statistics(self) -> RelayStatistics:
+        """A frozen snapshot of the relay's counts."""
+        return RelayStatistics(
+            accepted=self._accepted,
+            refused=self._refused,
+            connections=self._connections,
+            open_connections=len(self._live),
+        )
 
     @property
     def port(self) -> int:
@@ -132,13 +136,11 @@ class Relay:
 
     def _opened(self, session: RelaySMTP) -> bool:
         self._live.add(session)
-        self.stats.connections += 1
-        self.stats.open_connections = len(self._live)
+        self._connections += 1
         return self._state == "running" and len(self._live) <= self.config.max_connections
 
     def _closed(self, session: RelaySMTP) -> None:
         self._live.discard(session)
-        self.stats.open_connections = len(self._live)
 
     async def _accept(self, incoming: Incoming) -> str:
         self._queueing += 1
@@ -150,9 +152,9 @@ class Relay:
             if not self._queueing:
                 self._idle.set()
         if reply.startswith("250"):
-            self.stats.accepted += 1
+            self._accepted += 1
         else:
-            self.stats.refused += 1
+            self._refused += 1
         return reply
 
     async def _queue(self, incoming: Incoming) -> str:
