@@ -256,6 +256,25 @@ async def test_aliases_rewrite_the_envelope_and_srs_rewrites_the_forwarded_sende
     assert _after_trace(kept.data)[1] == DOTS
 
 
+async def test_a_bounce_keeps_the_null_sender_even_when_forwarded_with_srs(
+    tmp_path: Path,
+) -> None:
+    config = RelayConfig(
+        aliases=Aliases.parse("info@shop.example: owner@gmail.example\n"),
+        srs=SRS("relay-secret", "fwd.example.org"),
+    )
+
+    def attempt() -> None:
+        with smtp_client(relay) as client:
+            client.sendmail("<>", ["info@shop.example"], DOTS)
+
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
+        await anyio.to_thread.run_sync(attempt)
+        [stored] = await upstream.wait_for_messages(1, timeout=10)
+    assert stored.envelope_sender == ""  # (never rewritten: a bounce must not bounce)
+    assert stored.recipients == ("owner@gmail.example",)
+
+
 async def test_an_alias_key_is_accepted_outside_the_relay_domains(tmp_path: Path) -> None:
     config = RelayConfig(aliases=Aliases.parse("info@shop.example: owner@gmail.example\n"))
     async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
