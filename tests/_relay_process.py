@@ -17,10 +17,15 @@ STARTED = r"relay listening on [^ ]+:(\d+)"
 class RelayProcess:
     """One ``asyncmail relay ARGS...`` process."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, measured: bool = True
+    ) -> None:
+        """Start it; ``measured=False`` leaves it out of coverage (a relay killed with
+        SIGKILL writes no coverage data anyway)."""
         code = "from asyncmail.cli import main; main()"
-        # (not measured for coverage: a relay killed with SIGKILL writes no data anyway)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+        base = dict(os.environ)
+        if not measured:
+            base = {k: v for k, v in base.items() if not k.startswith("COVERAGE_")}
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, "relay", *args],
             stdout=subprocess.PIPE,

@@ -13,11 +13,13 @@ import re
 import signal
 import smtplib
 import socket
+import ssl
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
+import trustme
 
 from asyncmail import DKIM, SRS, Mailer, Outbox, OutboxState, Status
 from asyncmail.relay._aliases import Aliases
@@ -204,10 +206,6 @@ async def test_an_authenticated_client_may_relay_anywhere_from_anywhere_on_loopb
 
 
 async def test_starttls_and_auth_give_esmtpsa(tmp_path: Path) -> None:
-    import ssl
-
-    import trustme
-
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
@@ -273,6 +271,27 @@ async def test_a_bounce_keeps_the_null_sender_even_when_forwarded_with_srs(
         [stored] = await upstream.wait_for_messages(1, timeout=10)
     assert stored.envelope_sender == ""  # (never rewritten: a bounce must not bounce)
     assert stored.recipients == ("owner@gmail.example",)
+
+
+async def test_a_sender_srs_cannot_rewrite_gets_550_and_nothing_is_queued(
+    tmp_path: Path,
+) -> None:
+    config = RelayConfig(
+        aliases=Aliases.parse("info@shop.example: owner@gmail.example\n"),
+        srs=SRS("relay-secret", "fwd.example.org"),
+    )
+
+    def attempt() -> tuple[int, bytes]:
+        with smtp_client(relay) as client:
+            client.ehlo()
+            client.mail('"odd sender"@example.com')
+            client.rcpt("info@shop.example")
+            return client.data(DOTS)
+
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
+        code, text = await anyio.to_thread.run_sync(attempt)
+        assert relay.statistics().accepted == 0
+    assert code == 550 and text.startswith(b"5.7.1 Cannot forward")
 
 
 async def test_an_alias_key_is_accepted_outside_the_relay_domains(tmp_path: Path) -> None:
@@ -502,3 +521,61 @@ def test_sigterm_lets_the_send_in_progress_finish_and_hands_the_rest_back(
     assert found[OutboxState.LEASED] == found[OutboxState.SENDING] == 0
     assert found[OutboxState.DELIVERED] == arrived >= 1
     assert found[OutboxState.QUEUED] == 4 - arrived >= 1  # (handed back, for the next relay)
+
+
+async def test_a_relay_starts_once_and_its_repr_counts(tmp_path: Path) -> None:
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, LOCAL) as relay:
+        await anyio.to_thread.run_sync(_send, relay.port, DOTS, [RCPT])
+        assert re.fullmatch(
+            r"<Relay running 127\.0\.0\.1:\d+ accepted=1 refused=0 live=\d>", repr(relay)
+        )
+        with pytest.raises(RuntimeError, match="started once"):
+            await relay.__aenter__()
+    assert repr(relay).startswith("<Relay closed") and relay.port == 0
+
+
+def test_a_second_sigterm_cuts_the_sends_off_with_exit_130(tmp_path: Path) -> None:
+    stall = Fault.delay("dot", 30.0)
+    with CaptureServer(faults=[stall]).run_in_thread() as upstream:
+        relay = RelayProcess(*_relay_args(tmp_path, upstream, "--relay-domains=example.org"))
+        try:
+            port = relay.started()
+            _send(port, DOTS, [RCPT])
+            upstream.wait_for_messages_sync(1, timeout=10)  # (its reply is 30 s away)
+            relay.process.send_signal(signal.SIGTERM)
+            relay.wait_for_line("SIGTERM: stopping")
+            relay.process.send_signal(signal.SIGTERM)
+            code = relay.finish()
+        finally:
+            relay.kill()
+    assert code == 130, relay.output
+    assert "SIGTERM again: stopping at once" in relay.output
+    assert "relay cut off: 1 accepted" in relay.output
+
+
+def test_the_relay_command_offers_starttls_with_a_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    pem, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(pem))
+    cert.private_key_pem.write_to_path(str(key))
+    with CaptureServer().run_in_thread() as upstream:
+        args = _relay_args(tmp_path, upstream, f"--tls-cert={pem}", f"--tls-key={key}")
+        relay = RelayProcess(*args, "--auth=app:s3cret")
+        try:
+            port = relay.started()
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                client.ehlo()
+                offered = client.has_extn("starttls")
+            relay.process.send_signal(signal.SIGTERM)
+            code = relay.finish()
+        finally:
+            relay.kill()
+        bad = RelayProcess(*_relay_args(tmp_path, upstream, f"--tls-cert={key}"))
+        try:
+            bad_code = bad.finish()
+        finally:
+            bad.kill()
+    assert offered and code == 0
+    assert "STARTTLS, AUTH" in relay.output and "s3cret" not in relay.output
+    assert bad_code == 2 and "cannot load the TLS certificate" in bad.output

@@ -147,3 +147,29 @@ def test_listen_and_auth_file_parsing(tmp_path: Path) -> None:
 
 def test_the_users_passwords_are_not_in_the_repr() -> None:
     assert "pw" not in repr(USERS)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"port": 70000}, "port must be"),
+        ({"max_size": 0}, "max_size must be"),
+        ({"max_commands": 1.5}, "max_commands must be"),
+        ({"timeout": 0}, "timeout must be"),
+        ({"hostname": "two words"}, "hostname must be"),
+        ({"hostname": ""}, "hostname must be"),
+    ],
+)
+def test_a_bad_relay_config_is_refused_when_made(fields: dict[str, object], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        RelayConfig(**fields)  # type: ignore[arg-type]
+
+
+def test_missing_alias_and_auth_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the alias file"):
+        Aliases.from_file(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="cannot read the auth file"):
+        load_users(tmp_path / "missing")
+    rules = tmp_path / "aliases"
+    rules.write_text("a@example.com: b@example.net, b@EXAMPLE.net\n", encoding="utf-8")
+    assert Aliases.from_file(rules).targets("A@Example.com") == ("b@example.net",)

@@ -75,6 +75,3 @@ class Aliases:
     def targets(self, address: str) -> tuple[str, ...] | None:
         """Where mail to ``address`` goes instead; None when no rule names it."""
         return self.rules.get(address_key(address))
-
-    def __len__(self) -> int:
-        return len(self.rules)
