@@ -152,7 +152,7 @@ async def run_relay(prof: dict[str, Any], box: MailBox, record: Record) -> None:
             record("relay: started", False, relay.first)
             relay.stop()
             return
-        record("relay: started", True, relay.first[:120])
+        record("relay: started", True, relay.first.split(", queueing")[0])
         try:
             await _to_postfix(box, record, ident)
             await _refused(outbox, record, ident)
