@@ -81,6 +81,32 @@ async def test_smtplib_through_the_relay_arrives_byte_for_byte(tmp_path: Path, n
         assert verdicts(stored.data, [rsa_signer()]) == [(DOMAIN, "rsa2048", True)]
 
 
+async def test_the_250_names_the_outbox_key_and_the_message_is_stored_by_then(
+    tmp_path: Path,
+) -> None:
+    stall = Fault.delay("dot", 30.0)  # (upstream: the message stays in the outbox meanwhile)
+
+    def attempt() -> tuple[int, bytes]:
+        with smtp_client(relay) as client:
+            client.ehlo()
+            client.mail(SENDER)
+            client.rcpt(RCPT)
+            return client.data(DOTS)
+
+    async with (
+        CaptureServer(faults=[stall]) as upstream,
+        relaying(tmp_path, upstream, LOCAL) as relay,
+        Outbox(f"sqlite:///{tmp_path / 'relay.db'}") as reader,  # (another connection)
+    ):
+        code, text = await anyio.to_thread.run_sync(attempt)
+        key = text.decode().rpartition(" ")[2]
+        status = await reader.status(key)
+        upstream.clear()
+    assert code == 250 and text.startswith(b"2.0.0 OK queued as ")
+    assert status is not None and status.key == key
+    assert status.message_id == "<dots@example.com>"
+
+
 async def test_with_dkim_the_relay_signs_on_top_and_the_authors_signature_still_verifies(
     tmp_path: Path,
 ) -> None:
