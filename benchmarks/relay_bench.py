@@ -12,7 +12,8 @@ Both relays accept on 127.0.0.1 and deliver to one Postfix ``smtp-sink``:
 
 The client is asyncmail's ``Mailer.send_many`` (pipelining, ``--clients`` connections),
 sending ``--count`` RawMessages of about 2 KB. Per system it prints: accepted/s (the last
-250 read) and end to end/s (the sink counted the last one). Client, relays and sink share
+250 read) and end to end/s (the sink counted the last one); the row "no relay" is the same
+client straight into the sink, the most the client can do here. Client, relays and sink share
 the machine: read the numbers as one run on this machine, with its load shown. Run by hand.
 """
 
@@ -159,6 +160,8 @@ def main() -> int:
         for round_ in range(ns.rounds):
             print(f"round {round_ + 1}:")
             batch = messages(ns.count, f"r{round_}")
+            # the client alone, straight into the sink: what the client can do at most here
+            print(measure("no relay", sink.port, sink, batch, ns.clients), flush=True)
             print(measure("asyncmail", relay_port, sink, batch, ns.clients), flush=True)
             if postfix_port is not None:
                 print(measure("postfix", postfix_port, sink, batch, ns.clients), flush=True)
