@@ -247,7 +247,9 @@ class RelaySMTP(SMTP):
         """aiosmtpd's EHLO lines with PIPELINING, and AUTH only where it may be used."""
         if auth_refusal(self.config, self.client_ip, self.tls) is not None:
             lines = [line for line in lines if not line.startswith("250-AUTH")]
-        return [*lines[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", lines[-1]]
+        # (no ENHANCEDSTATUSCODES: RFC 2034 wants them in every reply, and aiosmtpd's own
+        # replies, such as 503 for a command out of order, have none)
+        return [*lines[:-1], "250-PIPELINING", lines[-1]]
 
     def _check_password(
         self,
