@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "asyncmail"
 #: independent parts: neither imports the other.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"asyncmail.cli", "asyncmail.django"}),
-    frozenset({"asyncmail.preview"}),
+    frozenset({"asyncmail.preview", "asyncmail.relay"}),
     frozenset(
         {
             "asyncmail.batch",

@@ -16,6 +16,7 @@ from ._bounces import bounces
 from ._common import console as _console
 from ._common import run as _run
 from ._ops import outbox, worker
+from ._relay import relay
 from ._send import send
 from ._suppress import suppress
 
@@ -37,6 +38,7 @@ cli.add_command(bounces)
 cli.add_command(suppress)
 cli.add_command(send)
 cli.add_command(batch)
+cli.add_command(relay)
 
 
 # --- serve, check, demo -----------------------------------------------------------------

@@ -33,6 +33,7 @@ import _checks_chunking
 import _checks_dkim
 import _checks_dsn
 import _checks_failover
+import _checks_relay
 import dkim_selftest
 
 from asyncmail import (
@@ -620,6 +621,9 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
         await guarded("failover", _checks_failover.run_failover(prof, box, record, maillog))
     if want("chunking"):
         await guarded("chunking", _checks_chunking.run_chunking(prof, box, record, maillog, many))
+    if want("relay") and profile_name == "postfix":
+        # asyncmail relay between Postfix and Postfix (run_postfix_nullclient.sh): _checks_relay.py
+        await guarded("relay", _checks_relay.run_relay(prof, box, record))
 
     # -- CLI --------------------------------------------------------------------------------
     if want("cli"):
@@ -706,7 +710,7 @@ if __name__ == "__main__":
         nargs="*",
         help="run only checks whose group starts with these "
         "(plain starttls implicit refused utf8 attach stdlib concurrent many content policy "
-        "dkim dsn failover chunking cli)",
+        "dkim dsn failover chunking relay cli)",
     )
     ns = ap.parse_args()
     try:
