@@ -207,6 +207,30 @@ async def test_stopping_at_once_ends_a_send_whose_dot_may_be_out_unknown(
         assert went_by_bdat(server) is chunking
 
 
+@by_body
+async def test_with_resend_unknown_a_send_cut_off_after_its_dot_is_queued_again(
+    tmp_path: Path, chunking: bool
+) -> None:
+    """At least once: the cut-off copy may have arrived, so another worker sends it again."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    async with (
+        CaptureServer(chunking=chunking, faults=[Fault.stall(dot(chunking), times=1)]) as server,
+        Outbox(url, resend_unknown=True) as outbox,
+    ):
+        await outbox.enqueue(message(0), key="k0")
+        async with mailer_for(server) as mailer:
+            async with outbox.deliver(mailer, concurrency=1, grace=60) as delivery:
+                await server.wait_for_messages(1, timeout=10)  # stored; its reply never comes
+                delivery.stop(now=True)
+        status = await outbox.status("k0")
+        assert status is not None and status.state is OutboxState.QUEUED
+        async with mailer_for(server) as mailer, outbox.deliver(mailer):
+            await server.wait_for_messages(2, timeout=10)
+        status = await outbox.status("k0")  # (a graceful stop let the send finish)
+        assert status is not None and status.state is OutboxState.DELIVERED
+        assert len(server.messages) == 2  # the cut-off copy and the one sent again
+
+
 @pytest.mark.allow_error_logs
 async def test_no_error_reaches_the_caller_when_the_store_keeps_failing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

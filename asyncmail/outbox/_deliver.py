@@ -52,7 +52,7 @@ from ..message._content import WireContent, wire_content
 from ..smtp._transaction import Gate
 from ..suppression._model import Suppressions, hard_bounces
 from ._codec import Stored, read
-from ._model import DIED_AFTER_DOT, Lease, Outcome, State
+from ._model import CUT_OFF_AFTER_DOT, DIED_AFTER_DOT, Lease, Outcome, State
 from ._plan import plan
 from ._store import Store
 
@@ -468,7 +468,8 @@ class Delivery:
             await self.give_back(held)
 
     async def _give_back(self) -> None:
-        """After a cut-off: every message still held goes back, or ends UNKNOWN."""
+        """After a cut-off: every message still held goes back, or ends UNKNOWN (with
+        ``resend_unknown``, one whose final dot may be out goes back too: at least once)."""
         await self._release_buffered()
         pending, self._outcomes = self._outcomes, []
         if pending:  # (outcomes the recorder had not stored yet)
@@ -476,7 +477,7 @@ class Delivery:
         for key in list(self.held):
             held = self.held.pop(key)
             if held.marked and not held.lost:
-                outcome = _died_after_dot(held.lease, time.time())
+                outcome = _died_after_dot(held.lease, time.time(), resend=self.resend_unknown)
                 await self._finish_all([(held, outcome)])
             elif not held.lost:
                 await self._release(held)
@@ -584,7 +585,20 @@ async def _shielded(call: Awaitable[T]) -> T:
     raise OutboxError(f"the outbox store did not answer within {STORE_TIMEOUT:g} s")
 
 
-def _died_after_dot(lease: Lease, now: float) -> Outcome:
+def _died_after_dot(lease: Lease, now: float, *, resend: bool) -> Outcome:
+    if resend and lease.pending:  # at least once: the recipients in flight are tried again
+        return Outcome(
+            state=State.QUEUED,
+            pending=lease.pending,
+            accepted=lease.accepted,
+            refused=lease.refused,
+            unknown=lease.unknown,
+            attempts=lease.attempts + 1,
+            first_attempt_at=lease.first_attempt_at or now,
+            due=now,
+            error=CUT_OFF_AFTER_DOT,
+            reply=None,
+        )
     state = State.DELIVERED if lease.accepted else State.UNKNOWN
     return Outcome(
         state=state,

@@ -65,6 +65,8 @@ State = OutboxState  # (the short name, inside this package)
 
 #: The error of a message found SENDING after its worker stopped: it ends UNKNOWN.
 DIED_AFTER_DOT = "the worker stopped after the final dot may have left; not sent again"
+#: The same with ``resend_unknown``: the message is queued again (at least once).
+CUT_OFF_AFTER_DOT = "the worker stopped after the final dot may have left; to be sent again"
 
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.UNKNOWN})
 

@@ -73,9 +73,9 @@ class Outbox:
             ``redis://[:password@]host:6379/0?queue=NAME``.
         retry: When transient failures are tried again; the schedule is kept in the store.
             By default up to 30 attempts over 3 days, backing off to 10 minutes.
-        resend_unknown: Send a message again whose worker died after its final dot may
-            have left (at-least-once; it keeps its Message-ID). By default such a message
-            ends UNKNOWN and is never sent twice.
+        resend_unknown: Send a message again whose worker died, or was cut off, after its
+            final dot may have left (at-least-once; it keeps its Message-ID). By default
+            such a message ends UNKNOWN and is never sent twice.
         idempotency_header: A header to stamp with the enqueue key, for relays that drop
             a second message with the same value (for example ``"Resend-Idempotency-Key"``).
         lease_seconds: How long a worker holds a message without renewing its lease; a
