@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import collections
-import csv
 import logging
 import mailbox
-import os
 import re
 import signal
 import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from asyncmail.cli._app import cli
 from asyncmail.testing import CaptureServer, Fault
 
-SENDER = "Shop <shop@example.com>"
-PASSWORD = "s3cret-Pa55"
+from ._cli import SENDER, copies, invoke, read_report, spawn, wait_for_starts, write_csv
 
 
 @pytest.fixture
@@ -40,28 +35,6 @@ def template(tmp_path: Path) -> Path:
     (folder / "subject.txt").write_text("Hello {{ name }}\n", encoding="utf-8")
     (folder / "body.html").write_text("<p>Dear {{ name }}, code {{ code }}</p>\n", "utf-8")
     return folder
-
-
-def write_csv(path: Path, rows: Sequence[tuple[str, ...]], header: str = "email,name,code") -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        f.write(header + "\n")
-        for row in rows:
-            f.write(",".join(row) + "\n")
-    return path
-
-
-def read_report(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def copies(server: CaptureServer) -> collections.Counter[str]:
-    return collections.Counter(r for m in server.messages for r in m.recipients)
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.output
 
 
 # --- help and usage ---------------------------------------------------------------------
@@ -250,28 +223,6 @@ def test_running_a_batch_again_without_resume_is_refused(
     assert copies(server) == {"a@example.com": 1}
 
 
-def _spawn_batch(args: list[str]) -> subprocess.Popen[str]:
-    code = "from asyncmail.cli import main; main()"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
-
-def _wait_for_starts(journal: Path, count: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        if journal.exists() and journal.read_text().count("\nS ") >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the batch did not start enough sends")
-
-
 def _wait_for_disconnects(server: CaptureServer) -> None:
     """Wait until the server saw every client go: then nothing more of theirs gets stored."""
     deadline = time.monotonic() + 30
@@ -289,8 +240,8 @@ def test_resume_after_kill_9_never_sends_a_second_copy(tmp_path: Path, template:
     with CaptureServer(faults=[Fault.stall("dot", match="STALLME")]).run_in_thread() as relay:
         args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
         args += ["--url", relay.url, "--no-progress", "--concurrency", "8", "--rate", "300/s"]
-        process = _spawn_batch([*args, "--report", str(report)])
-        _wait_for_starts(journal, 250, process)
+        process = spawn([*args, "--report", str(report)])
+        wait_for_starts(journal, 250, process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=10)
         assert not report.exists()  # killed: the journal is all there is
@@ -334,8 +285,8 @@ def test_ctrl_c_lets_in_flight_sends_finish_and_resume_completes_the_batch(
     with CaptureServer().run_in_thread() as relay:
         args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
         args += ["--url", relay.url, "--no-progress", "--rate", "200/s", "--report", str(report)]
-        process = _spawn_batch(args)
-        _wait_for_starts(tmp_path / "report.csv.journal", 100, process)
+        process = spawn(args)
+        wait_for_starts(tmp_path / "report.csv.journal", 100, process)
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
         assert process.returncode == 130, output
@@ -355,7 +306,7 @@ def test_ctrl_c_lets_in_flight_sends_finish_and_resume_completes_the_batch(
 
 def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Path) -> None:
     maildir = tmp_path / "md"
-    process = _spawn_batch(["serve", "--port", "0", "--maildir", str(maildir)])
+    process = spawn(["serve", "--port", "0", "--maildir", str(maildir)])
     assert process.stdout is not None
     first = process.stdout.readline()
     port = int(re.search(r"127\.0\.0\.1:(\d+)", first).group(1))  # type: ignore[union-attr]
@@ -372,7 +323,7 @@ def test_serve_prints_a_line_per_message_and_stores_it_in_a_maildir(tmp_path: Pa
 
 def test_serve_on_a_busy_port_says_so_in_one_line_without_a_traceback(tmp_path: Path) -> None:
     with CaptureServer().run_in_thread() as busy:
-        process = _spawn_batch(["serve", "--port", str(busy.port), "--maildir", str(tmp_path)])
+        process = spawn(["serve", "--port", str(busy.port), "--maildir", str(tmp_path)])
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 1, output
     assert output.splitlines() == [
@@ -532,8 +483,8 @@ def test_second_ctrl_c_aborts_sends_on_the_wire_and_reports_them_unknown(
     with CaptureServer(faults=[Fault.stall("dot", match="STALLME")]).run_in_thread() as relay:
         args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
         args += ["--url", relay.url, "--no-progress", "--concurrency", "2", "--rate", "50/s"]
-        process = _spawn_batch([*args, "--report", str(report)])
-        _wait_for_starts(tmp_path / "report.csv.journal", 10, process)
+        process = spawn([*args, "--report", str(report)])
+        wait_for_starts(tmp_path / "report.csv.journal", 10, process)
         process.send_signal(signal.SIGINT)  # waits for the stalled send...
         time.sleep(0.3)
         process.send_signal(signal.SIGINT)  # ...until the second Ctrl-C

@@ -3,30 +3,21 @@ resume command after Ctrl-C, and the report's addresses; against real capture se
 
 from __future__ import annotations
 
-import collections
-import csv
 import email
 import email.policy
-import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from asyncmail.cli._app import cli
 from asyncmail.cli._batch_command import batch
 from asyncmail.cli._resume import redact, resume_command
 from asyncmail.testing import CaptureServer, Fault
 
-SENDER = "Shop <shop@example.com>"
-PASSWORD = "s3cret-Pa55"
+from ._cli import PASSWORD, SENDER, copies, invoke, read_report, spawn, wait_for_starts, write_csv
 
 
 @pytest.fixture
@@ -42,28 +33,6 @@ def template(tmp_path: Path) -> Path:
     (folder / "subject.txt").write_text("Hello {{ name }}\n", encoding="utf-8")
     (folder / "body.txt").write_text("Dear {{ name }}, your code is {{ code }}.\n", "utf-8")
     return folder
-
-
-def write_csv(
-    path: Path, rows: Sequence[Sequence[str]], header: str = "email,name,code", sep: str = ","
-) -> Path:
-    lines = [header.replace(",", sep), *(sep.join(row) for row in rows)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def read_report(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def copies(server: CaptureServer) -> collections.Counter[str]:
-    return collections.Counter(r for m in server.messages for r in m.recipients)
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.output
 
 
 def run_batch(
@@ -307,27 +276,6 @@ def test_the_report_keeps_each_address_as_the_list_wrote_it(
 # --- the resume command after Ctrl-C ------------------------------------------------------
 
 
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    code = "from asyncmail.cli import main; main()"
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
-
-
-def _wait_for_starts(journal: Path, count: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        if journal.exists() and journal.read_text().count("\nS ") >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the batch did not start enough sends")
-
-
 def test_ctrl_c_prints_the_resume_command_and_running_it_completes_the_batch(
     tmp_path: Path, template: Path
 ) -> None:
@@ -342,8 +290,8 @@ def test_ctrl_c_prints_the_resume_command_and_running_it_completes_the_batch(
         env = {"ASYNCMAIL_URL": url}
         args = ["batch", str(recipients), "-t", str(template), "--from", SENDER]
         args += ["--no-progress", "--concurrency", "2", "--report", str(report)]
-        process = _spawn(args, env)
-        _wait_for_starts(tmp_path / "report.csv.journal", 10, process)
+        process = spawn(args, env)
+        wait_for_starts(tmp_path / "report.csv.journal", 10, process)
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
         assert process.returncode == 130, output
@@ -359,7 +307,7 @@ def test_ctrl_c_prints_the_resume_command_and_running_it_completes_the_batch(
         first = len(read_report(report))
         assert 10 <= first < 60
 
-        resumed = _spawn(command[1:], env)
+        resumed = spawn(command[1:], env)
         output = resumed.communicate(timeout=60)[0]
         final = copies(relay)
     assert resumed.returncode == 0, output
