@@ -14,7 +14,7 @@ import pytest
 
 from asyncmail.testing import CaptureServer, Fault
 
-from .test_cli import SENDER, copies, invoke, read_report, write_csv
+from ._cli import SENDER, copies, invoke, read_report, write_csv
 
 
 @pytest.fixture

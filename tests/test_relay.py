@@ -299,6 +299,40 @@ async def test_a_bounce_keeps_the_null_sender_even_when_forwarded_with_srs(
     assert stored.recipients == ("owner@gmail.example",)
 
 
+async def test_a_bounce_to_an_srs_address_goes_back_to_the_original_sender(
+    tmp_path: Path,
+) -> None:
+    """Even from a client outside allow (the far end's MX): the hash says it is ours."""
+    srs = SRS("relay-secret", "fwd.example.org")
+    config = RelayConfig(
+        allow=(ipaddress.ip_network("127.0.0.1/32"),),
+        relay_domains=frozenset({"example.org"}),
+        srs=srs,
+    )
+    bounce_to = srs.forward("alice@a.example")
+    forged = bounce_to.replace("SRS0=", "SRS0=x", 1)
+
+    def attempt() -> tuple[tuple[int, bytes], ...]:
+        with smtplib.SMTP(
+            "127.0.0.1", relay.port, local_hostname="mx.test", source_address=("127.0.0.2", 0)
+        ) as client:
+            client.ehlo()
+            mail = client.mail("<>")
+            elsewhere = client.rcpt("someone@example.org")  # not a bounce: not from here
+            bad = client.rcpt(forged)
+            good = client.rcpt(bounce_to)
+            return mail, elsewhere, bad, good, client.data(DOTS)
+
+    async with CaptureServer() as upstream, relaying(tmp_path, upstream, config) as relay:
+        mail, elsewhere, bad, good, data = await anyio.to_thread.run_sync(attempt)
+        [stored] = await upstream.wait_for_messages(1, timeout=10)
+    assert mail[0] == 250 and good[0] == 250 and data[0] == 250
+    assert elsewhere[0] == 554 and elsewhere[1].startswith(b"5.7.1")
+    assert bad == (550, b"5.1.1 Invalid or expired SRS address")
+    assert stored.recipients == ("alice@a.example",)
+    assert stored.envelope_sender == ""  # a bounce stays a bounce
+
+
 async def test_a_sender_srs_cannot_rewrite_gets_550_and_nothing_is_queued(
     tmp_path: Path,
 ) -> None:

@@ -3,6 +3,11 @@
 A client that has not authenticated may relay only from a network in ``allow``, and only to
 recipients an alias rule names or whose domain is a relay domain. An authenticated client
 may relay to any recipient. AUTH itself is offered only over TLS or to a loopback client.
+
+With SRS, a bounce to an address the relay's SRS made goes back where the address says (the
+original sender, or the first forwarder for SRS1), from any client: that is what the SRS hash
+is for, so only addresses the relay itself made are routed, and a forged or expired one gets
+a 550. It is the one thing a client outside ``allow`` may send.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .._exceptions import InvalidToken, MessageError
+from ..message._srs import SRS
 from ._config import ANY_DOMAIN, RelayConfig
 
 __all__ = [
@@ -20,6 +27,7 @@ __all__ = [
     "RELAY_DENIED",
     "Route",
     "auth_refusal",
+    "bounce_route",
     "client_allowed",
     "is_loopback",
     "received_field",
@@ -31,6 +39,7 @@ CLIENT_NOT_ALLOWED = "554 5.7.1 Client host not allowed to relay; authenticate f
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 AUTH_NOT_OFFERED = "502 5.5.1 AUTH not available"
 AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
+INVALID_SRS = "550 5.1.1 Invalid or expired SRS address"
 
 # RFC 5321 Domain: dot-separated labels of letters, digits and hyphens
 _DOMAIN = re.compile(
@@ -81,6 +90,19 @@ def auth_refusal(config: RelayConfig, address: str, tls: bool) -> str | None:
 
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower()
+
+
+def bounce_route(config: RelayConfig, rcpt: str) -> Route | str | None:
+    """Where mail to an SRS address of ours goes back to, or the refusal of a forged or
+    expired one; None when ``rcpt`` is not such an address (or there is no SRS)."""
+    srs = config.srs
+    if srs is None or _domain(rcpt) != srs.domain.lower() or not SRS.is_srs(rcpt):
+        return None
+    try:
+        back = srs.reverse(rcpt)
+    except (InvalidToken, MessageError):
+        return INVALID_SRS
+    return Route(rcpt, (), (back,))
 
 
 def route(config: RelayConfig, rcpt: str, *, authenticated: bool) -> Route | None:

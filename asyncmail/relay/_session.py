@@ -27,6 +27,7 @@ from ._policy import (
     RELAY_DENIED,
     Route,
     auth_refusal,
+    bounce_route,
     client_allowed,
     received_field,
     route,
@@ -155,6 +156,7 @@ class RelaySMTP(SMTP):
         self._over_limit = False
         self._routes: list[Route] = []
         self._routes_of: Envelope | None = None
+        self._bounces_only = False  # a client outside allow: only to our SRS addresses
 
     smtp_HELO = _counted("HELO")
     smtp_EHLO = _counted("EHLO")
@@ -273,7 +275,10 @@ class RelaySMTP(SMTP):
     # --- the transaction ----------------------------------------------------------------
 
     def on_mail(self, envelope: Envelope, address: str, options: list[str]) -> str:
-        if not self.authenticated and not client_allowed(self.config, self.client_ip):
+        self._bounces_only = not self.authenticated and not client_allowed(
+            self.config, self.client_ip
+        )
+        if self._bounces_only and self.config.srs is None:
             return CLIENT_NOT_ALLOWED
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -285,9 +290,15 @@ class RelaySMTP(SMTP):
             self._routes, self._routes_of = [], envelope
         if len(self._routes) >= self.config.max_recipients:
             return TOO_MANY_RECIPIENTS
-        found = route(self.config, address, authenticated=self.authenticated)
+        found: Route | str | None = bounce_route(self.config, address)
+        if found is None and self._bounces_only:
+            return CLIENT_NOT_ALLOWED
+        if found is None:
+            found = route(self.config, address, authenticated=self.authenticated)
         if found is None:
             return RELAY_DENIED
+        if isinstance(found, str):  # a forged or expired SRS address
+            return found
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         self._routes.append(found)
