@@ -670,7 +670,7 @@ async def main(profile_name: str, many: int, only: set[str] | None) -> int:
                     "bob@example.net",
                     "--subject",
                     f"CLI 主题 {ident}",
-                    "--text",
+                    "--text-file",
                     str(body_file),
                     "--url",
                     submission,
