@@ -44,7 +44,8 @@ def _ok(reply: Reply) -> bool:
     return 200 <= reply.code < 300
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as ``Attempt``: one per transaction; never changed once made.
+@dataclass(slots=True)
 class Prepared:
     """A transaction ready to go: its commands, and its content already dot-stuffed."""
 
