@@ -34,6 +34,14 @@ MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 256
 _SEPARATORS = (b" ", b"-", b"\r", b"")
 
+#: One-line replies already parsed, by their raw line: most replies repeat word for word
+#: (``250 2.1.5 Ok``, ``354 End data...``), and a Reply is immutable, so one object serves
+#: them all. Parsing a line and building a frozen Reply costs more than the whole lookup.
+#: Bounded: emptied when full (the unique ``250 ... queued as X`` lines pass through).
+_KNOWN: dict[bytes, Reply] = {}
+_KNOWN_SIZE = 256
+_KNOWN_LINE = 200
+
 
 class WireClosed(Exception):
     """The connection is gone, or the server sent something that is not a reply.
@@ -137,7 +145,17 @@ class Wire(asyncio.Protocol):
             self._protocol_error("reply line too long")
             return
         found = False
+        known = _KNOWN
         for line in complete.split(b"\n")[:-1]:
+            if not self._lines:
+                reply = known.get(line)
+                if reply is not None:  # a one-line reply seen before: the same Reply
+                    self._replies.append(reply)
+                    found = True
+                    if self._tap is not None:
+                        for shown in server_lines(reply.code, reply.text):
+                            self._tap("S", shown)
+                    continue
             sep = line[3:4]
             if not line[:3].isdigit() or sep not in _SEPARATORS:
                 self._protocol_error(f"malformed reply line {line[:80]!r}")
@@ -154,8 +172,13 @@ class Wire(asyncio.Protocol):
                 self._lines = []
                 found = True
             else:
-                self._replies.append(Reply(int(line[:3]), text))
+                reply = Reply(int(line[:3]), text)
+                self._replies.append(reply)
                 found = True
+                if len(line) <= _KNOWN_LINE:
+                    if len(known) >= _KNOWN_SIZE:
+                        known.clear()
+                    known[line] = reply
             if self._tap is not None and sep != b"-":
                 reply = self._replies[-1]
                 for shown in server_lines(reply.code, reply.text):
