@@ -26,6 +26,7 @@ from .._exceptions import (
     SendResult,
     ShutdownError,
     Status,
+    send_result,
 )
 from ..message._content import WireContent, wire_content
 from ..message._envelope import Envelope, envelope_of
@@ -255,15 +256,15 @@ class Job:
             status = Status.FAILED
             last = self.last.error if self.last is not None else None
             error = closing or last or next(iter(refused.values()), None)
-        return SendResult(
-            message=self.message,
-            status=status,
-            message_id=self.envelope.message_id,
-            accepted=tuple(self.accepted),
-            refused=refused,
-            unknown=tuple(self.unknown),
-            reply=self.reply,
-            attempts=self.tries,
-            error=error,
-            relay=None if self.relay is None else self.relay.display,
+        return send_result(
+            self.message,
+            status,
+            self.envelope.message_id,
+            tuple(self.accepted),
+            refused,
+            tuple(self.unknown),
+            self.reply,
+            self.tries,
+            error,
+            None if self.relay is None else self.relay.display,
         )
