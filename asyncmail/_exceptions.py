@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 #: The type of message a SendResult reports on (an asyncmail Message, a stdlib EmailMessage).
@@ -392,49 +392,3 @@ class SendResult(Generic[MessageT]):
             f"unknown={len(self.unknown)}, "
             f"attempts={self.attempts})"
         )
-
-
-def send_result(
-    message: object,
-    status: Status,
-    message_id: str | None,
-    accepted: tuple[str, ...],
-    refused: Mapping[str, DeliveryError],
-    unknown: tuple[str, ...],
-    reply: Reply | None,
-    attempts: int,
-    error: MailError | None,
-    relay: str | None,
-) -> SendResult[Any]:
-    """``SendResult(...)`` with every field given, at under half the cost: one is made per
-    message sent, and a frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``. The slots' own setters do the same for less
-    (tests/test_public_api.py holds it to the constructor)."""
-    result: SendResult[Any] = object.__new__(SendResult)
-    _set_message(result, message)
-    _set_status(result, status)
-    _set_message_id(result, message_id)
-    _set_accepted(result, accepted)
-    _set_refused(result, refused)
-    _set_unknown(result, unknown)
-    _set_reply(result, reply)
-    _set_attempts(result, attempts)
-    _set_error(result, error)
-    _set_relay(result, relay)
-    result.__post_init__()
-    return result
-
-
-# (in the order of the fields: one more field, and this fails at import)
-(
-    _set_message,
-    _set_status,
-    _set_message_id,
-    _set_accepted,
-    _set_refused,
-    _set_unknown,
-    _set_reply,
-    _set_attempts,
-    _set_error,
-    _set_relay,
-) = (SendResult.__dict__[f.name].__set__ for f in fields(SendResult))

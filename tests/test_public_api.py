@@ -4,7 +4,7 @@ import dataclasses
 import types
 
 import asyncmail
-from asyncmail._exceptions import send_result
+from asyncmail.engine._job import send_result
 
 
 def test_all_is_a_sorted_tuple() -> None:
