@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from .._config import Timeouts
 from .._exceptions import DeliveryError, NotSupportedError, Phase, Rejected, Reply
-from ..message._content import WireContent, unstuffed
+from ..message._content import WireContent
 from ..message._dsn import DSN, orcpt
 from ._connection import Connection
 from ._judge import Attempt, Exchange, content_wanted, failed, judge
@@ -119,7 +119,7 @@ def prepare(
             f"RCPT TO:<{smtp}>{_rcpt_params(dsn, smtp)}\r\n".encode(encoding)
             for _, smtp in recipients
         ]
-    data = unstuffed(content.data) if bdat else content.data
+    data = content.raw if bdat else content.data
     return Prepared(commands, recipients, data, pipelining, bdat)
 
 
