@@ -210,7 +210,7 @@ async def _envelope(
     pipelining = tx.pipelined
     if not group_sent:
         wire.write(tx.group if pipelining else tx.commands[0])
-    x.mail = await wire.read_reply(t.command)
+    x.mail = wire.ready_reply() or await wire.read_reply(t.command)
     # a 421 means the server is closing: no further reply will come
     if x.mail.code == 421 or not (pipelining or _ok(x.mail)):
         return
@@ -218,7 +218,7 @@ async def _envelope(
     for cmd in tx.commands[1:]:
         if not pipelining:
             wire.write(cmd)
-        reply = await wire.read_reply(t.command)
+        reply = wire.ready_reply() or await wire.read_reply(t.command)
         x.rcpt.append(reply)
         if reply.code == 421:
             return
@@ -226,7 +226,7 @@ async def _envelope(
         x.phase = Phase.DATA
         if not pipelining:
             wire.write(b"DATA\r\n")
-        x.data = await wire.read_reply(t.data_start)
+        x.data = wire.ready_reply() or await wire.read_reply(t.data_start)
 
 
 async def _content(

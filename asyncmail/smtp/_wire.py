@@ -262,6 +262,11 @@ class Wire(asyncio.Protocol):
             self.write(view[start : start + CHUNK], content=True)
             await self.flush(limit)
 
+    def ready_reply(self) -> Reply | None:
+        """The next reply if it is already here, else None: no coroutine to run, which is
+        what most replies to a pipelined group cost (they arrive together)."""
+        return self._replies.popleft() if self._replies else None
+
     async def read_reply(self, limit: float | None = None) -> Reply:
         """Return the next reply, waiting for it up to ``limit`` seconds.
 
