@@ -297,7 +297,8 @@ def send_result(
     _set_attempts(result, attempts)
     _set_error(result, error)
     _set_relay(result, relay)
-    result.__post_init__()
+    if error is not None:  # (it binds the error to its result: nothing to do without one)
+        result.__post_init__()
     return result
 
 

@@ -162,7 +162,7 @@ async def run(
     wire = conn.wire
     assert wire is not None
     conn.transactions += 1
-    x = Exchange(tuple(given for given, _ in tx.recipients), reused=conn.reused)
+    x = Exchange(tuple([given for given, _ in tx.recipients]), reused=conn.reused)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "connection %d >> %s + %d RCPT + DATA%s",
