@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncmail import Mailer, Message, MessageError, NotSupportedError, Phase
-from asyncmail.message._content import WireContent, wire_content
+from asyncmail.message._content import WireContent, dot_stuff, unstuffed, wire_content
 from asyncmail.testing import CaptureServer
 
 from ._support import mailer_for, serve_without_8bitmime
@@ -317,3 +317,19 @@ async def test_eight_bit_content_reaches_a_server_without_8bitmime_re_encoded() 
     assert data.isascii()
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert parsed.get_content() == "héllo wörld\n"
+
+
+def test_wire_content_has_both_forms_whichever_it_was_made_from() -> None:
+    """BDAT's form is the rendered bytes as they are, DATA's is them dot-stuffed; each is
+    made from the other when first asked for."""
+    message = Message(sender="a@example.com", to="b@example.net", text=".hidden\n..\n...end")
+    rendered = message.to_bytes()
+    stuffed = dot_stuff(rendered, crlf_only=True)
+    made = wire_content(message, message_id=None, smtputf8=False, eightbitmime=True)
+    assert made.raw == rendered
+    assert made.data == stuffed
+    assert made.raw == rendered  # (still, once stuffed)
+    stored = WireContent(stuffed, made.size, made.eight_bit, made.smtputf8)
+    assert stored.raw == rendered == unstuffed(stuffed)
+    assert stored == made
+    assert made.size == len(rendered)

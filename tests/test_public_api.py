@@ -1,8 +1,10 @@
 """The public API is explicit: __all__ is sorted, complete, and every name lives in `asyncmail`."""
 
+import dataclasses
 import types
 
 import asyncmail
+from asyncmail.engine._job import send_result
 
 
 def test_all_is_a_sorted_tuple() -> None:
@@ -40,3 +42,30 @@ def test_message_error_is_a_value_error() -> None:
 def test_wrong_event_loop_error_is_api_misuse_not_a_delivery_failure() -> None:
     assert issubclass(asyncmail.WrongEventLoopError, RuntimeError)
     assert not issubclass(asyncmail.WrongEventLoopError, asyncmail.DeliveryError)
+
+
+def test_the_engines_send_result_builds_what_the_constructor_builds() -> None:
+    """``send_result`` (the hot path's way to make a SendResult) sets every field, and binds
+    the error to its result, as ``SendResult(...)`` does."""
+    values = {
+        "message": object(),
+        "status": asyncmail.Status.FAILED,
+        "message_id": "<id@example.com>",
+        "accepted": ("a@example.com",),
+        "refused": {"b@example.com": asyncmail.Rejected("no", code=550)},
+        "unknown": ("c@example.com",),
+        "reply": asyncmail.Reply(250, "ok"),
+        "attempts": 3,
+        "error": asyncmail.Rejected("no", code=550),
+        "relay": "smtp://relay.example.com:25",
+    }
+    assert list(values) == [f.name for f in dataclasses.fields(asyncmail.SendResult)]
+    made = send_result(*values.values())  # type: ignore[arg-type]
+    error = values["error"]
+    assert isinstance(error, asyncmail.Rejected)
+    assert error.result is made
+    expected = asyncmail.SendResult(**{**values, "error": asyncmail.Rejected("no", code=550)})  # type: ignore[arg-type]
+    for name in values:
+        if name != "error":
+            assert getattr(made, name) == getattr(expected, name), name
+    assert type(made) is asyncmail.SendResult

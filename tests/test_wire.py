@@ -71,6 +71,20 @@ def test_any_chunking_of_replies_parses_the_same(
     assert parsed == [Reply(code, "\n".join(lines)) for code, lines in replies]
 
 
+async def test_a_reply_line_seen_before_still_ends_a_longer_reply() -> None:
+    """One-line replies are remembered by their bytes; as the last line of a multi-line
+    reply, the same line ends that reply and is not a reply of its own."""
+    wire = Wire(_Transport())
+    wire.data_received(b"250 2.1.0 ok\r\n250-first\r\n250 2.1.0 ok\r\n250 2.1.0 ok\r\n")
+    replies = [await wire.read_reply() for _ in range(3)]
+    assert replies == [
+        Reply(250, "2.1.0 ok"),
+        Reply(250, "first\n2.1.0 ok"),
+        Reply(250, "2.1.0 ok"),
+    ]
+    assert not wire.has_unread
+
+
 async def test_a_malformed_reply_closes_the_wire() -> None:
     transport = _Transport()
     wire = Wire(transport)

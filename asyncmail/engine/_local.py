@@ -43,7 +43,6 @@ from .._exceptions import (
     Status,
 )
 from .._pool import PoolStatistics
-from ..message._content import unstuffed
 from ..message._dsn import DSN
 from ..message._envelope import smtp_address
 from ..message._parsed import SentMessage
@@ -284,7 +283,7 @@ def _transactions(job: Job) -> list[SentMessage]:
     """
     envelope = job.envelope
     smtputf8 = envelope.needs_smtputf8
-    data = unstuffed(job.content_for(smtputf8=smtputf8, eightbitmime=True).data)
+    data = job.content_for(smtputf8=smtputf8, eightbitmime=True).raw
     rcpts = [smtp_address(r, smtputf8=smtputf8) for r in job.pending]
     if not envelope.verp:
         sender = smtp_address(envelope.sender, smtputf8=smtputf8) if envelope.sender else ""

@@ -28,7 +28,6 @@ import email.message
 import email.utils
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from email import headerregistry
 from email import policy as email_policy
 from email.headerregistry import AddressHeader
@@ -62,13 +61,14 @@ _NO_8BITMIME = "the message has 8-bit content and the server does not offer 8BIT
 _USE_7BIT = "give its non-ASCII parts a Content-Transfer-Encoding of base64 or quoted-printable"
 
 
-@dataclass(frozen=True, slots=True)
 class WireContent:
-    """A message ready for DATA, with what MAIL FROM must say about it.
+    """A message ready for DATA or BDAT, with what MAIL FROM must say about it.
+
+    Made from either form of the content; the other is derived when first asked for and
+    kept. A message that goes by BDAT is then never dot-stuffed (and unstuffed again), and
+    one that goes by DATA is stuffed once, however often it is retried.
 
     Attributes:
-        data: CRLF lines, dot-stuffed, ending with the final ``b"\\r\\n.\\r\\n"``: write it
-            after the 354 reply as it is.
         size: Octets of the message before dot-stuffing, without the final dot: the
             ``SIZE=`` value (RFC 1870).
         eight_bit: The content has octets over 127: MAIL FROM must declare
@@ -77,10 +77,61 @@ class WireContent:
             must declare ``SMTPUTF8``. The value passed to ``wire_content``.
     """
 
-    data: bytes
-    size: int
-    eight_bit: bool
-    smtputf8: bool
+    # (a plain slotted class, not a frozen dataclass: one is made per message, sending is
+    # hot, and the two forms are made lazily. Never changed otherwise.)
+    __slots__ = ("_raw", "_stuffed", "eight_bit", "size", "smtputf8")
+
+    def __init__(
+        self,
+        data: bytes | None,
+        size: int,
+        eight_bit: bool,
+        smtputf8: bool,
+        *,
+        raw: bytes | None = None,
+    ) -> None:
+        """Give ``data`` (dot-stuffed) or ``raw`` (not: CRLF lines ending in CRLF)."""
+        if data is None and raw is None:
+            raise ValueError("WireContent needs data or raw")
+        self._stuffed = data
+        self._raw = raw
+        self.size = size
+        self.eight_bit = eight_bit
+        self.smtputf8 = smtputf8
+
+    @property
+    def data(self) -> bytes:
+        """CRLF lines, dot-stuffed, ending with the final ``b"\\r\\n.\\r\\n"``: what goes
+        after DATA's 354 reply, as it is."""
+        stuffed = self._stuffed
+        if stuffed is None:
+            assert self._raw is not None
+            stuffed = self._stuffed = _stuffed(self._raw)
+            self._raw = None  # (one copy is enough: most messages go one way)
+        return stuffed
+
+    @property
+    def raw(self) -> bytes:
+        """CRLF lines ending in CRLF, not dot-stuffed, no final dot: what BDAT sends
+        (RFC 3030); ``unstuffed(data)``."""
+        raw = self._raw
+        if raw is None:
+            assert self._stuffed is not None
+            raw = self._raw = unstuffed(self._stuffed)
+        return raw
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WireContent):
+            return NotImplemented
+        mine = (self.size, self.eight_bit, self.smtputf8)
+        return mine == (other.size, other.eight_bit, other.smtputf8) and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]  # (equal by value, and not immutable)
+
+    def __repr__(self) -> str:
+        return (
+            f"WireContent(size={self.size}, eight_bit={self.eight_bit}, smtputf8={self.smtputf8})"
+        )
 
 
 def wire_content(
@@ -137,7 +188,9 @@ def wire_content(
         eight_bit = False
     if sign is not None:
         raw = sign(raw) + raw
-    return WireContent(_stuffed(raw), len(raw), eight_bit, smtputf8)
+    # (not dot-stuffed yet: BDAT sends it as it is, DATA stuffs it when it first goes)
+    wire = raw if raw.endswith(b"\r\n") else raw + b"\r\n"  # (as ``_stuffed`` ends it)
+    return WireContent(None, len(raw), eight_bit, smtputf8, raw=wire)
 
 
 def headers_need_smtputf8(message: Message | email.message.Message) -> bool:

@@ -90,6 +90,8 @@ def encode_words(text: str) -> list[str]:
     table = _Q_TABLE
     q_len = len(data) + 2 * len(data.translate(None, _Q_LITERAL))
     b_len = (len(data) + 2) // 3 * 4
+    if b_len < q_len and len(data) <= _EW_B_BYTES:  # (one word: a short name or subject)
+        return [f"=?utf-8?b?{b2a_base64(data, newline=False).decode('ascii')}?="]
     words: list[str] = []
     if b_len < q_len:
         start, n = 0, len(data)

@@ -25,7 +25,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -506,7 +506,9 @@ class StoredJob(Job):
             header = sign_stuffed(content.data, sign)
             if header:  # (ASCII lines, none starting with a dot: no stuffing to redo)
                 size = content.size + len(header)
-                content = replace(content, data=header + content.data, size=size)
+                content = WireContent(
+                    header + content.data, size, content.eight_bit, content.smtputf8
+                )
         self.content[(stored.envelope.needs_smtputf8, True)] = content
 
     def content_for(self, *, smtputf8: bool, eightbitmime: bool) -> WireContent:

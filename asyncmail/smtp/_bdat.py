@@ -139,12 +139,12 @@ async def _replies(wire: Wire, conn: Connection, flight: Flight) -> None:
         if x.rset.code == 421:
             return
     x.phase = Phase.MAIL
-    x.mail = await wire.read_reply(t.command)
+    x.mail = wire.ready_reply() or await wire.read_reply(t.command)
     if x.mail.code == 421:
         return
     x.phase = Phase.RCPT
     for _ in flight.tx.recipients:
-        reply = await wire.read_reply(t.command)
+        reply = wire.ready_reply() or await wire.read_reply(t.command)
         x.rcpt.append(reply)
         if reply.code == 421:
             return

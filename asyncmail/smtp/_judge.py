@@ -80,7 +80,10 @@ class Exchange:
     """The replies to the BDAT chunks before the last."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per transaction, and a frozen dataclass's __init__ costs about
+# three times a plain one's (object.__setattr__ per field). Never changed once made: a
+# changed copy is made with ``dataclasses.replace``.
+@dataclass(slots=True)
 class Attempt:
     """What one transaction achieved, recipient by recipient.
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from .._config import Timeouts
 from .._exceptions import DeliveryError, NotSupportedError, Phase, Rejected, Reply
-from ..message._content import WireContent, unstuffed
+from ..message._content import WireContent
 from ..message._dsn import DSN, orcpt
 from ._connection import Connection
 from ._judge import Attempt, Exchange, content_wanted, failed, judge
@@ -44,7 +44,8 @@ def _ok(reply: Reply) -> bool:
     return 200 <= reply.code < 300
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as ``Attempt``: one per transaction; never changed once made.
+@dataclass(slots=True)
 class Prepared:
     """A transaction ready to go: its commands, and its content already dot-stuffed."""
 
@@ -118,7 +119,7 @@ def prepare(
             f"RCPT TO:<{smtp}>{_rcpt_params(dsn, smtp)}\r\n".encode(encoding)
             for _, smtp in recipients
         ]
-    data = unstuffed(content.data) if bdat else content.data
+    data = content.raw if bdat else content.data
     return Prepared(commands, recipients, data, pipelining, bdat)
 
 
@@ -161,7 +162,7 @@ async def run(
     wire = conn.wire
     assert wire is not None
     conn.transactions += 1
-    x = Exchange(tuple(given for given, _ in tx.recipients), reused=conn.reused)
+    x = Exchange(tuple([given for given, _ in tx.recipients]), reused=conn.reused)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "connection %d >> %s + %d RCPT + DATA%s",
@@ -209,7 +210,7 @@ async def _envelope(
     pipelining = tx.pipelined
     if not group_sent:
         wire.write(tx.group if pipelining else tx.commands[0])
-    x.mail = await wire.read_reply(t.command)
+    x.mail = wire.ready_reply() or await wire.read_reply(t.command)
     # a 421 means the server is closing: no further reply will come
     if x.mail.code == 421 or not (pipelining or _ok(x.mail)):
         return
@@ -217,7 +218,7 @@ async def _envelope(
     for cmd in tx.commands[1:]:
         if not pipelining:
             wire.write(cmd)
-        reply = await wire.read_reply(t.command)
+        reply = wire.ready_reply() or await wire.read_reply(t.command)
         x.rcpt.append(reply)
         if reply.code == 421:
             return
@@ -225,7 +226,7 @@ async def _envelope(
         x.phase = Phase.DATA
         if not pipelining:
             wire.write(b"DATA\r\n")
-        x.data = await wire.read_reply(t.data_start)
+        x.data = wire.ready_reply() or await wire.read_reply(t.data_start)
 
 
 async def _content(

@@ -34,6 +34,14 @@ MAX_REPLY_LINE = 8192
 MAX_REPLY_LINES = 256
 _SEPARATORS = (b" ", b"-", b"\r", b"")
 
+#: One-line replies already parsed, by their raw line: most replies repeat word for word
+#: (``250 2.1.5 Ok``, ``354 End data...``), and a Reply is immutable, so one object serves
+#: them all. Parsing a line and building a frozen Reply costs more than the whole lookup.
+#: Bounded: emptied when full (the unique ``250 ... queued as X`` lines pass through).
+_KNOWN: dict[bytes, Reply] = {}
+_KNOWN_SIZE = 256
+_KNOWN_LINE = 200
+
 
 class WireClosed(Exception):
     """The connection is gone, or the server sent something that is not a reply.
@@ -136,32 +144,53 @@ class Wire(asyncio.Protocol):
         if len(buf) > MAX_REPLY_LINE:
             self._protocol_error("reply line too long")
             return
-        found = False
+        replies = self._replies
+        before = len(replies)
         for line in complete.split(b"\n")[:-1]:
-            sep = line[3:4]
-            if not line[:3].isdigit() or sep not in _SEPARATORS:
-                self._protocol_error(f"malformed reply line {line[:80]!r}")
-                return
-            text = line[4:].rstrip(b"\r").decode("utf-8", "replace")
-            if sep == b"-":
-                self._lines.append(text)
-                if len(self._lines) > MAX_REPLY_LINES:
-                    self._protocol_error("reply has too many lines")
-                    return
-            elif self._lines:
-                self._lines.append(text)
-                self._replies.append(Reply(int(line[:3]), "\n".join(self._lines)))
-                self._lines = []
-                found = True
-            else:
-                self._replies.append(Reply(int(line[:3]), text))
-                found = True
-            if self._tap is not None and sep != b"-":
-                reply = self._replies[-1]
-                for shown in server_lines(reply.code, reply.text):
-                    self._tap("S", shown)
-        if found:
+            reply = None if self._lines else _KNOWN.get(line)
+            if reply is None:
+                if not self._take_line(line):
+                    return  # (not a reply: the wire is closed)
+                continue
+            replies.append(reply)  # a one-line reply seen before: the same Reply
+            if self._tap is not None:
+                self._show(reply)
+        if len(replies) > before:
             self._wake()
+
+    def _take_line(self, line: bytes) -> bool:
+        """Parse one reply line; False when it is not one (the wire is then closed)."""
+        sep = line[3:4]
+        if not line[:3].isdigit() or sep not in _SEPARATORS:
+            self._protocol_error(f"malformed reply line {line[:80]!r}")
+            return False
+        text = line[4:].rstrip(b"\r").decode("utf-8", "replace")
+        if sep == b"-":
+            self._lines.append(text)
+            if len(self._lines) > MAX_REPLY_LINES:
+                self._protocol_error("reply has too many lines")
+                return False
+            return True
+        if self._lines:
+            self._lines.append(text)
+            reply = Reply(int(line[:3]), "\n".join(self._lines))
+            self._lines = []
+        else:
+            reply = Reply(int(line[:3]), text)
+            if len(line) <= _KNOWN_LINE:
+                if len(_KNOWN) >= _KNOWN_SIZE:
+                    _KNOWN.clear()
+                _KNOWN[line] = reply
+        self._replies.append(reply)
+        if self._tap is not None:
+            self._show(reply)
+        return True
+
+    def _show(self, reply: Reply) -> None:
+        """Show a reply in the tap (``send -v``)."""
+        assert self._tap is not None
+        for shown in server_lines(reply.code, reply.text):
+            self._tap("S", shown)
 
     def _protocol_error(self, why: str) -> None:
         self._buffer.clear()
@@ -232,6 +261,11 @@ class Wire(asyncio.Protocol):
         for start in range(0, len(view), CHUNK):
             self.write(view[start : start + CHUNK], content=True)
             await self.flush(limit)
+
+    def ready_reply(self) -> Reply | None:
+        """The next reply if it is already here, else None: no coroutine to run, which is
+        what most replies to a pipelined group cost (they arrive together)."""
+        return self._replies.popleft() if self._replies else None
 
     async def read_reply(self, limit: float | None = None) -> Reply:
         """Return the next reply, waiting for it up to ``limit`` seconds.
