@@ -121,8 +121,8 @@ async def test_bare_lf_line_ends_become_crlf_and_nothing_else_changes() -> None:
     assert server.messages[0].data == DOTS
 
 
-async def test_content_without_a_final_line_end_gets_one() -> None:
-    async with CaptureServer() as server, Mailer(server.url) as mailer:
+async def test_content_without_a_final_line_end_gets_one(send_path: SendPath) -> None:
+    async with send_path.server() as server, Mailer(server.url) as mailer:
         await mailer.send_raw(DOTS[:-2], sender=SENDER, recipients="bob@example.org")
     assert server.messages[0].data == DOTS
 

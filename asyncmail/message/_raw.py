@@ -157,6 +157,8 @@ def _checked(data: bytes) -> bytes:
         )
     if crs != data.count(b"\n"):
         data = crlf_lines(data)  # bare LF: the one change allowed
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"  # (RFC 5321 4.1.1.4: DATA and BDAT alike end the last line)
     longest = max(map(len, data.split(b"\r\n")))
     if longest > _MAX_LINE:
         raise MessageError(
