@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict, Unpack
@@ -15,13 +15,11 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session as SMTPSession
 
 from asyncmail import (
-    DKIM,
     DSN,
     Attachment,
     Mailer,
     Message,
     Phase,
-    RateLimit,
     RetryPolicy,
     SendResult,
     Server,
@@ -30,6 +28,7 @@ from asyncmail import (
 )
 from asyncmail._config import TokenProvider
 from asyncmail.message._address import AddressInput
+from asyncmail.sync._mailer import MailerOptions
 from asyncmail.testing import CaptureServer, Fault
 from asyncmail.testing._faults import Phase as FaultPhase
 from asyncmail.testing._server import TLSMode as CaptureTLS
@@ -62,25 +61,6 @@ class MessageFields(TypedDict, total=False):
     unsubscribe: str | None
     unsubscribe_mailto: str | None
     list_id: str | None
-
-
-class MailerOptions(TypedDict, total=False):
-    """The keyword arguments of ``Mailer``."""
-
-    max_connections: int
-    max_messages_per_connection: int
-    idle_timeout: float
-    max_connection_age: float
-    pool_timeout: float
-    timeouts: Timeouts | None
-    retry: RetryPolicy | None
-    rate_limit: str | RateLimit | None
-    pipelining: bool
-    chunking: bool
-    chunking_window: int
-    close_timeout: float
-    dsn: DSN | None
-    dkim: DKIM | Sequence[DKIM] | None
 
 
 def message(i: int = 0, **overrides: Unpack[MessageFields]) -> Message:
