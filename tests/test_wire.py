@@ -123,6 +123,30 @@ async def test_a_late_reply_is_a_timeout_and_each_timer_ends_with_its_read() -> 
     assert await wire.read_reply(None) == Reply(250, "second")  # waits past 0.05 s
 
 
+async def test_a_read_with_a_shorter_limit_times_out_on_its_own_deadline() -> None:
+    """The one timer a Wire keeps between reads is moved forward for a read that ends sooner."""
+    wire = Wire(_Transport())
+    loop = asyncio.get_running_loop()
+    loop.call_soon(wire.data_received, b"250 first\r\n")
+    assert await wire.read_reply(3600) == Reply(250, "first")  # its timer stays armed
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await wire.read_reply(0.02)
+    assert loop.time() - started < 60  # its own deadline, not the earlier read's hour
+
+
+async def test_a_read_with_a_longer_limit_outlives_the_timer_of_an_earlier_read() -> None:
+    """The timer left by a short read fires during a longer one: it re-arms, it fails nothing."""
+    wire = Wire(_Transport())
+    loop = asyncio.get_running_loop()
+    loop.call_soon(wire.data_received, b"250 first\r\n")
+    assert await wire.read_reply(0.01) == Reply(250, "first")  # its timer stays armed
+    loop.call_later(0.1, wire.data_received, b"250 second\r\n")
+    assert await wire.read_reply(5) == Reply(250, "second")  # waits past 0.01 s
+    with pytest.raises(TimeoutError):  # and the re-armed timer still ends a read
+        await wire.read_reply(0.01)
+
+
 async def test_a_server_half_close_drops_what_is_still_queued_at_once() -> None:
     """Bug 1: after the server's FIN, bytes still queued here must never be sent.
 

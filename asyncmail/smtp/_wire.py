@@ -41,6 +41,8 @@ _SEPARATORS = (b" ", b"-", b"\r", b"")
 _KNOWN: dict[bytes, Reply] = {}
 _KNOWN_SIZE = 256
 _KNOWN_LINE = 200
+#: A read's deadline this close counts as reached (the loop may run a timer this early).
+_EARLY = 0.001
 
 
 class WireClosed(Exception):
@@ -70,6 +72,10 @@ class Wire(asyncio.Protocol):
         self._aborted = False
         self._paused = False
         self._flushed: asyncio.Future[None] | None = None
+        # read_reply's deadline (loop time; None: no limit) and the one timer that checks it
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._tap = TAP.get()  # (None but under ``send -v``)
         # pause_writing fires whenever bytes are queued in this process and resume_writing
         # when all of them left, so flush() is exact. A socket transport pauses above
@@ -122,6 +128,7 @@ class Wire(asyncio.Protocol):
     def _lose(self, why: str) -> None:
         if self._closed is None:
             self._closed = why
+        self._disarm()
         self._wake()
         if self._flushed is not None and not self._flushed.done():
             self._flushed.set_exception(WireClosed(why))
@@ -270,8 +277,10 @@ class Wire(asyncio.Protocol):
     async def read_reply(self, limit: float | None = None) -> Reply:
         """Return the next reply, waiting for it up to ``limit`` seconds.
 
-        One timer on the loop, where ``asyncio.timeout`` costs a task-cancel round:
-        this runs for nearly every message.
+        One timer per connection, armed lazily and left running between reads: each read
+        only moves the deadline (a float), and the timer, when it fires, re-arms itself for
+        the current deadline unless that has passed. A timer armed and cancelled per read
+        costs more than the rest of this method; this runs for nearly every message.
 
         Raises:
             WireClosed: The connection broke before a complete reply arrived.
@@ -279,36 +288,60 @@ class Wire(asyncio.Protocol):
         """
         if self._replies:
             return self._replies.popleft()
-        timer = None if limit is None else self._loop.call_later(limit, self._expire)
+        loop = self._loop
+        if limit is None:
+            self._deadline = None
+        else:
+            self._deadline = deadline = loop.time() + limit
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(deadline)
         try:
             while not self._replies:
                 if self._closed is not None:
                     raise WireClosed(self._closed, garbled=self._garbled)
-                self._waiter = self._loop.create_future()
+                self._waiter = loop.create_future()
                 try:
                     await self._waiter
                 finally:
                     self._waiter = None
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
         return self._replies.popleft()
 
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
     def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(TimeoutError("no reply in time"))
+        if deadline is None or waiter is None or waiter.done():
+            return  # no read waits: the next one arms a timer again
+        if deadline - self._loop.time() > _EARLY:  # a later read moved the deadline on
+            self._arm(deadline)
+            return
+        waiter.set_exception(TimeoutError("no reply in time"))
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close(self) -> None:
         """Close the transport now, without QUIT."""
         if self._closed is None:
             self._closed = "closed by asyncmail"
+        self._disarm()
         self._transport.close()
 
     def abort(self) -> None:
         """Drop the connection at once, discarding unsent data. Safe to call again."""
         if self._closed is None:
             self._closed = "aborted by asyncmail"
+        self._disarm()
         if not self._aborted:
             self._aborted = True
             self._transport.abort()
