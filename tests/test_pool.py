@@ -188,6 +188,35 @@ async def test_send_many_consumes_its_input_lazily() -> None:
     assert len(server.messages) <= produced
 
 
+async def test_send_many_reads_an_async_iterable_lazily_and_stops_reading_on_break() -> None:
+    produced = 0
+
+    async def endless() -> AsyncIterator[Message]:
+        nonlocal produced
+        while True:
+            produced += 1
+            yield message(produced)
+
+    async with CaptureServer() as server:
+        async with mailer_for(server, max_connections=2) as mailer:
+            results = []
+            async for result in mailer.send_many(endless(), concurrency=2):
+                results.append(result)
+                if len(results) == 10:
+                    break
+            produced_after_stop = produced
+            assert (await mailer.send(message(999))).ok
+            assert (await mailer.send(message(998))).ok
+            assert mailer.statistics().in_flight == 0
+    assert len(results) == 10
+    # bounded read-ahead: per worker, a result waiting and one in hand, the message in
+    # flight and the one chained behind it; the feeder's queue (one slot per worker) and
+    # the item the feeder holds
+    assert produced <= 10 + 4 * 2 + 2 + 1
+    assert produced <= produced_after_stop + 1
+    assert len(server.messages) <= produced
+
+
 async def test_send_many_takes_an_async_iterable_and_keeps_each_message() -> None:
     async def source() -> AsyncIterator[Message]:
         for i in range(12):

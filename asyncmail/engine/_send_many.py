@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections import deque
 from collections.abc import AsyncIterable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
@@ -87,6 +88,81 @@ class _Pull:
         return self.receive_nowait()
 
 
+class _Queue:
+    """The feeder's messages, for the workers: a bounded FIFO, cheap per message.
+
+    An anyio memory stream costs a checkpoint and a wake-up each time the feeder finds it
+    full; here the feeder, once the queue is full, sleeps until the workers have taken half
+    of it, and a worker waits (and is woken) only when the queue is empty.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[object] = deque()
+        self._size = size
+        self._closed = False
+        self._room: anyio.Event | None = None  # the feeder waits for room
+        self._waiting: deque[anyio.Event] = deque()  # workers wait for a message
+        self.receivers = 0  # the workers still taking
+
+    # -- the feeder's side ------------------------------------------------------------------
+
+    async def put(self, item: object) -> bool:
+        """Queue ``item``, then wait while the queue is full; False once no worker takes."""
+        self._items.append(item)
+        if self._waiting:
+            self._waiting.popleft().set()
+        if len(self._items) >= self._size and self.receivers:
+            self._room = room = anyio.Event()
+            await room.wait()
+        return self.receivers > 0
+
+    def close(self) -> None:
+        """No more messages: a worker finding the queue empty then gets ``EndOfStream``."""
+        self._closed = True
+        while self._waiting:
+            self._waiting.popleft().set()
+
+    # -- the workers' side ------------------------------------------------------------------
+
+    def receive_nowait(self) -> object:
+        """The next message; ``WouldBlock`` if none is queued yet, ``EndOfStream`` at the end."""
+        items = self._items
+        if items:
+            item = items.popleft()
+            room = self._room
+            if room is not None and len(items) <= self._size // 2:
+                self._room = None
+                room.set()
+            return item
+        if self._closed:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def receive(self) -> object:
+        while True:
+            try:
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            woken = anyio.Event()
+            self._waiting.append(woken)
+            try:
+                await woken.wait()
+            except BaseException:
+                if woken.is_set():  # woken for a message it will not take: pass it on
+                    if self._waiting:
+                        self._waiting.popleft().set()
+                else:
+                    self._waiting.remove(woken)
+                raise
+
+    def leave(self) -> None:
+        """A worker stopped taking; the last one to leave wakes the feeder (to stop it)."""
+        self.receivers -= 1
+        if not self.receivers and self._room is not None:
+            self._room.set()
+
+
 class _QueueFeed:
     """A worker's feed: messages from the shared source, results to the shared stream."""
 
@@ -108,7 +184,8 @@ class _QueueFeed:
 
     async def next(self) -> Job | None:
         while True:
-            await self._flush()
+            if self._early:
+                await self._flush()
             try:
                 message = self.messages.receive_nowait()
             except anyio.WouldBlock:
@@ -215,13 +292,11 @@ class _Work:
             with self.scope:
                 async with anyio.create_task_group() as tg:
                     if isinstance(messages, AsyncIterable) or self.driver.sign is not None:
-                        queue_in, queue_out = anyio.create_memory_object_stream[object](
-                            self.workers
-                        )
-                        tg.start_soon(self._feed, queue_in)
+                        queue = _Queue(self.workers)
+                        queue.receivers = self.workers
+                        tg.start_soon(self._feed, queue)
                         for _ in range(self.workers):
-                            tg.start_soon(self._work, queue_out.clone(), self.results_in.clone())
-                        queue_out.close()
+                            tg.start_soon(self._work, queue, self.results_in.clone())
                     else:
                         pull = _Pull(self, messages)
                         for _ in range(self.workers):
@@ -233,24 +308,25 @@ class _Work:
         """Stop reading the input: the Mailer is closing, or the consumer stopped listening."""
         return self.driver.closing.fired or self.scope.cancel_called
 
-    async def _feed(self, queue: MemoryObjectSendStream[object]) -> None:
+    async def _feed(self, queue: _Queue) -> None:
         # (a put that does not wait does not see a cancel: hence the check after each one)
-        async with queue:
-            try:
-                sign = self.driver.sign is not None
-                if isinstance(self.messages, AsyncIterable):
-                    async for message in self.messages:
-                        # (taken: it gets a result, maybe FAILED)
-                        await _put(queue, await self._signed(message) if sign else message)
-                        if self.done():
-                            break
-                else:
-                    for message in self.messages:
-                        await _put(queue, await self._signed(message) if sign else message)
-                        if self.done():
-                            break  # what is queued ends FAILED (ShutdownError)
-            except Exception as exc:  # the caller's iterable failed: their exception
-                self.failure = exc
+        try:
+            sign = self.driver.sign is not None
+            if isinstance(self.messages, AsyncIterable):
+                async for message in self.messages:
+                    # (taken: it gets a result, maybe FAILED)
+                    going = await queue.put(await self._signed(message) if sign else message)
+                    if not going or self.done():
+                        break
+            else:
+                for message in self.messages:
+                    going = await queue.put(await self._signed(message) if sign else message)
+                    if not going or self.done():
+                        break  # what is queued ends FAILED (ShutdownError)
+        except Exception as exc:  # the caller's iterable failed: their exception
+            self.failure = exc
+        finally:
+            queue.close()
 
     async def _signed(self, message: object) -> object:
         """With DKIM, the message's job, made (and signed) here and not by the workers.
@@ -270,16 +346,16 @@ class _Work:
         return job
 
     async def _work(
-        self,
-        messages: MemoryObjectReceiveStream[object] | _Pull,
-        results: MemoryObjectSendStream[SendResult[Any]],
+        self, messages: _Queue | _Pull, results: MemoryObjectSendStream[SendResult[Any]]
     ) -> None:
         async with results:
             if isinstance(messages, _Pull):
                 await self._serve(messages, results)
-            else:
-                async with messages:
-                    await self._serve(messages, results)
+                return
+            try:
+                await self._serve(messages, results)
+            finally:
+                messages.leave()
 
     async def _serve(
         self, messages: _Source, results: MemoryObjectSendStream[SendResult[Any]]
@@ -360,11 +436,3 @@ class ResultStream(Generic[M]):
     def _start(self, group: TaskGroup) -> None:
         self._started = True
         group.start_soon(self._work.run)
-
-
-async def _put(stream: MemoryObjectSendStream[object], item: object) -> None:
-    """Put without yielding to the loop when there is room (anyio's send always yields)."""
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
