@@ -313,7 +313,7 @@ class Driver:
             and self.pipelining
             and relay.server.chunking
             and conn.supports("chunking")
-            and conn.supports("pipelining")
+            and conn.pipelining
         )
 
     def ready(self, state: _Run, conn: Connection, *, busy: bool = False) -> Job | None:
@@ -414,10 +414,10 @@ class Driver:
             sender = expand(sender, rcpts[0][1])
         sender = smtp_address(sender, smtputf8=smtputf8) if sender else ""
         try:
-            content = job.content_for(smtputf8=smtputf8, eightbitmime=conn.supports("8bitmime"))
+            content = job.content_for(smtputf8=smtputf8, eightbitmime=conn.eightbitmime)
         except NotSupportedError as exc:
             return failed(job.pending, exc)
-        pipelining = self.pipelining and conn.supports("pipelining")
+        pipelining = self.pipelining and conn.pipelining
         dsn = envelope.dsn or self.dsn
         return prepare(conn, sender, rcpts, content, pipelining=pipelining, dsn=dsn, bdat=bdat)
 

@@ -54,6 +54,11 @@ class Connection:
         self.transactions = 0
         self.reused = False  # set when a transaction starts on an already-used session
         self.extensions: dict[str, str] = {}
+        # what the server offers, looked up once at open (each transaction asks)
+        self.max_size: int | None = None
+        """The SIZE limit the server announced, if any."""
+        self.pipelining = False
+        self.eightbitmime = False
         self.wire: Wire | None = None
         self._client: aiosmtplib.SMTP | None = None
 
@@ -87,13 +92,6 @@ class Connection:
         extensions = self.extensions  # (keyed in lower case, as callers mostly ask)
         return extension in extensions or extension.lower() in extensions
 
-    @property
-    def max_size(self) -> int | None:
-        """The SIZE limit the server announced, if any."""
-        value = self.extensions.get("size", "")
-        size = int(value) if value.isdigit() else 0
-        return size if size > 0 else None
-
     # -- life -------------------------------------------------------------------------------
 
     async def open(self, transcript: Transcript | None = None, *, first: bool = False) -> None:
@@ -107,6 +105,11 @@ class Connection:
         session = await handshake(self.server, self.timeouts, transcript=transcript, first=first)
         self._client = session.client
         self.extensions = session.extensions
+        value = self.extensions.get("size", "")
+        size = int(value) if value.isdigit() else 0
+        self.max_size = size if size > 0 else None
+        self.pipelining = self.supports("pipelining")
+        self.eightbitmime = self.supports("8bitmime")
         self.wire = Wire(session.transport)
         self.state = ConnState.IDLE
         self.last_used = self._clock()
