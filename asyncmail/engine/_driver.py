@@ -233,9 +233,11 @@ class Driver:
         first = True
         group_sent = False
         tx: Prepared | Attempt | None = self.transaction_for(conn, job)
+        # (filled by the follower while a transaction runs, emptied before the next one)
+        chained: list[tuple[Job, Prepared | Attempt | None]] = []
+        follow = self._follower(state, relay, conn, chained)  # (one for the whole chain)
         while True:
-            chained: list[tuple[Job, Prepared | Attempt | None]] = []
-            attempt = await self._one(state, relay, conn, job, tx, group_sent, chained)
+            attempt = await self._one(state, relay, conn, job, tx, group_sent, follow)
             if attempt is not None:
                 if attempt.stale and first:
                     job.unbook()
@@ -252,7 +254,7 @@ class Driver:
                     tx, group_sent, first = self.transaction_for(conn, job), False, False
                     continue
             if chained:
-                job, tx = chained[0]
+                job, tx = chained.pop()
                 group_sent = isinstance(tx, Prepared)
             else:
                 nxt = self.ready(state, conn)
@@ -270,7 +272,7 @@ class Driver:
         job: Job,
         tx: Prepared | Attempt | None,
         group_sent: bool,
-        chained: list[tuple[Job, Prepared | Attempt | None]],
+        follow: Callable[[], bytes | None],
     ) -> Attempt | None:
         """One job's transaction on ``conn``; None when it ended without one (hook failed)."""
         if tx is None:  # its write-ahead hook failed when it was to be chained
@@ -283,8 +285,9 @@ class Driver:
             return None  # the write-ahead hook failed: the job already has its result
         # (the next transaction of a VERP job goes next: nothing is chained behind it)
         pipelined = tx.pipelined and not job.more
-        follow = self._follower(state, relay, conn, chained) if pipelined else None
-        attempt = await run(conn, tx, group_sent=group_sent, follow=follow, gate=job.gate)
+        attempt = await run(
+            conn, tx, group_sent=group_sent, follow=follow if pipelined else None, gate=job.gate
+        )
         if attempt.needs_rset and attempt.reusable:
             attempt = replace(attempt, reusable=await reset(conn))
         return attempt
@@ -459,7 +462,8 @@ class Driver:
     async def _finish(self, state: _Run, job: Job, *, shutdown: bool = False) -> None:
         state.held.discard(job)
         result = self.ledger.finish(job.result(shutdown=shutdown))
-        log_outcome(result)
+        if result.status is not Status.DELIVERED or result.refused:  # (else nothing to log)
+            log_outcome(result)
         relay = job.relay
         if relay is not None:
             relay.counts[result.status] += 1

@@ -81,8 +81,10 @@ class Connection:
 
     def has_room(self) -> bool:
         """True when another transaction may follow on this connection now."""
+        wire = self.wire  # (``is_closed``, inlined: this is asked for every message)
         return (
-            not self.is_closed
+            self.state is not ConnState.CLOSED
+            and (wire is None or not wire.is_closed)
             and self.transactions < self.limits.max_messages_per_connection
             and self._clock() - self.created_at < self.limits.max_connection_age
         )

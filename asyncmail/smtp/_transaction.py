@@ -22,7 +22,7 @@ from .._exceptions import DeliveryError, NotSupportedError, Phase, Rejected, Rep
 from ..message._content import WireContent
 from ..message._dsn import DSN, orcpt
 from ._connection import Connection
-from ._judge import Attempt, Exchange, content_wanted, failed, judge
+from ._judge import Attempt, Exchange, failed, judge
 from ._wire import Wire, WireClosed
 
 __all__ = ["Gate", "Prepared", "broke", "prepare", "reset", "run"]
@@ -57,11 +57,8 @@ class Prepared:
     pipelined: bool
     bdat: bool = False
     """It goes by BDAT (``asyncmail.smtp._bdat``), not DATA."""
-
-    @property
-    def group(self) -> bytes:
-        """Everything up to DATA in one write (RFC 2920)."""
-        return b"".join([*self.commands, b"DATA\r\n"])
+    group: bytes = b""
+    """Pipelined DATA: everything up to DATA, in one write (RFC 2920)."""
 
 
 def prepare(
@@ -119,8 +116,10 @@ def prepare(
             f"RCPT TO:<{smtp}>{_rcpt_params(dsn, smtp)}\r\n".encode(encoding)
             for _, smtp in recipients
         ]
-    data = content.raw if bdat else content.data
-    return Prepared(commands, recipients, data, pipelining, bdat)
+    if bdat:
+        return Prepared(commands, recipients, content.raw, pipelining, bdat)
+    group = b"".join([*commands, b"DATA\r\n"]) if pipelining else b""
+    return Prepared(commands, recipients, content.data, pipelining, bdat, group)
 
 
 def _rcpt_params(dsn: DSN, smtp: str) -> str:
@@ -163,7 +162,8 @@ async def run(
     assert wire is not None
     conn.transactions += 1
     x = Exchange(tuple([given for given, _ in tx.recipients]), reused=conn.reused)
-    if logger.isEnabledFor(logging.DEBUG):
+    debug = logger.isEnabledFor(logging.DEBUG)  # (asked once: this runs for every message)
+    if debug:
         logger.debug(
             "connection %d >> %s + %d RCPT + DATA%s",
             conn.id,
@@ -172,8 +172,7 @@ async def run(
             " (pipelined)" if tx.pipelined else "",
         )
     try:
-        await _envelope(wire, conn.timeouts, tx, x, group_sent=group_sent)
-        if content_wanted(x):
+        if await _envelope(wire, conn.timeouts, tx, x, group_sent=group_sent):
             if gate is not None:
                 try:
                     await gate()
@@ -191,7 +190,7 @@ async def run(
         conn.abort()
     elif attempt.end_data:
         attempt = await _end_unwanted_data(conn, attempt)
-    if attempt.reply is not None:
+    if debug and attempt.reply is not None:
         logger.debug("connection %d << %s", conn.id, attempt.reply)
     return attempt
 
@@ -205,28 +204,36 @@ def broke(x: Exchange, exc: WireClosed | TimeoutError) -> None:
 
 async def _envelope(
     wire: Wire, t: Timeouts, tx: Prepared, x: Exchange, *, group_sent: bool
-) -> None:
-    """MAIL, RCPT..., DATA: grouped with PIPELINING, else one round trip each."""
+) -> bool:
+    """MAIL, RCPT..., DATA: grouped with PIPELINING, else one round trip each.
+
+    Returns:
+        Whether the content should follow (``asyncmail.smtp._judge.content_wanted``).
+    """
     pipelining = tx.pipelined
     if not group_sent:
         wire.write(tx.group if pipelining else tx.commands[0])
-    x.mail = wire.ready_reply() or await wire.read_reply(t.command)
+    x.mail = mail = wire.ready_reply() or await wire.read_reply(t.command)
     # a 421 means the server is closing: no further reply will come
-    if x.mail.code == 421 or not (pipelining or _ok(x.mail)):
-        return
+    if mail.code == 421 or not (pipelining or _ok(mail)):
+        return False
     x.phase = Phase.RCPT
+    accepted = False  # (one RCPT accepted at least)
     for cmd in tx.commands[1:]:
         if not pipelining:
             wire.write(cmd)
         reply = wire.ready_reply() or await wire.read_reply(t.command)
         x.rcpt.append(reply)
         if reply.code == 421:
-            return
-    if pipelining or any(map(_ok, x.rcpt)):
-        x.phase = Phase.DATA
-        if not pipelining:
-            wire.write(b"DATA\r\n")
-        x.data = wire.ready_reply() or await wire.read_reply(t.data_start)
+            return False
+        accepted = accepted or 200 <= reply.code < 300
+    if not (pipelining or accepted):
+        return False
+    x.phase = Phase.DATA
+    if not pipelining:
+        wire.write(b"DATA\r\n")
+    x.data = data = wire.ready_reply() or await wire.read_reply(t.data_start)
+    return accepted and data.code == 354 and 200 <= mail.code < 300
 
 
 async def _content(

@@ -259,8 +259,10 @@ class Wire(asyncio.Protocol):
         """
         if self._tap is not None:
             self._tap("C", content_line(len(data)))
-        if len(data) <= CHUNK:  # most messages: one write
-            self.write(data, content=True)
+        if len(data) <= CHUNK:  # most messages: one write (``write``, inlined)
+            if self._closed is not None or self._transport.is_closing():
+                raise WireClosed(self._closed or "connection closing")
+            self._transport.write(data)
             if self._paused:
                 await self.flush(limit)
             return
