@@ -88,8 +88,20 @@ class Wire(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        self._parse()
+        buf = self._buffer
+        if buf or data[-1:] != b"\n":  # a line cut between reads: gather it in the buffer
+            buf += data
+            end = buf.rfind(b"\n")
+            if end < 0:
+                if len(buf) > MAX_REPLY_LINE:
+                    self._protocol_error("reply line too long")
+                return
+            data = bytes(buf[: end + 1])
+            del buf[: end + 1]
+            if len(buf) > MAX_REPLY_LINE:
+                self._protocol_error("reply line too long")
+                return
+        self._parse(data)  # (most reads end with a whole reply: no copy through the buffer)
 
     def eof_received(self) -> bool:
         # Drop what is still queued here: it must not reach a server we count as gone.
@@ -139,18 +151,8 @@ class Wire(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _parse(self) -> None:
-        buf = self._buffer
-        end = buf.rfind(b"\n")
-        if end < 0:
-            if len(buf) > MAX_REPLY_LINE:
-                self._protocol_error("reply line too long")
-            return
-        complete = bytes(buf[: end + 1])
-        del buf[: end + 1]
-        if len(buf) > MAX_REPLY_LINE:
-            self._protocol_error("reply line too long")
-            return
+    def _parse(self, complete: bytes) -> None:
+        """Take the replies in ``complete``, whole lines."""
         replies = self._replies
         before = len(replies)
         for line in complete.split(b"\n")[:-1]:
