@@ -106,11 +106,15 @@ class _Queue:
 
     # -- the feeder's side ------------------------------------------------------------------
 
-    async def put(self, item: object) -> bool:
-        """Queue ``item``, then wait while the queue is full; False once no worker takes."""
+    def put(self, item: object) -> bool:
+        """Queue ``item``; False when the queue is now full (or no worker takes any more)."""
         self._items.append(item)
         if self._waiting:
             self._waiting.popleft().set()
+        return len(self._items) < self._size and self.receivers > 0
+
+    async def room(self) -> bool:
+        """Wait until the workers took half of a full queue; False once no worker takes."""
         if len(self._items) >= self._size and self.receivers:
             self._room = room = anyio.Event()
             await room.wait()
@@ -315,13 +319,17 @@ class _Work:
             if isinstance(self.messages, AsyncIterable):
                 async for message in self.messages:
                     # (taken: it gets a result, maybe FAILED)
-                    going = await queue.put(await self._signed(message) if sign else message)
-                    if not going or self.done():
+                    queued = queue.put(await self._signed(message) if sign else message)
+                    if not queued and not await queue.room():  # (full: wait for room)
+                        break
+                    if self.done():
                         break
             else:
                 for message in self.messages:
-                    going = await queue.put(await self._signed(message) if sign else message)
-                    if not going or self.done():
+                    queued = queue.put(await self._signed(message) if sign else message)
+                    if not queued and not await queue.room():  # (full: wait for room)
+                        break
+                    if self.done():
                         break  # what is queued ends FAILED (ShutdownError)
         except Exception as exc:  # the caller's iterable failed: their exception
             self.failure = exc

@@ -164,22 +164,23 @@ async def run(
     x = Exchange(tuple([given for given, _ in tx.recipients]), reused=conn.reused)
     debug = logger.isEnabledFor(logging.DEBUG)  # (asked once: this runs for every message)
     if debug:
-        logger.debug(
-            "connection %d >> %s + %d RCPT + DATA%s",
-            conn.id,
-            tx.commands[0].rstrip().decode("utf-8", "replace"),
-            len(tx.recipients),
-            " (pipelined)" if tx.pipelined else "",
-        )
+        _log_commands(conn, tx)
     try:
-        if await _envelope(wire, conn.timeouts, tx, x, group_sent=group_sent):
-            if gate is not None:
-                try:
-                    await gate()
-                except DeliveryError as exc:
-                    x.withheld = exc
-            if x.withheld is None:
-                await _content(wire, conn.timeouts, tx, x, follow)
+        wanted = await _envelope(wire, conn.timeouts, tx, x, group_sent=group_sent)
+        if wanted and (gate is None or await _through(gate, x)):
+            # The content and final dot, the next group behind it, then the final reply.
+            # (Inlined: a coroutine less to make, and to resume, per message.)
+            t = conn.timeouts
+            x.phase = Phase.DATA_TRANSFER
+            content, follow = _merged(tx.content, x, follow)
+            await wire.send_content(content, t.data_transfer)
+            x.dot_sent = True
+            x.phase = Phase.FINAL_REPLY
+            if follow is not None:
+                following = follow()
+                if following:
+                    wire.write(following)
+            x.final = await wire.read_reply(t.final_reply)
     except (WireClosed, TimeoutError) as exc:
         broke(x, exc)
     except BaseException:  # cancelled: the session is in no known state
@@ -193,6 +194,42 @@ async def run(
     if debug and attempt.reply is not None:
         logger.debug("connection %d << %s", conn.id, attempt.reply)
     return attempt
+
+
+def _log_commands(conn: Connection, tx: Prepared) -> None:
+    logger.debug(
+        "connection %d >> %s + %d RCPT + DATA%s",
+        conn.id,
+        tx.commands[0].rstrip().decode("utf-8", "replace"),
+        len(tx.recipients),
+        " (pipelined)" if tx.pipelined else "",
+    )
+
+
+def _merged(
+    content: bytes, x: Exchange, follow: Callable[[], bytes | None] | None
+) -> tuple[bytes, Callable[[], bytes | None] | None]:
+    """Small content with the next group behind it, for one write; then no follower is left
+    to ask (it is asked once per transaction)."""
+    if follow is None or len(content) > MERGE_LIMIT:
+        return content, follow
+    following = follow()
+    if not following:
+        return content, None
+    # Should the kernel not take all of the one write and the connection then break,
+    # whether the final dot left is unknown.
+    x.dot_sent = True
+    return content + following, None
+
+
+async def _through(gate: Gate, x: Exchange) -> bool:
+    """Whether the gate lets the content go; if not, ``x`` records why it was withheld."""
+    try:
+        await gate()
+    except DeliveryError as exc:
+        x.withheld = exc
+        return False
+    return True
 
 
 def broke(x: Exchange, exc: WireClosed | TimeoutError) -> None:
@@ -234,33 +271,6 @@ async def _envelope(
         wire.write(b"DATA\r\n")
     x.data = data = wire.ready_reply() or await wire.read_reply(t.data_start)
     return accepted and data.code == 354 and 200 <= mail.code < 300
-
-
-async def _content(
-    wire: Wire,
-    t: Timeouts,
-    tx: Prepared,
-    x: Exchange,
-    follow: Callable[[], bytes | None] | None,
-) -> None:
-    """The content and final dot, the next group behind it, then the final reply."""
-    x.phase = Phase.DATA_TRANSFER
-    content = tx.content
-    if follow is not None and len(content) <= MERGE_LIMIT:
-        # one write for this content and the next group. Should the kernel not take it
-        # all and the connection then break, whether the final dot left is unknown.
-        following, follow = follow(), None  # (follow is asked once per transaction)
-        if following:
-            content += following
-            x.dot_sent = True
-    await wire.send_content(content, t.data_transfer)
-    x.dot_sent = True
-    x.phase = Phase.FINAL_REPLY
-    if follow is not None:
-        following = follow()
-        if following:
-            wire.write(following)
-    x.final = await wire.read_reply(t.final_reply)
 
 
 async def _end_unwanted_data(conn: Connection, attempt: Attempt) -> Attempt:
