@@ -72,7 +72,8 @@ class _Pull:
 
     def receive_nowait(self) -> object:
         """The next message; ``EndOfStream`` when there is none to take."""
-        if self._it is None or self._work.done():
+        work = self._work
+        if self._it is None or work.stopped or work.driver.closing.fired:  # (``done``)
             self._it = None
             raise anyio.EndOfStream
         try:
@@ -280,10 +281,12 @@ class _Work:
         self.results_in: MemoryObjectSendStream[SendResult[Any]] = send
         self.results: MemoryObjectReceiveStream[SendResult[Any]] = receive
         self.scope = anyio.CancelScope()
+        self.stopped = False  # stop() was called (a plain attribute: read per message)
         self.failure: BaseException | None = None
 
     def stop(self) -> None:
         """Cancel the workers and close the results; safe to call again, and with no loop."""
+        self.stopped = True
         self.results.close()  # a worker already past its await stops on a closed stream
         self.results_in.close()  # (the workers hold clones; this one is only for them)
         # the others at their next await (no running loop: it ended, and the tasks with it)
@@ -310,7 +313,7 @@ class _Work:
 
     def done(self) -> bool:
         """Stop reading the input: the Mailer is closing, or the consumer stopped listening."""
-        return self.driver.closing.fired or self.scope.cancel_called
+        return self.driver.closing.fired or self.stopped
 
     async def _feed(self, queue: _Queue) -> None:
         # (a put that does not wait does not see a cancel: hence the check after each one)
