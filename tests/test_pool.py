@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 
 from asyncmail import (
@@ -20,6 +21,7 @@ from asyncmail import (
     Timeouts,
     TLSMode,
 )
+from asyncmail.engine._send_many import _Queue
 from asyncmail.testing import CaptureServer, Fault
 
 from ._support import first_recipient, mailer_for, message, pipe
@@ -215,6 +217,41 @@ async def test_send_many_reads_an_async_iterable_lazily_and_stops_reading_on_bre
     assert produced <= 10 + 4 * 2 + 2 + 1
     assert produced <= produced_after_stop + 1
     assert len(server.messages) <= produced
+
+
+async def test_a_worker_cancelled_as_its_message_comes_passes_the_message_on() -> None:
+    """The feeder's queue wakes one waiting worker per message: if that one is cancelled
+    before it takes it, the next waiting worker gets it (no message is left unseen)."""
+    queue = _Queue(4)
+    queue.receivers = 2
+    first = asyncio.create_task(queue.receive())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(queue.receive())
+    await asyncio.sleep(0)  # both wait, the first in front
+    assert queue.put("m")
+    first.cancel()  # woken, but cancelled before it runs
+    with anyio.fail_after(5):
+        assert await second == "m"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_the_feeders_queue_wakes_the_feeder_once_half_of_it_is_taken() -> None:
+    queue = _Queue(4)
+    queue.receivers = 1
+    assert [queue.put(i) for i in range(4)] == [True, True, True, False]  # full at 4
+    feeder = asyncio.create_task(queue.room())
+    await asyncio.sleep(0)
+    assert queue.receive_nowait() == 0
+    await asyncio.sleep(0)
+    assert not feeder.done()  # 3 left: not half empty yet
+    assert queue.receive_nowait() == 1
+    with anyio.fail_after(5):
+        assert await feeder  # 2 left: room, and a worker still takes
+    queue.close()
+    assert [queue.receive_nowait(), queue.receive_nowait()] == [2, 3]
+    with pytest.raises(anyio.EndOfStream):
+        queue.receive_nowait()
 
 
 async def test_send_many_takes_an_async_iterable_and_keeps_each_message() -> None:
