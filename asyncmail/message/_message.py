@@ -26,6 +26,7 @@ from ._address import (
 from ._dsn import DSN
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
 from ._list import list_head, normal_list_id, normal_mailto, normal_unsubscribe
+from ._random import random_hex
 from ._render import body_bytes, current_date, render
 from ._verp import check_template, expand, is_template
 
@@ -402,7 +403,7 @@ def _id_suffix(sender: str) -> str:
 
 def _message_id(given: str | None, sender: str) -> str:
     if given is None:
-        return f"<{os.urandom(16).hex()}{_id_suffix(sender)}"
+        return f"<{random_hex()}{_id_suffix(sender)}"
     check_text(given, "message_id")
     given = given.strip()
     if not given.startswith("<"):

@@ -14,7 +14,6 @@ gets back is the text with ``\\n`` line ends and a final newline.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import unicodedata
@@ -29,6 +28,7 @@ from .._exceptions import MessageError
 from ._address import Address, format_address
 from ._headers import fold_unstructured
 from ._qp import encode_qp
+from ._random import random_hex
 
 
 class Attachment(Protocol):
@@ -118,7 +118,7 @@ def render(
     for name, value in message.headers:
         head.append(fold_unstructured(name, value))
     head.append("MIME-Version: 1.0")
-    content_head, body = _content(message, bodies, os.urandom(12).hex())
+    content_head, body = _content(message, bodies, random_hex()[:24])  # (96 bits are plenty)
     head.append(content_head)
     head.append("\r\n")
     body[0] = "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii")
