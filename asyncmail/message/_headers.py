@@ -53,6 +53,8 @@ def check_text(value: object, field: str, key: str | None = None) -> str:
     """
     if not isinstance(value, str):
         problem = f"expected str, got {type(value).__name__}"
+    elif value.isascii() and "\r" not in value and "\n" not in value and "\x00" not in value:
+        return value  # (no surrogate in ASCII; three memchr cost a third of the regex)
     elif _SUSPECT.search(value) is None:
         return value
     elif _FORBIDDEN.search(value):
