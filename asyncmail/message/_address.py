@@ -316,7 +316,9 @@ def format_address(address: Address, *, smtputf8: bool) -> str:
     Raises:
         MessageError: for a non-ASCII local part when ``smtputf8`` is false.
     """
-    addr = wire_addr_spec(address.addr, smtputf8=smtputf8)
+    addr = address.addr
+    if not addr.isascii():
+        addr = wire_addr_spec(addr, smtputf8=smtputf8)
     if not address.name:
         return addr
     return f"{_phrase(address.name)} <{addr}>"

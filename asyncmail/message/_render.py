@@ -86,6 +86,12 @@ _date_cache: dict[tuple[datetime, object], str] = {}
 _Bodies = tuple[tuple[bytes, int] | None, tuple[bytes, int] | None]
 # The current second: its datetime and its header text, made once a second.
 _now: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
+# The latest From line made: its sender, smtputf8, and the line (see ``_from_header``).
+_last_from: tuple[Address | None, bool, str] = (None, False, "")
+# Octets to look for with ``in``: an int is one memchr, where a one-octet bytes object
+# first fails a conversion to int (an exception raised and cleared: ~2k instructions).
+_CR = 0x0D
+_NUL = 0x00
 
 
 def render(
@@ -169,12 +175,26 @@ def _format_date(value: datetime, zone: str) -> str:
     )
 
 
-@lru_cache(maxsize=256)
 def _from_header(sender: Address, smtputf8: bool) -> str:
-    return _address_header("From", (sender,), smtputf8)  # senders repeat across messages
+    # Senders repeat across messages, mostly as the very same Address (``parse_address``
+    # caches them): an identity check costs a fraction of hashing one for the cache.
+    global _last_from
+    last = _last_from
+    if sender is last[0] and smtputf8 is last[1]:
+        return last[2]
+    line = _from_line(sender, smtputf8)
+    _last_from = (sender, smtputf8, line)
+    return line
+
+
+@lru_cache(maxsize=256)
+def _from_line(sender: Address, smtputf8: bool) -> str:
+    return _address_header("From", (sender,), smtputf8)
 
 
 def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -> str:
+    if len(addresses) == 1:  # (the common case; the same line as below)
+        return f"{name}: {format_address(addresses[0], smtputf8=smtputf8)}"
     items = [format_address(address, smtputf8=smtputf8) for address in addresses]
     line = f"{name}: " + ", ".join(items)
     if len(line) <= _LINE and "\r" not in line:
@@ -262,7 +282,7 @@ def crlf_lines(data: bytes) -> bytes:
     end normaliser: text bodies and the wire content of anything not rendered here
     (``message._content``) go through it.
     """
-    if b"\r" in data:  # text from Python mostly has LF only: skip two passes
+    if _CR in data:  # text from Python mostly has LF only: skip two passes
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
@@ -271,7 +291,7 @@ def crlf_lines(data: bytes) -> bytes:
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
     data, high_at_least = body
-    if data.isascii() and b"\x00" not in data and _lines_fit(data):
+    if data.isascii() and _NUL not in data and _lines_fit(data):
         cte, encoded = "7bit", data
     else:
         # Quoted-printable when it is no longer than base64. The hint settles mostly
