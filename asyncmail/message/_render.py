@@ -226,6 +226,10 @@ def _content(message: Message, bodies: _Bodies, token: str) -> tuple[str, list[b
         entity = _multipart("alternative", parts, f"=_a{token}")
     if entity is None and parts:
         entity = parts[0]
+    if not message.attachments:  # (the common case: skip looking through none)
+        assert entity is not None
+        head, body = entity
+        return head, [b"", body] if isinstance(body, bytes) else body
     related = html is not None and any(a.inline for a in message.attachments)
     if related and entity is not None:
         embedded = [_attachment_part(a) for a in message.attachments if a.inline]
@@ -241,16 +245,18 @@ def _content(message: Message, bodies: _Bodies, token: str) -> tuple[str, list[b
 
 
 def _multipart(subtype: str, parts: list[_Entity], boundary: str) -> tuple[str, list[bytes]]:
-    delimiter = f"--{boundary}\r\n".encode("ascii")
+    # Each part's line end, delimiter and header lines go as one piece (one encode a
+    # part, not three pieces): "--B CRLF head CRLF CRLF", body, "CRLF --B CRLF head...".
     chunks: list[bytes] = [b""]
+    lead = f"--{boundary}\r\n"
     for head, body in parts:
-        chunks += (delimiter, head.encode("ascii"), b"\r\n\r\n")
+        chunks.append(f"{lead}{head}\r\n\r\n".encode("ascii"))
         if isinstance(body, bytes):
             chunks.append(body)
         else:
             chunks += body
-        chunks.append(b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+        lead = f"\r\n--{boundary}\r\n"
+    chunks.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
     return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', chunks
 
 
