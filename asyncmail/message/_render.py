@@ -265,7 +265,8 @@ def body_bytes(text: object, field: str) -> tuple[bytes, int]:
 
     The hint is a lower bound on the number of non-ASCII octets, free to compute here (a
     character of k octets adds k - 1 to the length, and k / (k - 1) >= 4 / 3), which often
-    settles base64 against quoted-printable without counting.
+    settles base64 against quoted-printable without counting. It is 0 exactly when the
+    text is ASCII, which spares the renderer an ``isascii`` pass.
 
     Raises:
         MessageError: naming ``field`` when ``text`` is not a str encodable as UTF-8.
@@ -297,7 +298,7 @@ def crlf_lines(data: bytes) -> bytes:
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
     data, high_at_least = body
-    if data.isascii() and _NUL not in data and _lines_fit(data):
+    if not high_at_least and _NUL not in data and _lines_fit(data):  # (0: ASCII)
         cte, encoded = "7bit", data
     else:
         # Quoted-printable when it is no longer than base64. The hint settles mostly
