@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from asyncmail import Address, MessageError
-from asyncmail.message import _address
 from asyncmail.message._address import (
+    _MAX_KNOWN_DOMAINS,
+    _ascii_domains,
     ascii_domain,
     format_address,
     parse_address,
@@ -179,13 +180,13 @@ def test_an_invalid_domain_is_refused_every_time_and_never_learned(domain: str) 
     for _ in range(2):
         with pytest.raises(MessageError, match=r"^to: invalid address"):
             validate_addr_spec(f"user1@{domain}", "to")
-    assert domain not in _address._ascii_domains
+    assert domain not in _ascii_domains
 
 
 def test_the_known_domains_stay_bounded() -> None:
-    for i in range(_address._MAX_KNOWN_DOMAINS + 10):
+    for i in range(_MAX_KNOWN_DOMAINS + 10):
         assert validate_addr_spec(f"u{i}@d{i}.example", "to") == f"u{i}@d{i}.example"
-    assert 0 < len(_address._ascii_domains) <= _address._MAX_KNOWN_DOMAINS
+    assert 0 < len(_ascii_domains) <= _MAX_KNOWN_DOMAINS
 
 
 @pytest.mark.parametrize("addr", ["user١@example.com", "用户@example.com", "a@[192.0.2.1]"])

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from asyncmail import Message
-from asyncmail.message import _random
+from asyncmail.message._random import _TOKENS, random_hex
 
 _BOUNDARY = re.compile(rb'boundary="=_a([0-9a-f]{24})"')
 
@@ -19,7 +19,7 @@ def _ids(count: int) -> list[str]:
 
 
 def test_message_ids_stay_unique_across_many_pool_refills() -> None:
-    ids = _ids(10 * _random._TOKENS + 7)
+    ids = _ids(10 * _TOKENS + 7)
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"<[0-9a-f]{32}@example\.com>", mid) for mid in ids)
 
@@ -37,7 +37,7 @@ def test_threads_taking_tokens_at_once_never_share_one() -> None:
     taken: list[list[str]] = [[] for _ in range(4)]
 
     def take(into: list[str]) -> None:
-        into.extend(_random.random_hex() for _ in range(3 * _random._TOKENS))
+        into.extend(random_hex() for _ in range(3 * _TOKENS))
 
     threads = [threading.Thread(target=take, args=(into,)) for into in taken]
     for thread in threads:
@@ -45,7 +45,7 @@ def test_threads_taking_tokens_at_once_never_share_one() -> None:
     for thread in threads:
         thread.join()
     tokens = [token for into in taken for token in into]
-    assert len(set(tokens)) == len(tokens) == 12 * _random._TOKENS
+    assert len(set(tokens)) == len(tokens) == 12 * _TOKENS
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
