@@ -327,7 +327,7 @@ def format_address(address: Address, *, smtputf8: bool) -> str:
 @lru_cache(maxsize=1024)
 def _phrase(name: str) -> str:
     """A display name as a phrase: atoms, a quoted-string, or folded encoded-words."""
-    if len(name) > _MAX_RAW_NAME or needs_encoding(name):
+    if len(name) > _MAX_RAW_NAME or not name.isascii() or needs_encoding(name):
         return "\r\n ".join(encode_words(name))
     return _quote_phrase(name)
 

@@ -55,6 +55,8 @@ def check_text(value: object, field: str, key: str | None = None) -> str:
         problem = f"expected str, got {type(value).__name__}"
     elif value.isascii() and "\r" not in value and "\n" not in value and "\x00" not in value:
         return value  # (no surrogate in ASCII; three memchr cost a third of the regex)
+    elif value.isprintable():  # (no CR, LF, NUL or surrogate: half the regex's cost)
+        return value
     elif _SUSPECT.search(value) is None:
         return value
     elif _FORBIDDEN.search(value):
@@ -121,11 +123,14 @@ def encode_words(text: str) -> list[str]:
 
 def fold_unstructured(name: str, text: str) -> str:
     """Render ``name: text`` as one folded header line (without the final CRLF)."""
-    if not needs_encoding(text):
+    if text.isascii() and not needs_encoding(text):  # (non-ASCII always needs it)
         if len(name) + len(text) + 2 <= _LINE:
             return f"{name}: {text}"
         return _fold_words(f"{name}:", text.split(" "))
-    return _fold_words(f"{name}:", encode_words(text))
+    words = encode_words(text)
+    if len(words) == 1:  # (a short subject: what _fold_words makes of one word)
+        return f"{name}: {words[0]}"
+    return _fold_words(f"{name}:", words)
 
 
 def _fold_words(head: str, words: list[str]) -> str:
