@@ -6,6 +6,8 @@ import pytest
 
 from asyncmail import Address, MessageError
 from asyncmail.message._address import (
+    _MAX_KNOWN_DOMAINS,
+    _ascii_domains,
     ascii_domain,
     format_address,
     parse_address,
@@ -153,3 +155,40 @@ def test_address_list_splits_only_on_commas_outside_quotes_and_brackets() -> Non
         '"Doe, John" <j@x.com>',
         " b@x.com",
     ]
+
+
+def test_a_parsed_address_equals_and_hashes_as_one_made_by_its_constructor() -> None:
+    """The parser builds Address without __init__; it must be the same value."""
+    parsed = parse_addresses("Bob <bob@example.org>", "to")[0]
+    made = Address("Bob", "bob@example.org")
+    assert parsed == made and hash(parsed) == hash(made) and type(parsed) is Address
+    assert {parsed: 1}[made] == 1
+
+
+@pytest.mark.parametrize(
+    "addr",
+    ["a..b@known.example", ".ab@known.example", "a b@known.example", "x" * 65 + "@known.example"],
+)
+def test_a_known_domain_never_lets_a_bad_local_part_through(addr: str) -> None:
+    validate_addr_spec("ok@known.example", "to")  # the domain is now known
+    with pytest.raises(MessageError, match=r"^to: invalid address"):
+        validate_addr_spec(addr, "to")
+
+
+@pytest.mark.parametrize("domain", ["-bad.example", "bad_.example", "[300.1.1.1]", "a" * 64 + ".x"])
+def test_an_invalid_domain_is_refused_every_time_and_never_learned(domain: str) -> None:
+    for _ in range(2):
+        with pytest.raises(MessageError, match=r"^to: invalid address"):
+            validate_addr_spec(f"user1@{domain}", "to")
+    assert domain not in _ascii_domains
+
+
+def test_the_known_domains_stay_bounded() -> None:
+    for i in range(_MAX_KNOWN_DOMAINS + 10):
+        assert validate_addr_spec(f"u{i}@d{i}.example", "to") == f"u{i}@d{i}.example"
+    assert 0 < len(_ascii_domains) <= _MAX_KNOWN_DOMAINS
+
+
+@pytest.mark.parametrize("addr", ["user١@example.com", "用户@example.com", "a@[192.0.2.1]"])
+def test_unusual_but_valid_addresses_still_pass_beside_the_fast_path(addr: str) -> None:
+    assert validate_addr_spec(addr, "to") == addr

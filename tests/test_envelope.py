@@ -302,10 +302,17 @@ def test_a_nul_octet_in_a_stdlib_body_is_refused_before_io() -> None:
     [
         Message(sender="a@example.com", to="b@example.com", reply_to="用户@example.com"),
         Message(sender="店@example.com", return_path="bounce@example.com", to="b@example.com"),
+        Message(sender="店@example.com", return_path="", to="b@example.com"),
         stdlib(From="a@example.com", To="b@example.com", Reply_To="用户@example.com"),
         stdlib(From="店 <店@example.com>", Sender="s@example.com", To="b@example.com"),
     ],
-    ids=["reply-to", "from-with-return-path", "stdlib-reply-to", "stdlib-from-with-sender"],
+    ids=[
+        "reply-to",
+        "from-with-return-path",
+        "from-with-null-return-path",
+        "stdlib-reply-to",
+        "stdlib-from-with-sender",
+    ],
 )
 async def test_a_non_ascii_local_part_only_in_a_header_is_sent_with_smtputf8(
     message: Message | email.message.EmailMessage,

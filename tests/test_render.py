@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from asyncmail import Attachment, Message, MessageError
+from asyncmail import Address, Attachment, Message, MessageError
 from asyncmail.message._render import format_date
 
 
@@ -260,3 +260,18 @@ def test_same_message_renders_same_message_id_and_date_every_time() -> None:
     first, second = parse(msg.to_bytes()), parse(msg.to_bytes())
     assert first["Message-ID"] == second["Message-ID"] == msg.message_id
     assert first["Date"] == second["Date"]
+
+
+def test_the_from_line_follows_the_sender_whatever_was_rendered_before() -> None:
+    """The From line is reused by sender identity; equal, other and IDN senders still get theirs."""
+    first = Message(sender="Shop <shop@example.com>", to="a@example.org")
+    same = Message(sender=Address("Shop", "shop@example.com"), to="a@example.org")
+    other = Message(sender="Other <other@example.net>", to="a@example.org")
+    idn = Message(sender="shop@例え.jp", to="a@example.org")
+    for _ in range(2):
+        assert first.to_bytes().startswith(b"From: Shop <shop@example.com>\r\n")
+        assert same.to_bytes().startswith(b"From: Shop <shop@example.com>\r\n")
+        assert other.to_bytes().startswith(b"From: Other <other@example.net>\r\n")
+        assert idn.to_bytes().startswith(b"From: shop@xn--r8jz45g.jp\r\n")
+        assert idn.to_bytes(smtputf8=True).startswith("From: shop@例え.jp\r\n".encode())
+        assert idn.to_bytes().startswith(b"From: shop@xn--r8jz45g.jp\r\n")

@@ -104,7 +104,11 @@ def envelope_of(message: Message | RawMessage | email.message.Message) -> Envelo
     needs = not (sender.isascii() and all(map(str.isascii, recipients))) and any(
         not addr.rpartition("@")[0].isascii() for addr in (sender, *recipients)
     )
-    needs = needs or headers_need_smtputf8(message)
+    if not needs and (
+        type(message) is not Message or message.reply_to or message.return_path is not None
+    ):
+        # (otherwise every header address is also in the envelope: nothing more to find)
+        needs = headers_need_smtputf8(message)
     return Envelope(sender, recipients, message_id, needs, verp, dsn)
 
 

@@ -53,8 +53,10 @@ def check_text(value: object, field: str, key: str | None = None) -> str:
     """
     if not isinstance(value, str):
         problem = f"expected str, got {type(value).__name__}"
-    elif _SUSPECT.search(value) is None:
-        return value
+    elif value.isascii() and "\r" not in value and "\n" not in value and "\x00" not in value:
+        return value  # (no surrogate in ASCII; three memchr cost a third of the regex)
+    elif value.isprintable() or _SUSPECT.search(value) is None:
+        return value  # (printable: no CR, LF, NUL or surrogate, at half the regex's cost)
     elif _FORBIDDEN.search(value):
         problem = f"CR, LF and NUL are not allowed: {value!r}"
     else:
@@ -119,11 +121,14 @@ def encode_words(text: str) -> list[str]:
 
 def fold_unstructured(name: str, text: str) -> str:
     """Render ``name: text`` as one folded header line (without the final CRLF)."""
-    if not needs_encoding(text):
+    if text.isascii() and not needs_encoding(text):  # (non-ASCII always needs it)
         if len(name) + len(text) + 2 <= _LINE:
             return f"{name}: {text}"
         return _fold_words(f"{name}:", text.split(" "))
-    return _fold_words(f"{name}:", encode_words(text))
+    words = encode_words(text)
+    if len(words) == 1:  # (a short subject: what _fold_words makes of one word)
+        return f"{name}: {words[0]}"
+    return _fold_words(f"{name}:", words)
 
 
 def _fold_words(head: str, words: list[str]) -> str:

@@ -26,6 +26,7 @@ from ._address import (
 from ._dsn import DSN
 from ._headers import MANAGED_HEADERS, check_header_name, check_text
 from ._list import list_head, normal_list_id, normal_mailto, normal_unsubscribe
+from ._random import random_hex
 from ._render import body_bytes, current_date, render
 from ._verp import check_template, expand, is_template
 
@@ -192,14 +193,15 @@ class Message:
         from_ = parse_address(sender, "sender")
         _set_sender(self, from_)
         to_ = parse_addresses(to, "to")
-        cc_ = parse_addresses(cc, "cc")
-        bcc_ = parse_addresses(bcc, "bcc")
+        # (mostly left empty: the comparison costs a fraction of the call)
+        cc_ = () if cc == () else parse_addresses(cc, "cc")
+        bcc_ = () if bcc == () else parse_addresses(bcc, "bcc")
         if not (to_ or cc_ or bcc_):
             raise MessageError("to: a message needs at least one recipient in to, cc or bcc")
         _set_to(self, to_)
         _set_cc(self, cc_)
         _set_bcc(self, bcc_)
-        reply = parse_addresses(reply_to, "reply_to")
+        reply = () if reply_to == () else parse_addresses(reply_to, "reply_to")
         _set_subject(self, check_text(subject, "subject"))
         _set_text(self, text)
         _set_html(self, html)
@@ -402,7 +404,7 @@ def _id_suffix(sender: str) -> str:
 
 def _message_id(given: str | None, sender: str) -> str:
     if given is None:
-        return f"<{os.urandom(16).hex()}{_id_suffix(sender)}"
+        return f"<{random_hex()}{_id_suffix(sender)}"
     check_text(given, "message_id")
     given = given.strip()
     if not given.startswith("<"):

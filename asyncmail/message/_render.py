@@ -14,7 +14,6 @@ gets back is the text with ``\\n`` line ends and a final newline.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import unicodedata
@@ -29,6 +28,7 @@ from .._exceptions import MessageError
 from ._address import Address, format_address
 from ._headers import fold_unstructured
 from ._qp import encode_qp
+from ._random import random_hex
 
 
 class Attachment(Protocol):
@@ -86,6 +86,12 @@ _date_cache: dict[tuple[datetime, object], str] = {}
 _Bodies = tuple[tuple[bytes, int] | None, tuple[bytes, int] | None]
 # The current second: its datetime and its header text, made once a second.
 _now: tuple[int, datetime, str] = (-1, datetime.fromtimestamp(0, UTC), "")
+# The latest From line made: its sender, smtputf8, and the line (see ``_from_header``).
+_last_from: tuple[Address | None, bool, str] = (None, False, "")
+# Octets to look for with ``in``: an int is one memchr, where a one-octet bytes object
+# first fails a conversion to int (an exception raised and cleared: ~2k instructions).
+_CR = 0x0D
+_NUL = 0x00
 
 
 def render(
@@ -118,7 +124,7 @@ def render(
     for name, value in message.headers:
         head.append(fold_unstructured(name, value))
     head.append("MIME-Version: 1.0")
-    content_head, body = _content(message, bodies, os.urandom(12).hex())
+    content_head, body = _content(message, bodies, random_hex()[:24])  # (96 bits are plenty)
     head.append(content_head)
     head.append("\r\n")
     body[0] = "\r\n".join(head).encode("utf-8" if smtputf8 else "ascii")
@@ -169,12 +175,26 @@ def _format_date(value: datetime, zone: str) -> str:
     )
 
 
-@lru_cache(maxsize=256)
 def _from_header(sender: Address, smtputf8: bool) -> str:
-    return _address_header("From", (sender,), smtputf8)  # senders repeat across messages
+    # Senders repeat across messages, mostly as the very same Address (``parse_address``
+    # caches them): an identity check costs a fraction of hashing one for the cache.
+    global _last_from
+    last = _last_from
+    if sender is last[0] and smtputf8 is last[1]:
+        return last[2]
+    line = _from_line(sender, smtputf8)
+    _last_from = (sender, smtputf8, line)
+    return line
+
+
+@lru_cache(maxsize=256)
+def _from_line(sender: Address, smtputf8: bool) -> str:
+    return _address_header("From", (sender,), smtputf8)
 
 
 def _address_header(name: str, addresses: tuple[Address, ...], smtputf8: bool) -> str:
+    if len(addresses) == 1:  # (the common case; the same line as below)
+        return f"{name}: {format_address(addresses[0], smtputf8=smtputf8)}"
     items = [format_address(address, smtputf8=smtputf8) for address in addresses]
     line = f"{name}: " + ", ".join(items)
     if len(line) <= _LINE and "\r" not in line:
@@ -206,6 +226,10 @@ def _content(message: Message, bodies: _Bodies, token: str) -> tuple[str, list[b
         entity = _multipart("alternative", parts, f"=_a{token}")
     if entity is None and parts:
         entity = parts[0]
+    if not message.attachments:  # (the common case: skip looking through none)
+        assert entity is not None
+        head, body = entity
+        return head, [b"", body] if isinstance(body, bytes) else body
     related = html is not None and any(a.inline for a in message.attachments)
     if related and entity is not None:
         embedded = [_attachment_part(a) for a in message.attachments if a.inline]
@@ -221,16 +245,18 @@ def _content(message: Message, bodies: _Bodies, token: str) -> tuple[str, list[b
 
 
 def _multipart(subtype: str, parts: list[_Entity], boundary: str) -> tuple[str, list[bytes]]:
-    delimiter = f"--{boundary}\r\n".encode("ascii")
+    # Each part's line end, delimiter and header lines go as one piece (one encode a
+    # part, not three pieces): "--B CRLF head CRLF CRLF", body, "CRLF --B CRLF head...".
     chunks: list[bytes] = [b""]
+    lead = f"--{boundary}\r\n"
     for head, body in parts:
-        chunks += (delimiter, head.encode("ascii"), b"\r\n\r\n")
+        chunks.append(f"{lead}{head}\r\n\r\n".encode("ascii"))
         if isinstance(body, bytes):
             chunks.append(body)
         else:
             chunks += body
-        chunks.append(b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+        lead = f"\r\n--{boundary}\r\n"
+    chunks.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
     return f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"', chunks
 
 
@@ -239,7 +265,8 @@ def body_bytes(text: object, field: str) -> tuple[bytes, int]:
 
     The hint is a lower bound on the number of non-ASCII octets, free to compute here (a
     character of k octets adds k - 1 to the length, and k / (k - 1) >= 4 / 3), which often
-    settles base64 against quoted-printable without counting.
+    settles base64 against quoted-printable without counting. It is 0 exactly when the
+    text is ASCII, which spares the renderer an ``isascii`` pass.
 
     Raises:
         MessageError: naming ``field`` when ``text`` is not a str encodable as UTF-8.
@@ -262,7 +289,7 @@ def crlf_lines(data: bytes) -> bytes:
     end normaliser: text bodies and the wire content of anything not rendered here
     (``message._content``) go through it.
     """
-    if b"\r" in data:  # text from Python mostly has LF only: skip two passes
+    if _CR in data:  # text from Python mostly has LF only: skip two passes
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
@@ -271,7 +298,7 @@ def crlf_lines(data: bytes) -> bytes:
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
     data, high_at_least = body
-    if data.isascii() and b"\x00" not in data and _lines_fit(data):
+    if not high_at_least and _NUL not in data and _lines_fit(data):  # (0: ASCII)
         cte, encoded = "7bit", data
     else:
         # Quoted-printable when it is no longer than base64. The hint settles mostly
