@@ -34,7 +34,8 @@ _SUSPECT = re.compile("[\r\n\x00\ud800-\udfff]")
 _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # printable ASCII without colon or space
 # Unstructured text we may write raw: printable ASCII words separated by single spaces,
 # no encoded-word look-alike, no word too long to fit on a line.
-_RAW_SAFE = re.compile(r"[!-~]{1,900}(?: [!-~]{1,900})*")
+_RAW_WORD = 900  # characters in a word, at most
+_RAW_SAFE = re.compile(rf"[!-~]{{1,{_RAW_WORD}}}(?: [!-~]{{1,{_RAW_WORD}}})*")
 # Q-encoding: the characters allowed unencoded in an encoded-word inside a phrase (RFC 2047 5(3)).
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_TABLE = tuple("_" if b == 0x20 else chr(b) if b in _Q_SAFE else f"={b:02X}" for b in range(256))
@@ -78,6 +79,10 @@ def check_header_name(name: object, field: str) -> str:
 
 def needs_encoding(text: str) -> bool:
     """Whether unstructured ``text`` must be written as encoded-words to round-trip exactly."""
+    if 0 < len(text) <= _RAW_WORD and text.isascii() and text.isprintable():
+        # (the common case, at a fraction of the regex's cost: printable ASCII is "!"-"~"
+        # and space, and no word can be too long)
+        return text[0] == " " or text[-1] == " " or "  " in text or "=?" in text
     return _RAW_SAFE.fullmatch(text) is None or "=?" in text
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .._exceptions import MessageError
 from ._address import (
@@ -190,54 +191,64 @@ class Message:
         unsubscribe_mailto: str | None = None,
         list_id: str | None = None,
     ) -> None:
+        # The fields are set on a twin of the class whose slots take plain stores (see
+        # ``_Fields``): a frozen class's slot setters cost ~0.6k instructions a field.
+        cls = type(self)
+        fields: Any
+        if cls is Message:
+            object.__setattr__(self, "__class__", _Fields)
+            fields = self
+        else:  # a subclass's layout differs: fill a twin, then copy its slots over
+            fields = object.__new__(_Fields)
         from_ = parse_address(sender, "sender")
-        _set_sender(self, from_)
+        fields.sender = from_
         to_ = parse_addresses(to, "to")
         # (mostly left empty: the comparison costs a fraction of the call)
         cc_ = () if cc == () else parse_addresses(cc, "cc")
         bcc_ = () if bcc == () else parse_addresses(bcc, "bcc")
         if not (to_ or cc_ or bcc_):
             raise MessageError("to: a message needs at least one recipient in to, cc or bcc")
-        _set_to(self, to_)
-        _set_cc(self, cc_)
-        _set_bcc(self, bcc_)
+        fields.to = to_
+        fields.cc = cc_
+        fields.bcc = bcc_
         reply = () if reply_to == () else parse_addresses(reply_to, "reply_to")
-        _set_subject(self, check_text(subject, "subject"))
-        _set_text(self, text)
-        _set_html(self, html)
-        _set_text_data(self, None if text is None else body_bytes(text, "text"))
-        _set_html_data(self, None if html is None else body_bytes(html, "html"))
-        files = tuple(attachments) if attachments else ()
-        for i, file in enumerate(files):
-            if not isinstance(file, Attachment):
-                raise MessageError(f"attachments[{i}]: expected an Attachment")
-        _set_attachments(self, files)
+        fields.subject = check_text(subject, "subject")
+        fields.text = text
+        fields.html = html
+        fields._text_data = None if text is None else body_bytes(text, "text")
+        fields._html_data = None if html is None else body_bytes(html, "html")
+        fields.attachments = _attachments(attachments) if attachments else ()
         extra: tuple[tuple[str, str], ...] = ()
         if headers:  # (the isinstance check against an ABC costs more than the test)
             extra, message_id, date, reply = _header_fields(headers, message_id, date, reply)
-        _set_reply_to(self, reply)
-        _set_headers(self, extra)
+        fields.reply_to = reply
+        fields.headers = extra
         if return_path is not None and return_path != "":
             _check_return_path(return_path, (*to_, *cc_, *bcc_))
-        _set_return_path(self, return_path)
+        fields.return_path = return_path
         if dsn is not None and not isinstance(dsn, DSN):
             raise MessageError(f"dsn: expected a DSN, got {type(dsn).__name__}")
-        _set_dsn(self, dsn)
-        _set_message_id(self, _message_id(message_id, from_.addr))
+        fields.dsn = dsn
+        fields.message_id = _message_id(message_id, from_.addr)
         if date is None:
             date = current_date()
         elif not isinstance(date, datetime):
             raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
-        _set_date(self, date)
+        fields.date = date
         head = None
         if unsubscribe is not None or unsubscribe_mailto is not None or list_id is not None:
             unsubscribe, unsubscribe_mailto, list_id, head = _list_fields(
                 unsubscribe, unsubscribe_mailto, list_id
             )
-        _set_unsubscribe(self, unsubscribe)
-        _set_unsubscribe_mailto(self, unsubscribe_mailto)
-        _set_list_id(self, list_id)
-        _set_list_head(self, head)
+        fields.unsubscribe = unsubscribe
+        fields.unsubscribe_mailto = unsubscribe_mailto
+        fields.list_id = list_id
+        fields._list_head = head
+        if cls is Message:
+            fields.__class__ = Message
+        else:
+            for name in _Fields.__slots__:
+                object.__setattr__(self, name, getattr(fields, name))
 
     def __repr__(self) -> str:
         recipients = len(self.to) + len(self.cc) + len(self.bcc)
@@ -273,29 +284,25 @@ class Message:
         return render(self, (self._text_data, self._html_data), self._list_head, smtputf8=smtputf8)
 
 
-# The slots' own setters. A frozen class's fields are set through these or object.__setattr__,
-# and these cost about a third as much (~0.5k instructions a field, not ~1.3k): a Message is
-# often made per message sent.
-_set_sender = Message.__dict__["sender"].__set__
-_set_to = Message.__dict__["to"].__set__
-_set_cc = Message.__dict__["cc"].__set__
-_set_bcc = Message.__dict__["bcc"].__set__
-_set_reply_to = Message.__dict__["reply_to"].__set__
-_set_subject = Message.__dict__["subject"].__set__
-_set_text = Message.__dict__["text"].__set__
-_set_html = Message.__dict__["html"].__set__
-_set_text_data = Message.__dict__["_text_data"].__set__
-_set_html_data = Message.__dict__["_html_data"].__set__
-_set_attachments = Message.__dict__["attachments"].__set__
-_set_headers = Message.__dict__["headers"].__set__
-_set_return_path = Message.__dict__["return_path"].__set__
-_set_message_id = Message.__dict__["message_id"].__set__
-_set_date = Message.__dict__["date"].__set__
-_set_dsn = Message.__dict__["dsn"].__set__
-_set_unsubscribe = Message.__dict__["unsubscribe"].__set__
-_set_unsubscribe_mailto = Message.__dict__["unsubscribe_mailto"].__set__
-_set_list_id = Message.__dict__["list_id"].__set__
-_set_list_head = Message.__dict__["_list_head"].__set__
+class _Fields:
+    """A mutable twin of Message, for its ``__init__`` only: the very same slots, so an
+    instance's class can be switched between the two (Python checks that the layouts match).
+
+    A frozen class's fields are set through the slots' setters or ``object.__setattr__``,
+    at ~0.6k or ~1.3k instructions a field; switching the class there and back costs about
+    two of those, and then each field is a plain store. A Message is often made per
+    message sent, with 20 fields.
+    """
+
+    __slots__ = Message.__slots__
+
+
+def _attachments(attachments: Iterable[Attachment]) -> tuple[Attachment, ...]:
+    files = tuple(attachments)
+    for i, file in enumerate(files):
+        if not isinstance(file, Attachment):
+            raise MessageError(f"attachments[{i}]: expected an Attachment")
+    return files
 
 
 def _check_verp(template: str, recipients: Iterable[Address]) -> None:

@@ -291,9 +291,11 @@ def crlf_lines(data: bytes) -> bytes:
     """
     if _CR in data:  # text from Python mostly has LF only: skip two passes
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    return data.replace(b"\n", b"\r\n")
+    if data.endswith(b"\n"):
+        return data.replace(b"\n", b"\r\n")
+    # (not ``data += b"\n"`` first: a copy, where ``replace`` gives a body without a line
+    # end, such as one-line HTML, back as it is)
+    return data.replace(b"\n", b"\r\n") + b"\r\n"
 
 
 def _text_part(body: tuple[bytes, int], subtype: str) -> tuple[str, bytes]:
