@@ -167,7 +167,10 @@ class Driver:
             relay, conn = got
             clean = False
             try:
-                redo, clean = await self._chain(state, relay, conn, job)
+                if self._bdat(relay, conn):
+                    redo, clean = await run_window(self, state, relay, conn, job)
+                else:
+                    redo, clean = await self._chain(state, relay, conn, job)
             finally:  # (release shields what it must await: a cancel cannot skip it)
                 await relay.pool.release(conn, reusable=clean)
             fresh = True  # a stale connection is replaced once, by a new one (same relay)
@@ -222,14 +225,12 @@ class Driver:
     async def _chain(
         self, state: _Run, relay: RelayState, conn: Connection, job: Job
     ) -> tuple[Job | None, bool]:
-        """Run ``job`` and the ready jobs after it on ``conn``.
+        """Run ``job`` and the ready jobs after it on ``conn`` (DATA, not a BDAT window).
 
         Returns:
             A job to run again on a fresh connection (``conn`` was stale), and whether
             ``conn`` is in a known-clean state.
         """
-        if self._bdat(relay, conn):
-            return await run_window(self, state, relay, conn, job)
         first = True
         group_sent = False
         tx: Prepared | Attempt | None = self.transaction_for(conn, job)
@@ -237,22 +238,34 @@ class Driver:
         chained: list[tuple[Job, Prepared | Attempt | None]] = []
         follow = self._follower(state, relay, conn, chained)  # (one for the whole chain)
         while True:
-            attempt = await self._one(state, relay, conn, job, tx, group_sent, follow)
+            # (one job's transaction, inlined: a coroutine less to make, and to resume on
+            # each wake-up, per message)
+            attempt: Attempt | None = None
+            if not isinstance(tx, Prepared):
+                attempt = await self._without_io(state, job, tx)
+            elif group_sent or await self.start(state, relay, job):  # (else: hook failed)
+                # the next transaction of a VERP job goes next: nothing chained behind it
+                pipelined = tx.pipelined and not job.more
+                attempt = await run(
+                    conn,
+                    tx,
+                    group_sent=group_sent,
+                    follow=follow if pipelined else None,
+                    gate=job.gate,
+                )
+                if attempt.needs_rset and attempt.reusable:
+                    attempt = replace(attempt, reusable=await reset(conn))
             if attempt is not None:
-                if attempt.stale and first:
-                    job.unbook()
-                    logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
-                    return job, False
-                more = await self.settle(state, job, relay, attempt)
-                if more and (not attempt.reusable or chained or not _may_go_on(conn)):
-                    self.again(state, job)  # the rest of its VERP round, elsewhere
-                    more = False
-                if not attempt.reusable:
-                    await self._requeue(state, chained)
-                    return None, False
-                if more:  # its next VERP transaction, on this connection
-                    tx, group_sent, first = self.transaction_for(conn, job), False, False
-                    continue
+                if not attempt.reusable:  # the connection ended with it
+                    return await self._ended(state, relay, conn, job, attempt, chained, first)
+                more, result = self.settled(state, job, relay, attempt)
+                if result is not None:
+                    await state.feed.emit(result)
+                if more:  # the rest of its VERP round: next on this connection if it can
+                    if not chained and _may_go_on(conn):
+                        tx, group_sent, first = self.transaction_for(conn, job), False, False
+                        continue
+                    self.again(state, job)
             if chained:
                 job, tx = chained.pop()
                 group_sent = isinstance(tx, Prepared)
@@ -264,33 +277,33 @@ class Driver:
                 job, tx, group_sent = nxt, self.transaction_for(conn, nxt), False
             first = False
 
-    async def _one(
+    async def _without_io(self, state: _Run, job: Job, tx: Attempt | None) -> Attempt | None:
+        """A job's transaction that ends before any I/O; None when it has no attempt."""
+        if tx is None:  # its write-ahead hook failed when it was to be chained
+            await self._finish(state, job)
+            return None
+        job.begin(self.clock())  # refused before any I/O
+        return tx
+
+    async def _ended(
         self,
         state: _Run,
         relay: RelayState,
         conn: Connection,
         job: Job,
-        tx: Prepared | Attempt | None,
-        group_sent: bool,
-        follow: Callable[[], bytes | None],
-    ) -> Attempt | None:
-        """One job's transaction on ``conn``; None when it ended without one (hook failed)."""
-        if tx is None:  # its write-ahead hook failed when it was to be chained
-            await self._finish(state, job)
-            return None
-        if isinstance(tx, Attempt):  # refused before any I/O
-            job.begin(self.clock())
-            return tx
-        if not group_sent and not await self.start(state, relay, job):
-            return None  # the write-ahead hook failed: the job already has its result
-        # (the next transaction of a VERP job goes next: nothing is chained behind it)
-        pipelined = tx.pipelined and not job.more
-        attempt = await run(
-            conn, tx, group_sent=group_sent, follow=follow if pipelined else None, gate=job.gate
-        )
-        if attempt.needs_rset and attempt.reusable:
-            attempt = replace(attempt, reusable=await reset(conn))
-        return attempt
+        attempt: Attempt,
+        chained: list[tuple[Job, Prepared | Attempt | None]],
+        first: bool,
+    ) -> tuple[Job | None, bool]:
+        """The end of ``_chain`` when ``job``'s attempt left ``conn`` unusable."""
+        if attempt.stale and first:
+            job.unbook()
+            logger.debug("connection %d was stale; retrying on a fresh one", conn.id)
+            return job, False
+        if await self.settle(state, job, relay, attempt):
+            self.again(state, job)  # the rest of its VERP round, elsewhere
+        await self._requeue(state, chained)
+        return None, False
 
     async def _requeue(
         self, state: _Run, chained: list[tuple[Job, Prepared | Attempt | None]]
@@ -430,16 +443,30 @@ class Driver:
         Returns:
             Whether the job goes on now: the next recipient of a VERP round.
         """
+        more, result = self.settled(state, job, relay, attempt)
+        if result is not None:
+            await state.feed.emit(result)
+        return more
+
+    def settled(
+        self, state: _Run, job: Job, relay: RelayState, attempt: Attempt
+    ) -> tuple[bool, SendResult[Any] | None]:
+        """``settle`` but for the await: the caller hands the result on (``feed.emit``).
+
+        (A plain method: it runs for every message, and a coroutine costs more to make.)
+
+        Returns:
+            Whether the job goes on now, and its final result if it has one.
+        """
         if attempt.status is not Status.DELIVERED or attempt.refused:
             self._check_throttle(relay, attempt)
         policy = state.feed.retry or self.retry
         retry = job.settle(attempt, retry_unknown=policy.retry_unknown)
         if job.more_now:
-            return True
+            return True, None
         if retry:
             if self.closing.fired:
-                await self._finish(state, job, shutdown=True)
-                return False
+                return False, self._result(state, job, shutdown=True)
             now = self.clock()
             tries = job.tries
             delay = backoff_delay(policy, tries)
@@ -447,9 +474,8 @@ class Driver:
                 logger.debug("retry %d in %.2f s: %s", tries, delay, attempt.error)
                 job.due = now + delay
                 state.retries.append(job)
-                return False
-        await self._finish(state, job)
-        return False
+                return False, None
+        return False, self._result(state, job)
 
     def _check_throttle(self, relay: RelayState, attempt: Attempt) -> None:
         """Slow the relay down if a reply of this attempt said "too fast"."""
@@ -460,6 +486,10 @@ class Driver:
                 return
 
     async def _finish(self, state: _Run, job: Job, *, shutdown: bool = False) -> None:
+        await state.feed.emit(self._result(state, job, shutdown=shutdown))
+
+    def _result(self, state: _Run, job: Job, *, shutdown: bool = False) -> SendResult[Any]:
+        """The job's final result, booked: it leaves ``state`` and the ledger."""
         state.held.discard(job)
         result = self.ledger.finish(job.result(shutdown=shutdown))
         if result.status is not Status.DELIVERED or result.refused:  # (else nothing to log)
@@ -467,7 +497,7 @@ class Driver:
         relay = job.relay
         if relay is not None:
             relay.counts[result.status] += 1
-        await state.feed.emit(result)
+        return result
 
 
 def _may_go_on(conn: Connection) -> bool:

@@ -359,22 +359,16 @@ class _Work:
     async def _work(
         self, messages: _Queue | _Pull, results: MemoryObjectSendStream[SendResult[Any]]
     ) -> None:
-        async with results:
-            if isinstance(messages, _Pull):
-                await self._serve(messages, results)
-                return
-            try:
-                await self._serve(messages, results)
-            finally:
-                messages.leave()
-
-    async def _serve(
-        self, messages: _Source, results: MemoryObjectSendStream[SendResult[Any]]
-    ) -> None:
+        # (one coroutine from the task to ``serve``: each level is resumed on every wake-up)
         feed = _QueueFeed(self.driver, messages, results, self.before_send)
-        # a gone consumer takes no results: stop taking messages too
-        with contextlib.suppress(_ConsumerGone):
-            await self.driver.serve(feed)
+        async with results:
+            try:
+                # a gone consumer takes no results: stop taking messages too
+                with contextlib.suppress(_ConsumerGone):
+                    await self.driver.serve(feed)
+            finally:
+                if isinstance(messages, _Queue):
+                    messages.leave()
 
 
 class ResultStream(Generic[M]):

@@ -23,7 +23,7 @@ from ..message._content import WireContent
 from ..message._dsn import DSN, orcpt
 from ._connection import Connection
 from ._judge import Attempt, Exchange, failed, judge
-from ._wire import Wire, WireClosed
+from ._wire import CHUNK, Wire, WireClosed
 
 __all__ = ["Gate", "Prepared", "broke", "prepare", "reset", "run"]
 
@@ -173,7 +173,10 @@ async def run(
             t = conn.timeouts
             x.phase = Phase.DATA_TRANSFER
             content, follow = _merged(tx.content, x, follow)
-            await wire.send_content(content, t.data_transfer)
+            if len(content) > CHUNK:
+                await wire.send_content(content, t.data_transfer)
+            elif not wire.write_content(content):  # (most: no coroutine, nothing to wait)
+                await wire.flush(t.data_transfer)
             x.dot_sent = True
             x.phase = Phase.FINAL_REPLY
             if follow is not None:

@@ -259,19 +259,33 @@ class Wire(asyncio.Protocol):
             WireClosed: The connection broke before all of it left.
             TimeoutError: A piece did not leave within ``limit``.
         """
-        if self._tap is not None:
-            self._tap("C", content_line(len(data)))
-        if len(data) <= CHUNK:  # most messages: one write (``write``, inlined)
-            if self._closed is not None or self._transport.is_closing():
-                raise WireClosed(self._closed or "connection closing")
-            self._transport.write(data)
-            if self._paused:
+        if len(data) <= CHUNK:  # most messages: one write
+            if not self.write_content(data):
                 await self.flush(limit)
             return
+        if self._tap is not None:
+            self._tap("C", content_line(len(data)))
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             self.write(view[start : start + CHUNK], content=True)
             await self.flush(limit)
+
+    def write_content(self, data: bytes | memoryview) -> bool:
+        """Write message content of up to ``CHUNK`` bytes in one piece, with no coroutine to
+        make (most messages): ``send_content`` less the wait.
+
+        Returns:
+            Whether all of it has left the process; if not, ``flush`` waits for it.
+
+        Raises:
+            WireClosed: The connection is already gone.
+        """
+        if self._tap is not None:
+            self._tap("C", content_line(len(data)))
+        if self._closed is not None or self._transport.is_closing():  # (``write``, inlined)
+            raise WireClosed(self._closed or "connection closing")
+        self._transport.write(data)
+        return not self._paused
 
     def ready_reply(self) -> Reply | None:
         """The next reply if it is already here, else None: no coroutine to run, which is
