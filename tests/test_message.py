@@ -48,6 +48,26 @@ def test_message_is_immutable() -> None:
         msg.subject = "changed"  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("subclass", [False, True])
+def test_a_message_that_fails_validation_is_never_seen_half_made(subclass: bool) -> None:
+    # __init__ fills the fields on a mutable twin class; an error must not leave one behind
+    cls = type("Sub", (Message,), {"__slots__": ()}) if subclass else Message
+    with pytest.raises(MessageError) as caught:
+        cls(sender="a@example.com", to="b@example.com", subject="two\nlines")
+    tb = caught.value.__traceback__
+    selves = []
+    while tb is not None:
+        if "self" in tb.tb_frame.f_locals:
+            selves.append(tb.tb_frame.f_locals["self"])
+        tb = tb.tb_next
+    assert selves, "the half-made message should be in the traceback"
+    assert all(type(s) is cls for s in selves)
+    made = cls(sender="a@example.com", to="b@example.com", subject="one line")
+    assert type(made) is cls
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.subject = "changed"  # type: ignore[misc]
+
+
 def test_message_is_keyword_only() -> None:
     with pytest.raises(TypeError):
         Message("shop@example.com", "bob@example.org")  # type: ignore[call-arg]

@@ -200,50 +200,54 @@ class Message:
             fields = self
         else:  # a subclass's layout differs: fill a twin, then copy its slots over
             fields = object.__new__(_Fields)
-        from_ = parse_address(sender, "sender")
-        fields.sender = from_
-        to_ = parse_addresses(to, "to")
-        # (mostly left empty: the comparison costs a fraction of the call)
-        cc_ = () if cc == () else parse_addresses(cc, "cc")
-        bcc_ = () if bcc == () else parse_addresses(bcc, "bcc")
-        if not (to_ or cc_ or bcc_):
-            raise MessageError("to: a message needs at least one recipient in to, cc or bcc")
-        fields.to = to_
-        fields.cc = cc_
-        fields.bcc = bcc_
-        reply = () if reply_to == () else parse_addresses(reply_to, "reply_to")
-        fields.subject = check_text(subject, "subject")
-        fields.text = text
-        fields.html = html
-        fields._text_data = None if text is None else body_bytes(text, "text")
-        fields._html_data = None if html is None else body_bytes(html, "html")
-        fields.attachments = _attachments(attachments) if attachments else ()
-        extra: tuple[tuple[str, str], ...] = ()
-        if headers:  # (the isinstance check against an ABC costs more than the test)
-            extra, message_id, date, reply = _header_fields(headers, message_id, date, reply)
-        fields.reply_to = reply
-        fields.headers = extra
-        if return_path is not None and return_path != "":
-            _check_return_path(return_path, (*to_, *cc_, *bcc_))
-        fields.return_path = return_path
-        if dsn is not None and not isinstance(dsn, DSN):
-            raise MessageError(f"dsn: expected a DSN, got {type(dsn).__name__}")
-        fields.dsn = dsn
-        fields.message_id = _message_id(message_id, from_.addr)
-        if date is None:
-            date = current_date()
-        elif not isinstance(date, datetime):
-            raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
-        fields.date = date
-        head = None
-        if unsubscribe is not None or unsubscribe_mailto is not None or list_id is not None:
-            unsubscribe, unsubscribe_mailto, list_id, head = _list_fields(
-                unsubscribe, unsubscribe_mailto, list_id
-            )
-        fields.unsubscribe = unsubscribe
-        fields.unsubscribe_mailto = unsubscribe_mailto
-        fields.list_id = list_id
-        fields._list_head = head
+        try:
+            from_ = parse_address(sender, "sender")
+            fields.sender = from_
+            to_ = parse_addresses(to, "to")
+            # (mostly left empty: the comparison costs a fraction of the call)
+            cc_ = () if cc == () else parse_addresses(cc, "cc")
+            bcc_ = () if bcc == () else parse_addresses(bcc, "bcc")
+            if not (to_ or cc_ or bcc_):
+                raise MessageError("to: a message needs at least one recipient in to, cc or bcc")
+            fields.to = to_
+            fields.cc = cc_
+            fields.bcc = bcc_
+            reply = () if reply_to == () else parse_addresses(reply_to, "reply_to")
+            fields.subject = check_text(subject, "subject")
+            fields.text = text
+            fields.html = html
+            fields._text_data = None if text is None else body_bytes(text, "text")
+            fields._html_data = None if html is None else body_bytes(html, "html")
+            fields.attachments = _attachments(attachments) if attachments else ()
+            extra: tuple[tuple[str, str], ...] = ()
+            if headers:  # (the isinstance check against an ABC costs more than the test)
+                extra, message_id, date, reply = _header_fields(headers, message_id, date, reply)
+            fields.reply_to = reply
+            fields.headers = extra
+            if return_path is not None and return_path != "":
+                _check_return_path(return_path, (*to_, *cc_, *bcc_))
+            fields.return_path = return_path
+            if dsn is not None and not isinstance(dsn, DSN):
+                raise MessageError(f"dsn: expected a DSN, got {type(dsn).__name__}")
+            fields.dsn = dsn
+            fields.message_id = _message_id(message_id, from_.addr)
+            if date is None:
+                date = current_date()
+            elif not isinstance(date, datetime):
+                raise MessageError(f"date: expected a datetime, got {type(date).__name__}")
+            fields.date = date
+            head = None
+            if unsubscribe is not None or unsubscribe_mailto is not None or list_id is not None:
+                unsubscribe, unsubscribe_mailto, list_id, head = _list_fields(
+                    unsubscribe, unsubscribe_mailto, list_id
+                )
+            fields.unsubscribe = unsubscribe
+            fields.unsubscribe_mailto = unsubscribe_mailto
+            fields.list_id = list_id
+            fields._list_head = head
+        except BaseException:  # not left a _Fields, should anything still hold it
+            object.__setattr__(self, "__class__", cls)
+            raise
         if cls is Message:
             fields.__class__ = Message
         else:
