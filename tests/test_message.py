@@ -51,7 +51,7 @@ def test_message_is_immutable() -> None:
 @pytest.mark.parametrize("subclass", [False, True])
 def test_a_message_that_fails_validation_is_never_seen_half_made(subclass: bool) -> None:
     # __init__ fills the fields on a mutable twin class; an error must not leave one behind
-    cls = type("Sub", (Message,), {"__slots__": ()}) if subclass else Message
+    cls: type[Message] = type("Sub", (Message,), {"__slots__": ()}) if subclass else Message
     with pytest.raises(MessageError) as caught:
         cls(sender="a@example.com", to="b@example.com", subject="two\nlines")
     tb = caught.value.__traceback__
