@@ -494,7 +494,9 @@ def goals(rows: list[dict[str, Any]], link_rtt: dict[str, float]) -> list[str]:
     if r is not None:
         verdict("S3 peak RSS", r.get("peak_rss_mb"), 150, "MB", higher=False)
         if r.get("rss_samples"):
-            tail = [m for t, m in r["rss_samples"]][len(r["rss_samples"]) // 4 :]
+            # (a sample of 0 MB is the process exiting, as in run_peer: left out)
+            rss = [m for _, m in r["rss_samples"] if m > 0]
+            tail = rss[len(rss) // 4 :]
             if tail:
                 out.append(
                     f"S3 flatness: RSS over the last 3/4 of the run {min(tail):.1f}–"
