@@ -275,7 +275,8 @@ class Wire(asyncio.Protocol):
         make (most messages): ``send_content`` less the wait.
 
         Returns:
-            Whether all of it has left the process; if not, ``flush`` waits for it.
+            False when the transport's buffer is over its high-water mark (writing paused):
+            then ``flush`` waits until it drains, as ``send_content`` does.
 
         Raises:
             WireClosed: The connection is already gone.
