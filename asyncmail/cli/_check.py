@@ -66,6 +66,8 @@ async def run_check(url: str, *, connect_timeout: float, echo: Callable[[str], N
     finally:
         # A TLS close waits for the server's close_notify, and this command returns at
         # once: asyncio.run would end with that still pending and the socket open. After
-        # QUIT there is nothing left to say, so drop the connection now.
+        # QUIT there is nothing left to say, so drop the connection now: the session's own
+        # transport, since aiosmtplib's quit() starts that close and then lets go of it.
+        session.transport.abort()
         abort(session.client)
     return 0
